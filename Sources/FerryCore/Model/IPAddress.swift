@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The address family of an IP address, spelled as Kubernetes spells it (`IPv4`, `IPv6`).
+public enum IPFamily: String, Sendable, Hashable, Codable, CaseIterable {
+    case ipv4 = "IPv4"
+    case ipv6 = "IPv6"
+}
+
+/// An IPv4 or IPv6 address held as plain integers, so it can be compared, hashed and sorted cheaply.
+public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// An IPv4 address in host byte order.
+    case v4(UInt32)
+    /// An IPv6 address as its high and low 64 bits, in host byte order.
+    case v6(high: UInt64, low: UInt64)
+
+    /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text; `nil` when the text is not an address.
+    /// Leading zeros in IPv4 octets are rejected, as Kubernetes' validation does.
+    public init?(_ text: some StringProtocol) {
+        if let v4 = IPAddress.parseIPv4(text.utf8) {
+            self = .v4(v4)
+            return
+        }
+        guard text.contains(":"), text.utf8.count <= 45 else { return nil }
+        var storage = in6_addr()
+        let ok = String(text).withCString { inet_pton(AF_INET6, $0, &storage) } == 1
+        guard ok else { return nil }
+        let bytes = withUnsafeBytes(of: storage) { Array($0) }
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for index in 0..<8 { high = high << 8 | UInt64(bytes[index]) }
+        for index in 8..<16 { low = low << 8 | UInt64(bytes[index]) }
+        self = .v6(high: high, low: low)
+    }
+
+    private static func parseIPv4(_ utf8: some Collection<UInt8>) -> UInt32? {
+        var result: UInt32 = 0
+        var octet: UInt32 = 0
+        var digits = 0
+        var dots = 0
+        var leadingZero = false
+        for byte in utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                if leadingZero { return nil }
+                if digits == 0 && byte == UInt8(ascii: "0") { leadingZero = true }
+                octet = octet * 10 + UInt32(byte - UInt8(ascii: "0"))
+                digits += 1
+                if digits > 3 || octet > 255 { return nil }
+            case UInt8(ascii: "."):
+                guard digits > 0, dots < 3 else { return nil }
+                result = result << 8 | octet
+                octet = 0
+                digits = 0
+                dots += 1
+                leadingZero = false
+            default:
+                return nil
+            }
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return result << 8 | octet
+    }
+
+    /// The family of this address.
+    public var family: IPFamily {
+        switch self {
+        case .v4: return .ipv4
+        case .v6: return .ipv6
+        }
+    }
+
+    /// The address in network byte order (4 or 16 bytes).
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let value):
+            return [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+        case .v6(let high, let low):
+            return (0..<8).map { UInt8(high >> (56 - 8 * UInt64($0)) & 0xff) }
+                + (0..<8).map { UInt8(low >> (56 - 8 * UInt64($0)) & 0xff) }
+        }
+    }
+
+    /// Canonical text: dotted quad, or RFC 5952 compressed IPv6.
+    public var description: String {
+        switch self {
+        case .v4(let value):
+            return "\(value >> 24).\(value >> 16 & 0xff).\(value >> 8 & 0xff).\(value & 0xff)"
+        case .v6:
+            var storage = in6_addr()
+            let raw = bytes
+            withUnsafeMutableBytes(of: &storage) { buffer in
+                for index in 0..<16 { buffer[index] = raw[index] }
+            }
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            _ = inet_ntop(AF_INET6, &storage, &text, socklen_t(text.count))
+            return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    /// `host:port`, with IPv6 in brackets, as Go's `net.JoinHostPort` writes it.
+    public func joined(port: Int) -> String {
+        switch self {
+        case .v4: return "\(self):\(port)"
+        case .v6: return "[\(self)]:\(port)"
+        }
+    }
+
+    /// Whether this is a loopback address (127.0.0.0/8 or ::1).
+    public var isLoopback: Bool {
+        switch self {
+        case .v4(let value): return value >> 24 == 127
+        case .v6(let high, let low): return high == 0 && low == 1
+        }
+    }
+
+    public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
+        switch (lhs, rhs) {
+        case (.v4(let a), .v4(let b)): return a < b
+        case (.v4, .v6): return true
+        case (.v6, .v4): return false
+        case (.v6(let ah, let al), .v6(let bh, let bl)): return (ah, al) < (bh, bl)
+        }
+    }
+}
+
+/// An IP prefix such as `10.244.0.0/16` or `fd00::/64`.
+public struct CIDR: Sendable, Hashable, CustomStringConvertible {
+    /// The network address (host bits cleared).
+    public let address: IPAddress
+    /// The prefix length in bits.
+    public let prefixLength: Int
+
+    /// Parses `address/length`; `nil` when either part is invalid.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPAddress(parts[0]), let length = Int(parts[1]) else { return nil }
+        let maximum = address.family == .ipv4 ? 32 : 128
+        guard (0...maximum).contains(length) else { return nil }
+        self.prefixLength = length
+        self.address = CIDR.masked(address, length)
+    }
+
+    private static func masked(_ address: IPAddress, _ length: Int) -> IPAddress {
+        switch address {
+        case .v4(let value):
+            let mask: UInt32 = length == 0 ? 0 : UInt32.max << (32 - length)
+            return .v4(value & mask)
+        case .v6(let high, let low):
+            let highMask: UInt64 = length >= 64 ? .max : (length == 0 ? 0 : UInt64.max << (64 - length))
+            let lowMask: UInt64 = length <= 64 ? 0 : (length == 128 ? .max : UInt64.max << (128 - length))
+            return .v6(high: high & highMask, low: low & lowMask)
+        }
+    }
+
+    /// Whether `other` lies inside this prefix.
+    public func contains(_ other: IPAddress) -> Bool {
+        guard other.family == address.family else { return false }
+        return CIDR.masked(other, prefixLength) == address
+    }
+
+    public var description: String { "\(address)/\(prefixLength)" }
+}
