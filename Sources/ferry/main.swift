@@ -1,1 +1,3 @@
 import FerryCLI
+
+await FerryCommand.runMain()

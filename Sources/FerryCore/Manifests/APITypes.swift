@@ -1,20 +1,12 @@
 // Wire-format mirrors of the Kubernetes objects Ferry reads: every field optional, exactly as the API
 // spells it, so that decoding never guesses and `-o json|yaml` writes back what the API would.
-// `ManifestValidator` turns them into the validated model.
+// `ManifestValidator` turns them into the validated model. They are read from a `JSONValue` by
+// `APIDecoding.swift` and written back with `Encodable`.
 
 /// An `int-or-string` field such as `targetPort`.
-public enum IntOrString: Codable, Sendable, Hashable {
+public enum IntOrString: Encodable, Sendable, Hashable {
     case int(Int)
     case string(String)
-
-    public init(from decoder: Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if let number = try? container.decode(Int.self) {
-            self = .int(number)
-        } else {
-            self = .string(try container.decode(String.self))
-        }
-    }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.singleValueContainer()
@@ -26,7 +18,7 @@ public enum IntOrString: Codable, Sendable, Hashable {
 }
 
 /// `metadata` of any object.
-public struct APIObjectMeta: Codable, Sendable, Hashable {
+public struct APIObjectMeta: Encodable, Sendable, Hashable {
     public var name: String?
     public var generateName: String?
     public var namespace: String?
@@ -45,8 +37,8 @@ public struct APIObjectMeta: Codable, Sendable, Hashable {
 }
 
 /// `v1 Service`.
-public struct APIService: Codable, Sendable, Hashable {
-    public struct Port: Codable, Sendable, Hashable {
+public struct APIService: Encodable, Sendable, Hashable {
+    public struct Port: Encodable, Sendable, Hashable {
         public var name: String?
         public var `protocol`: String?
         public var port: Int?
@@ -54,9 +46,9 @@ public struct APIService: Codable, Sendable, Hashable {
         public var nodePort: Int?
         public var appProtocol: String?
     }
-    public struct ClientIPConfig: Codable, Sendable, Hashable { public var timeoutSeconds: Int? }
-    public struct AffinityConfig: Codable, Sendable, Hashable { public var clientIP: ClientIPConfig? }
-    public struct Spec: Codable, Sendable, Hashable {
+    public struct ClientIPConfig: Encodable, Sendable, Hashable { public var timeoutSeconds: Int? }
+    public struct AffinityConfig: Encodable, Sendable, Hashable { public var clientIP: ClientIPConfig? }
+    public struct Spec: Encodable, Sendable, Hashable {
         public var type: String?
         public var clusterIP: String?
         public var clusterIPs: [String]?
@@ -75,13 +67,13 @@ public struct APIService: Codable, Sendable, Hashable {
         public var publishNotReadyAddresses: Bool?
         public var loadBalancerIP: String?
     }
-    public struct Ingress: Codable, Sendable, Hashable {
+    public struct Ingress: Encodable, Sendable, Hashable {
         public var ip: String?
         public var hostname: String?
         public var ipMode: String?
     }
-    public struct LoadBalancerStatus: Codable, Sendable, Hashable { public var ingress: [Ingress]? }
-    public struct Status: Codable, Sendable, Hashable { public var loadBalancer: LoadBalancerStatus? }
+    public struct LoadBalancerStatus: Encodable, Sendable, Hashable { public var ingress: [Ingress]? }
+    public struct Status: Encodable, Sendable, Hashable { public var loadBalancer: LoadBalancerStatus? }
 
     public var apiVersion: String?
     public var kind: String?
@@ -91,24 +83,24 @@ public struct APIService: Codable, Sendable, Hashable {
 }
 
 /// `discovery.k8s.io/v1 EndpointSlice`.
-public struct APIEndpointSlice: Codable, Sendable, Hashable {
-    public struct Conditions: Codable, Sendable, Hashable {
+public struct APIEndpointSlice: Encodable, Sendable, Hashable {
+    public struct Conditions: Encodable, Sendable, Hashable {
         public var ready: Bool?
         public var serving: Bool?
         public var terminating: Bool?
     }
-    public struct NameRef: Codable, Sendable, Hashable { public var name: String? }
-    public struct Hints: Codable, Sendable, Hashable {
+    public struct NameRef: Encodable, Sendable, Hashable { public var name: String? }
+    public struct Hints: Encodable, Sendable, Hashable {
         public var forZones: [NameRef]?
         public var forNodes: [NameRef]?
     }
-    public struct ObjectRef: Codable, Sendable, Hashable {
+    public struct ObjectRef: Encodable, Sendable, Hashable {
         public var kind: String?
         public var namespace: String?
         public var name: String?
         public var uid: String?
     }
-    public struct Endpoint: Codable, Sendable, Hashable {
+    public struct Endpoint: Encodable, Sendable, Hashable {
         public var addresses: [String]?
         public var conditions: Conditions?
         public var hostname: String?
@@ -117,7 +109,7 @@ public struct APIEndpointSlice: Codable, Sendable, Hashable {
         public var hints: Hints?
         public var targetRef: ObjectRef?
     }
-    public struct Port: Codable, Sendable, Hashable {
+    public struct Port: Encodable, Sendable, Hashable {
         public var name: String?
         public var `protocol`: String?
         public var port: Int?
@@ -133,20 +125,20 @@ public struct APIEndpointSlice: Codable, Sendable, Hashable {
 }
 
 /// `v1 Endpoints`.
-public struct APIEndpoints: Codable, Sendable, Hashable {
-    public struct Address: Codable, Sendable, Hashable {
+public struct APIEndpoints: Encodable, Sendable, Hashable {
+    public struct Address: Encodable, Sendable, Hashable {
         public var ip: String?
         public var hostname: String?
         public var nodeName: String?
         public var targetRef: APIEndpointSlice.ObjectRef?
     }
-    public struct Port: Codable, Sendable, Hashable {
+    public struct Port: Encodable, Sendable, Hashable {
         public var name: String?
         public var `protocol`: String?
         public var port: Int?
         public var appProtocol: String?
     }
-    public struct Subset: Codable, Sendable, Hashable {
+    public struct Subset: Encodable, Sendable, Hashable {
         public var addresses: [Address]?
         public var notReadyAddresses: [Address]?
         public var ports: [Port]?
@@ -159,29 +151,29 @@ public struct APIEndpoints: Codable, Sendable, Hashable {
 }
 
 /// `v1 Pod`: only what endpoint derivation reads.
-public struct APIPod: Codable, Sendable, Hashable {
-    public struct ContainerPort: Codable, Sendable, Hashable {
+public struct APIPod: Encodable, Sendable, Hashable {
+    public struct ContainerPort: Encodable, Sendable, Hashable {
         public var name: String?
         public var containerPort: Int?
         public var `protocol`: String?
     }
-    public struct Container: Codable, Sendable, Hashable {
+    public struct Container: Encodable, Sendable, Hashable {
         public var name: String?
         public var image: String?
         public var ports: [ContainerPort]?
     }
-    public struct Spec: Codable, Sendable, Hashable {
+    public struct Spec: Encodable, Sendable, Hashable {
         public var nodeName: String?
         public var hostname: String?
         public var containers: [Container]?
         public var initContainers: [Container]?
     }
-    public struct Condition: Codable, Sendable, Hashable {
+    public struct Condition: Encodable, Sendable, Hashable {
         public var type: String?
         public var status: String?
     }
-    public struct PodIP: Codable, Sendable, Hashable { public var ip: String? }
-    public struct Status: Codable, Sendable, Hashable {
+    public struct PodIP: Encodable, Sendable, Hashable { public var ip: String? }
+    public struct Status: Encodable, Sendable, Hashable {
         public var phase: String?
         public var podIP: String?
         public var podIPs: [PodIP]?
@@ -196,12 +188,12 @@ public struct APIPod: Codable, Sendable, Hashable {
 }
 
 /// `v1 Node`: labels and addresses.
-public struct APINode: Codable, Sendable, Hashable {
-    public struct Address: Codable, Sendable, Hashable {
+public struct APINode: Encodable, Sendable, Hashable {
+    public struct Address: Encodable, Sendable, Hashable {
         public var type: String?
         public var address: String?
     }
-    public struct Status: Codable, Sendable, Hashable { public var addresses: [Address]? }
+    public struct Status: Encodable, Sendable, Hashable { public var addresses: [Address]? }
 
     public var apiVersion: String?
     public var kind: String?

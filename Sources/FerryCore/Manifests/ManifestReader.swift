@@ -85,33 +85,29 @@ public enum ManifestReader {
     }
 
     private static func readJSON(_ data: Data, source: String, into result: inout ManifestReadResult) {
-        let trimmed = data.drop { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
-        if trimmed.isEmpty { return }
+        let bytes = [UInt8](data)
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return }
         do {
-            let envelope = try JSONDecoder().decode(DocumentEnvelope.self, from: data)
-            collect(envelope, document: 1, source: source, into: &result)
-        } catch let error as DecodingError {
-            let (field, message) = error.fieldAndMessage
-            result.errors.append(ManifestError(location: ManifestLocation(source: source), field: field, message: message))
+            let value = try JSONParser.parse(bytes)
+            collect(value, document: 1, source: source, into: &result)
         } catch {
-            result.errors.append(ManifestError(location: ManifestLocation(source: source), message: "\(error)"))
+            result.errors.append(ManifestError(location: ManifestLocation(source: source), message: "is not valid JSON: \(error)"))
         }
     }
 
     private static func readYAML(_ text: String, source: String, into result: inout ManifestReadResult) {
-        let decoder = YAMLDecoder()
         var document = 0
         do {
-            for node in try Yams.compose_all(yaml: text) {
+            // The basic resolver tags nothing: typing is YAMLToJSON's, without a regex per scalar.
+            let parser = try Parser(yaml: text, resolver: .basic)
+            while let node = try parser.nextRoot() {
                 document += 1
-                if case .scalar(let scalar) = node, scalar.string.isEmpty || scalar.string == "null" || scalar.string == "~" { continue }
                 do {
-                    let envelope = try decoder.decode(DocumentEnvelope.self, from: node)
-                    collect(envelope, document: document, source: source, into: &result)
-                } catch let error as DecodingError {
-                    let (field, message) = error.fieldAndMessage
-                    result.errors.append(
-                        ManifestError(location: ManifestLocation(source: source, document: document), field: field, message: message))
+                    let value = try YAMLToJSON.convert(node)
+                    if case .null = value { continue }
+                    collect(value, document: document, source: source, into: &result)
+                } catch {
+                    result.errors.append(ManifestError(location: ManifestLocation(source: source, document: document), message: "\(error)"))
                 }
             }
         } catch {
@@ -120,22 +116,66 @@ public enum ManifestReader {
         }
     }
 
-    private static func collect(_ envelope: DocumentEnvelope, document: Int, source: String, into result: inout ManifestReadResult) {
-        for (index, outcome) in envelope.items.enumerated() {
-            let location = ManifestLocation(source: source, document: document, item: envelope.isList ? index : nil)
-            switch outcome {
-            case .object(let wire, let header):
-                do {
-                    let object = try ManifestValidator.validate(wire)
-                    result.objects.append(ManifestObject(object: object, wire: wire, location: location))
-                } catch {
-                    result.errors.append(ManifestError(location: location, object: header.displayName, field: error.field, message: error.message))
-                }
-            case .skipped(let header):
-                result.skipped.append("\(header.displayName) (\(location))")
-            case .failed(let header, let field, let message):
-                result.errors.append(ManifestError(location: location, object: header.displayName, field: field, message: message))
+    /// Reads one document: an object, or a list (`kind: List` or a typed list such as `ServiceList`,
+    /// whose items may omit their kind).
+    private static func collect(_ value: JSONValue, document: Int, source: String, into result: inout ManifestReadResult) {
+        let location = ManifestLocation(source: source, document: document)
+        guard case .object = value else {
+            result.errors.append(
+                ManifestError(location: location, message: "is not an object: expected a mapping with kind, apiVersion and metadata, found \(value.typeDescription)"))
+            return
+        }
+        guard case .string(let kind)? = value["kind"], kind.hasSuffix("List") else {
+            collectObject(value, impliedKind: nil, location: location, into: &result)
+            return
+        }
+        let itemKind = kind == "List" ? nil : String(kind.dropLast(4))
+        switch value["items"] {
+        case nil, .null?:
+            return
+        case .array(let items)?:
+            for (index, item) in items.enumerated() {
+                collectObject(item, impliedKind: itemKind, location: ManifestLocation(source: source, document: document, item: index), into: &result)
             }
+        case let other?:
+            result.errors.append(
+                ManifestError(location: location, object: kind, field: "items", message: "has the wrong type: expected a list, found \(other.typeDescription)"))
+        }
+    }
+
+    private static let supportedVersions: [String: Set<String>] = [
+        "Service": ["v1"], "Endpoints": ["v1"], "Pod": ["v1"], "Node": ["v1"], "EndpointSlice": ["discovery.k8s.io/v1"],
+    ]
+
+    private static func collectObject(_ value: JSONValue, impliedKind: String?, location: ManifestLocation, into result: inout ManifestReadResult) {
+        let header = ObjectHeader(value, impliedKind: impliedKind)
+        func fail(_ field: String, _ message: String) {
+            result.errors.append(ManifestError(location: location, object: header.displayName, field: field, message: message))
+        }
+        guard case .object = value else {
+            return fail("", "is not an object: expected a mapping, found \(value.typeDescription)")
+        }
+        guard let kind = header.kind, !kind.isEmpty else { return fail("kind", "is required") }
+        guard let versions = supportedVersions[kind] else {
+            result.skipped.append("\(header.displayName) (\(location))")
+            return
+        }
+        if let apiVersion = header.apiVersion, !versions.contains(apiVersion) {
+            return fail("apiVersion", "\(apiVersion) is not supported for \(kind); use \(versions.sorted().joined(separator: " or "))")
+        }
+        do {
+            let reader = try FieldReader(value, at: .root)
+            let wire: WireObject
+            switch kind {
+            case "Service": wire = .service(try APIService(reader))
+            case "EndpointSlice": wire = .endpointSlice(try APIEndpointSlice(reader))
+            case "Endpoints": wire = .endpoints(try APIEndpoints(reader))
+            case "Pod": wire = .pod(try APIPod(reader))
+            default: wire = .node(try APINode(reader))
+            }
+            result.objects.append(ManifestObject(object: try ManifestValidator.validate(wire), wire: wire, location: location))
+        } catch {
+            fail(error.field, error.message)
         }
     }
 
@@ -186,97 +226,22 @@ struct ObjectHeader: Sendable {
     var name: String?
     var namespace: String?
 
+    init(_ value: JSONValue, impliedKind: String?) {
+        func text(_ field: JSONValue?) -> String? {
+            if case .string(let value)? = field { return value }
+            return nil
+        }
+        kind = text(value["kind"]) ?? impliedKind
+        apiVersion = text(value["apiVersion"])
+        name = text(value["metadata"]?["name"])
+        namespace = text(value["metadata"]?["namespace"])
+    }
+
     var displayName: String {
         let kindText = kind ?? "object"
         guard let name, !name.isEmpty else { return kindText }
-        let namespaced = kind != "Node"
-        return namespaced ? "\(kindText) \(namespace?.isEmpty == false ? namespace! : "default")/\(name)" : "\(kindText) \(name)"
-    }
-}
-
-/// One YAML document or JSON value: a single object or a list of them.
-private struct DocumentEnvelope: Decodable {
-    enum Outcome {
-        case object(WireObject, ObjectHeader)
-        case skipped(ObjectHeader)
-        case failed(ObjectHeader, field: String, message: String)
-    }
-
-    var items: [Outcome] = []
-    var isList = false
-
-    private enum Keys: String, CodingKey { case kind, apiVersion, items, metadata }
-    private enum MetaKeys: String, CodingKey { case name, namespace }
-
-    init(from decoder: Decoder) throws {
-        let header = DocumentEnvelope.header(of: decoder, impliedKind: nil)
-        if let kind = header.kind, kind.hasSuffix("List") {
-            isList = true
-            let itemKind = kind == "List" ? nil : String(kind.dropLast(4))
-            let container = try decoder.container(keyedBy: Keys.self)
-            guard container.contains(.items) else { return }
-            var list = try container.nestedUnkeyedContainer(forKey: .items)
-            while !list.isAtEnd {
-                let itemDecoder = try list.superDecoder()
-                items.append(DocumentEnvelope.decodeObject(from: itemDecoder, impliedKind: itemKind))
-            }
-        } else {
-            items.append(DocumentEnvelope.decodeObject(from: decoder, impliedKind: nil))
-        }
-    }
-
-    private static func header(of decoder: Decoder, impliedKind: String?) -> ObjectHeader {
-        guard let container = try? decoder.container(keyedBy: Keys.self) else { return ObjectHeader(kind: impliedKind) }
-        let meta = try? container.nestedContainer(keyedBy: MetaKeys.self, forKey: .metadata)
-        return ObjectHeader(
-            kind: (try? container.decodeIfPresent(String.self, forKey: .kind)) ?? impliedKind,
-            apiVersion: try? container.decodeIfPresent(String.self, forKey: .apiVersion),
-            name: (try? meta?.decodeIfPresent(String.self, forKey: .name)) ?? nil,
-            namespace: (try? meta?.decodeIfPresent(String.self, forKey: .namespace)) ?? nil)
-    }
-
-    private static let supportedVersions: [String: Set<String>] = [
-        "Service": ["v1"], "Endpoints": ["v1"], "Pod": ["v1"], "Node": ["v1"], "EndpointSlice": ["discovery.k8s.io/v1"],
-    ]
-
-    private static func decodeObject(from decoder: Decoder, impliedKind: String?) -> Outcome {
-        let header = header(of: decoder, impliedKind: impliedKind)
-        guard let kind = header.kind, !kind.isEmpty else {
-            if (try? decoder.container(keyedBy: Keys.self)) == nil {
-                return .failed(header, field: "", message: "is not an object (a mapping with kind, apiVersion and metadata)")
-            }
-            return .failed(header, field: "kind", message: "is required")
-        }
-        guard let versions = supportedVersions[kind] else { return .skipped(header) }
-        if let apiVersion = header.apiVersion, !versions.contains(apiVersion) {
-            return .failed(header, field: "apiVersion",
-                           message: "\(apiVersion) is not supported for \(kind); use \(versions.sorted().joined(separator: " or "))")
-        }
-        do {
-            switch kind {
-            case "Service": return .object(.service(try APIService(from: decoder)), header)
-            case "EndpointSlice": return .object(.endpointSlice(try APIEndpointSlice(from: decoder)), header)
-            case "Endpoints": return .object(.endpoints(try APIEndpoints(from: decoder)), header)
-            case "Pod": return .object(.pod(try APIPod(from: decoder)), header)
-            default: return .object(.node(try APINode(from: decoder)), header)
-            }
-        } catch let error as DecodingError {
-            let (field, message) = error.fieldAndMessage
-            let base = decoder.codingPath.count
-            return .failed(header, field: relativeField(field, droppingPrefixOf: base, decoder: decoder), message: message)
-        } catch {
-            return .failed(header, field: "", message: "\(error)")
-        }
-    }
-
-    /// Errors inside a list item carry the path from the document root (`items[3].spec…`);
-    /// the location already names the item, so the field is given relative to the object.
-    private static func relativeField(_ field: String, droppingPrefixOf depth: Int, decoder: Decoder) -> String {
-        guard depth > 0 else { return field }
-        let prefix = fieldPath(decoder.codingPath)
-        guard field.hasPrefix(prefix) else { return field }
-        var rest = field.dropFirst(prefix.count)
-        if rest.hasPrefix(".") { rest = rest.dropFirst() }
-        return String(rest)
+        if kind == "Node" { return "\(kindText) \(name)" }
+        let space = (namespace?.isEmpty ?? true) ? "default" : namespace!
+        return "\(kindText) \(space)/\(name)"
     }
 }

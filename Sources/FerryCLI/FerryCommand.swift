@@ -1,0 +1,61 @@
+import ArgumentParser
+import FerryCore
+import Foundation
+import Glibc
+
+/// `ferry`: a kube-proxy replacement. The root command only dispatches.
+public struct FerryCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "ferry",
+        abstract: "A kube-proxy replacement: Services and EndpointSlices in, forwarding out.",
+        discussion: """
+            Sources: --manifests PATH (a file or a folder of YAML/JSON, watched where it matters); with no \
+            source, the embedded walk-through (my-service and three pods) is used.
+            Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.
+            """,
+        subcommands: [GetCommand.self, ExplainCommand.self, BenchCommand.self])
+
+    public init() {}
+
+    /// Parses the arguments, runs the command and exits with Ferry's exit codes:
+    /// 0 success, 1 runtime failure, 2 bad usage or bad input.
+    public static func runMain(arguments: [String]? = nil) async -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Glibc.exit(0)
+        } catch let failure as CommandFailure {
+            FileHandle.standardError.write(Data(failure.message.utf8))
+            if !failure.message.hasSuffix("\n") { FileHandle.standardError.write(Data("\n".utf8)) }
+            Glibc.exit(failure.code)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                self.exit(withError: error)
+            }
+            let message = fullMessage(for: error)
+            FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+            // Usage errors are 2, as for any Unix tool; ArgumentParser would say 64.
+            Glibc.exit(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
+}
+
+/// A command that failed in a way the user should read: bad input (exit 2) or a runtime failure (exit 1).
+public struct CommandFailure: Error, Sendable {
+    public var code: Int32
+    public var message: String
+
+    public static func badInput(_ message: String) -> CommandFailure { CommandFailure(code: 2, message: message) }
+    public static func runtime(_ message: String) -> CommandFailure { CommandFailure(code: 1, message: message) }
+
+    /// Bad input listing each problem on its own line.
+    public static func badInput(_ problems: [ManifestError]) -> CommandFailure {
+        let plural = problems.count == 1 ? "" : "s"
+        return badInput("error: \(problems.count) problem\(plural) in the manifests:\n" + problems.map { "  \($0)" }.joined(separator: "\n"))
+    }
+}

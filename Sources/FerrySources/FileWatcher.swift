@@ -1,0 +1,133 @@
+import Foundation
+import Glibc
+
+/// Calls back when anything under a path may have changed: inotify on the path's folders (the parent
+/// folder for a single file, since editors replace files by renaming), with a periodic poll as a
+/// fallback for file systems without inotify and for events it misses. Bursts are coalesced: the
+/// callback runs once the path has been quiet for `settle`.
+///
+/// The watcher owns one thread; `stop()` ends it. The callback runs on that thread.
+public final class FileWatcher: @unchecked Sendable {
+    // Confined to the watcher thread after `start`, except `stopRequested` (atomic via the wake pipe).
+    private let root: String
+    private let settle: Duration
+    private let pollInterval: Duration
+    private let onChange: @Sendable () -> Void
+    private var inotifyDescriptor: Int32 = -1
+    private var watchedFolders: [String: Int32] = [:]
+    private var wakePipe: [Int32] = [-1, -1]
+    private var thread: Thread?
+
+    /// Whether inotify is in use (otherwise only polling).
+    public private(set) var usesInotify = false
+
+    public init(root: String, settle: Duration = .milliseconds(100), pollInterval: Duration = .seconds(2),
+                onChange: @escaping @Sendable () -> Void) {
+        self.root = root
+        self.settle = settle
+        self.pollInterval = pollInterval
+        self.onChange = onChange
+    }
+
+    deinit { closeAll() }
+
+    public func start() {
+        inotifyDescriptor = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        usesInotify = inotifyDescriptor >= 0
+        if pipe(&wakePipe) == 0 {
+            for descriptor in wakePipe {
+                _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+            }
+        }
+        refreshWatches()
+        let thread = Thread { [self] in self.run() }
+        thread.name = "ferry-file-watcher"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Ends the watcher thread; returns once it is told (the callback may still be running).
+    public func stop() {
+        var byte: UInt8 = 1
+        _ = write(wakePipe[1], &byte, 1)
+    }
+
+    private func run() {
+        var pending = false
+        var quietDeadline = ContinuousClock.now
+        var nextPoll = ContinuousClock.now + pollInterval
+        while true {
+            let now = ContinuousClock.now
+            let until = pending ? min(quietDeadline, nextPoll) : nextPoll
+            let timeout = max(0, Int32((until - now).components.seconds * 1000 + (until - now).components.attoseconds / 1_000_000_000_000_000))
+            var descriptors = [pollfd(fd: wakePipe[0], events: Int16(POLLIN), revents: 0)]
+            if usesInotify { descriptors.append(pollfd(fd: inotifyDescriptor, events: Int16(POLLIN), revents: 0)) }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
+            if ready > 0 && descriptors[0].revents != 0 { break }
+            if ready > 0 && descriptors.count > 1 && descriptors[1].revents != 0 {
+                drainInotify()
+                pending = true
+                quietDeadline = ContinuousClock.now + settle
+                continue
+            }
+            let after = ContinuousClock.now
+            if pending && after >= quietDeadline {
+                pending = false
+                refreshWatches()
+                onChange()
+            }
+            if after >= nextPoll {
+                nextPoll = after + pollInterval
+                onChange()
+            }
+        }
+        closeAll()
+    }
+
+    private func drainInotify() {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while read(inotifyDescriptor, &buffer, buffer.count) > 0 {}
+    }
+
+    /// Watches the root folder (or a single file's folder) and every folder below it.
+    private func refreshWatches() {
+        guard usesInotify else { return }
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory)
+        var folders: [String] = []
+        if exists && isDirectory.boolValue {
+            folders.append(root)
+            if let enumerator = FileManager.default.enumerator(atPath: root) {
+                while let relative = enumerator.nextObject() as? String {
+                    let full = (root as NSString).appendingPathComponent(relative)
+                    var isDir: ObjCBool = false
+                    if !relative.split(separator: "/").contains(where: { $0.hasPrefix(".") && $0 != "..data" }),
+                        FileManager.default.fileExists(atPath: full, isDirectory: &isDir), isDir.boolValue
+                    {
+                        folders.append(full)
+                    }
+                }
+            }
+        } else {
+            folders.append((root as NSString).deletingLastPathComponent.isEmpty ? "." : (root as NSString).deletingLastPathComponent)
+        }
+        let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB | IN_DELETE_SELF)
+        for folder in folders where watchedFolders[folder] == nil {
+            let descriptor = inotify_add_watch(inotifyDescriptor, folder, mask)
+            if descriptor >= 0 { watchedFolders[folder] = descriptor }
+        }
+        for (folder, descriptor) in watchedFolders where !folders.contains(folder) {
+            inotify_rm_watch(inotifyDescriptor, descriptor)
+            watchedFolders.removeValue(forKey: folder)
+        }
+    }
+
+    private func closeAll() {
+        if inotifyDescriptor >= 0 { close(inotifyDescriptor); inotifyDescriptor = -1 }
+        for index in 0..<2 where wakePipe[index] >= 0 {
+            close(wakePipe[index])
+            wakePipe[index] = -1
+        }
+    }
+}

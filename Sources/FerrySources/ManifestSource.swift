@@ -1,0 +1,66 @@
+import FerryCore
+import Foundation
+import Synchronization
+
+/// Objects from a manifest file or folder, watched for changes.
+///
+/// Emits the complete initial view as one batch followed by `initialSyncDone`, then a batch per settled
+/// change on disk. Problems (bad files, duplicates) are reported as they appear; the objects a bad file
+/// last defined correctly stay in force.
+public struct ManifestSource: ObjectSource {
+    public let path: String
+    public let watch: Bool
+    public let pollInterval: Duration
+
+    public init(path: String, watch: Bool = true, pollInterval: Duration = .seconds(2)) {
+        self.path = path
+        self.watch = watch
+        self.pollInterval = pollInterval
+    }
+
+    public var name: String { "manifests:\(path)" }
+
+    public func events() -> AsyncStream<SourceEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SourceEvent.self)
+        let tree = Mutex(ManifestTree(root: path))
+        let name = self.name
+        let (changes, problems) = tree.withLock { $0.reload() }
+        if !problems.isEmpty { continuation.yield(.problems(problems)) }
+        continuation.yield(.changes(changes))
+        continuation.yield(.initialSyncDone(source: name))
+        guard watch else {
+            continuation.finish()
+            return stream
+        }
+        let watcher = FileWatcher(root: path, pollInterval: pollInterval) {
+            let (changes, problems) = tree.withLock { $0.reload() }
+            if !problems.isEmpty { continuation.yield(.problems(problems)) }
+            if !changes.isEmpty { continuation.yield(.changes(changes)) }
+        }
+        continuation.onTermination = { _ in watcher.stop() }
+        watcher.start()
+        return stream
+    }
+}
+
+/// The objects Ferry runs on when given no source: the walk-through of `deploy/examples/my-service.yaml`
+/// (three pods behind `my-service`), so every command works without a cluster or a file.
+public struct EmbeddedSource: ObjectSource {
+    public init() {}
+
+    public var name: String { "embedded" }
+
+    /// The embedded objects, read and validated.
+    public static func read() -> ManifestReadResult {
+        ManifestReader.read(Data(EmbeddedManifests.myService.utf8), format: .yaml, source: "<embedded>")
+    }
+
+    public func events() -> AsyncStream<SourceEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SourceEvent.self)
+        let result = EmbeddedSource.read()
+        continuation.yield(.changes(result.objects.map { .upsert($0.object) }))
+        continuation.yield(.initialSyncDone(source: name))
+        continuation.finish()
+        return stream
+    }
+}
