@@ -1,0 +1,51 @@
+# Ferry: `make demo` and `make test` work on a fresh Debian machine (run as root, or with sudo).
+SHELL := /bin/bash
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+# Debian packages the project needs: the netfilter libraries and tools for the data planes and their
+# tests, iproute2 for network namespaces, procps for the demo.
+DEBIAN_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 procps
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: all deps build release test demo bench format clean
+
+all: build
+
+## deps: install the Debian packages Ferry needs (idempotent: only what is missing)
+deps:
+	@missing=""; \
+	for package in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "make: '$(SWIFT)' not found: install the Swift 6 toolchain and put it on PATH" >&2; exit 1; }
+
+## build: debug build of the ferry binary (.build/debug/ferry)
+build: deps
+	$(SWIFT) build
+
+## release: optimised build (.build/release/ferry)
+release: deps
+	$(SWIFT) build -c release
+
+## test: build and run every test (root-only tests skip with a message unless root; under CI=true they must run)
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+## demo: build, then show Ferry reading the example manifests
+demo: release
+	scripts/demo.sh .build/release/ferry
+
+## bench: the manifest-loading benchmark at 10,000 services
+bench: release
+	.build/release/ferry bench load --services 10000
+
+## format: format the sources with the toolchain's swift-format
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
+clean:
+	rm -rf .build

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The demo behind `make demo`: Ferry reading the example manifests (deploy/examples), explaining where
+# traffic goes, and following edits to a watched copy of them. Touches no network and no rules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ferry=${1:-.build/release/ferry}
+examples=deploy/examples
+node=(--node-name node-1)
+
+bold=$'\033[1m'; plain=$'\033[0m'
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
+say() { printf '\n%s# %s%s\n' "$bold" "$*" "$plain"; }
+
+say "The walk-through: my-service (ClusterIP 10.96.0.10) in front of three nginx pods, and the feature examples."
+step "$ferry" get services --manifests "$examples"
+step "$ferry" get endpoints --manifests "$examples"
+
+say "Where does traffic to my-service go, from node-1?"
+step "$ferry" explain --manifests "$examples" "${node[@]}" --to 10.96.0.10:80
+say "A service whose pods are shutting down: only the ready one gets new connections."
+step "$ferry" explain --manifests "$examples" "${node[@]}" --to 10.96.0.15:80
+say "externalTrafficPolicy: Local on a NodePort: only node-1's endpoint, and the client's IP is kept."
+step "$ferry" explain --manifests "$examples" "${node[@]}" --to 10.0.0.1:30081 --from 203.0.113.7
+
+say "Watching a copy of the manifests: edits show up as rows; a broken file keeps its last good state."
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
+watcher=""
+cleanup() { [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+cp -r "$examples" "$work/examples"
+"$ferry" get endpoints --manifests "$work/examples" --watch > "$work/watch.out" 2> "$work/watch.err" &
+watcher=$!
+sleep 1
+seen_out=0; seen_err=0
+# Prints what the watcher wrote since the last call.
+show() {
+  sleep 1.5
+  echo "--- the watcher printed:"
+  tail -n +$((seen_out + 1)) "$work/watch.out"
+  tail -n +$((seen_err + 1)) "$work/watch.err"
+  seen_out=$(wc -l < "$work/watch.out"); seen_err=$(wc -l < "$work/watch.err")
+}
+show
+say "A pod of my-service is replaced: 10.244.2.3 becomes 10.244.2.4."
+sed -i 's/10\.244\.2\.3\b/10.244.2.4/g' "$work/examples/my-service.yaml"
+show
+say "A typo in sticky's file (port 70000): the error names file, document, object and field; sticky keeps serving."
+sed -i 's/port: 8080/port: 70000/' "$work/examples/session-affinity.yaml"
+show
+say "The file is fixed, then deleted: sticky's endpoints go away."
+sed -i 's/port: 70000/port: 8080/' "$work/examples/session-affinity.yaml"
+rm "$work/examples/session-affinity.yaml"
+show
