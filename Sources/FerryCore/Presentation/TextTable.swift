@@ -40,7 +40,7 @@ public struct TextTable: Sendable {
 
 /// kubectl's `HumanDuration`: `45s`, `2m3s`, `15m`, `5h4m`, `3d2h`, `400d`, `2y10d`.
 public func humanDuration(_ interval: TimeInterval) -> String {
-    let seconds = Int(interval.rounded(.down))
+    let seconds = Int(interval.rounded(.towardZero))
     if seconds < -1 { return "<invalid>" }
     if seconds < 0 { return "0s" }
     if seconds < 120 { return "\(seconds)s" }
