@@ -119,12 +119,14 @@ struct SyntheticCluster {
         items.reserveCapacity(services * 2)
         for index in 0..<services {
             items.append(
-                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench","creationTimestamp":"2026-11-29T10:00:00Z"},"spec":{"type":"ClusterIP","clusterIP":"\#(clusterIP(index))","clusterIPs":["\#(clusterIP(index))"],"selector":{"app":"svc-\#(index)"},"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080}]}}"#)
+                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench","creationTimestamp":"2026-11-29T10:00:00Z"},"spec":{"type":"ClusterIP","clusterIP":"\#(clusterIP(index))","clusterIPs":["\#(clusterIP(index))"],"selector":{"app":"svc-\#(index)"},"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080}]}}"#
+            )
             let endpoints = (0..<endpointsPerService).map { endpoint in
                 #"{"addresses":["\#(podIP(index, endpoint))"],"conditions":{"ready":true,"serving":true,"terminating":false},"nodeName":"node-\#(endpoint % 2 + 1)","zone":"zone-a"}"#
             }
             items.append(
-                #"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"svc-\#(index)-abcde","namespace":"bench","labels":{"kubernetes.io/service-name":"svc-\#(index)"}},"addressType":"IPv4","endpoints":[\#(endpoints.joined(separator: ","))],"ports":[{"name":"http","protocol":"TCP","port":8080}]}"#)
+                #"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"svc-\#(index)-abcde","namespace":"bench","labels":{"kubernetes.io/service-name":"svc-\#(index)"}},"addressType":"IPv4","endpoints":[\#(endpoints.joined(separator: ","))],"ports":[{"name":"http","protocol":"TCP","port":8080}]}"#
+            )
         }
         return #"{"apiVersion":"v1","kind":"List","items":["# + items.joined(separator: ",\n") + "]}\n"
     }
@@ -133,7 +135,8 @@ struct SyntheticCluster {
         var documents: [String] = []
         documents.reserveCapacity(services * 2)
         for index in 0..<services {
-            documents.append("""
+            documents.append(
+                """
                 apiVersion: v1
                 kind: Service
                 metadata:
@@ -165,7 +168,8 @@ struct SyntheticCluster {
                   zone: zone-a
                 """
             }
-            documents.append("""
+            documents.append(
+                """
                 apiVersion: discovery.k8s.io/v1
                 kind: EndpointSlice
                 metadata:

@@ -56,6 +56,7 @@ public struct CommandFailure: Error, Sendable {
     /// Bad input listing each problem on its own line.
     public static func badInput(_ problems: [ManifestError]) -> CommandFailure {
         let plural = problems.count == 1 ? "" : "s"
-        return badInput("error: \(problems.count) problem\(plural) in the manifests:\n" + problems.map { "  \($0)" }.joined(separator: "\n"))
+        return badInput(
+            "error: \(problems.count) problem\(plural) in the manifests:\n" + problems.map { "  \($0)" }.joined(separator: "\n"))
     }
 }

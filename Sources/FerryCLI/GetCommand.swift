@@ -63,7 +63,9 @@ struct GetCommand: AsyncParsableCommand {
             switch output {
             case .json, .yaml:
                 let items = services.sorted { $0.name < $1.name }.compactMap { service -> APIService? in
-                    guard case .service(var wire)? = wireFor(ObjectKey(kind: .service, namespace: service.meta.namespace, name: service.meta.name))
+                    guard
+                        case .service(var wire)? = wireFor(
+                            ObjectKey(kind: .service, namespace: service.meta.namespace, name: service.meta.name))
                     else { return nil }
                     wire.apiVersion = "v1"
                     wire.kind = "Service"

@@ -45,11 +45,14 @@ struct LoadedManifests {
 
 /// Which node Ferry stands on.
 struct NodeOptions: ParsableArguments {
-    @Option(name: [.customLong("node-name"), .customLong("hostname-override")],
-            help: "This node's name, as endpoints' nodeName spell it (default: the host name).")
+    @Option(
+        name: [.customLong("node-name"), .customLong("hostname-override")],
+        help: "This node's name, as endpoints' nodeName spell it (default: the host name).")
     var nodeName: String?
 
-    @Option(name: .customLong("node-ip"), help: "An address of this node, for NodePorts (repeatable; default: the Node object's, else the host's).")
+    @Option(
+        name: .customLong("node-ip"),
+        help: "An address of this node, for NodePorts (repeatable; default: the Node object's, else the host's).")
     var nodeIPs: [String] = []
 
     @Option(name: .customLong("cluster-cidr"), help: "The pod network(s), comma-separated, e.g. 10.244.0.0/16.")
@@ -70,7 +73,9 @@ struct NodeOptions: ParsableArguments {
     func parsedCIDRs() throws -> [CIDR] {
         guard let clusterCIDR else { return [] }
         return try clusterCIDR.split(separator: ",").map { text in
-            guard let cidr = CIDR(String(text)) else { throw ValidationError("--cluster-cidr: \"\(text)\" is not a valid CIDR such as 10.244.0.0/16") }
+            guard let cidr = CIDR(String(text)) else {
+                throw ValidationError("--cluster-cidr: \"\(text)\" is not a valid CIDR such as 10.244.0.0/16")
+            }
             return cidr
         }
     }
@@ -104,7 +109,8 @@ enum HostInfo {
             defer { cursor = entry.pointee.ifa_next }
             guard let socketAddress = entry.pointee.ifa_addr else { continue }
             var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-            let length = socketAddress.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
+            let length =
+                socketAddress.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
             guard [sa_family_t(AF_INET), sa_family_t(AF_INET6)].contains(socketAddress.pointee.sa_family),
                 getnameinfo(socketAddress, socklen_t(length), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0
             else { continue }

@@ -21,8 +21,10 @@ public final class FileWatcher: @unchecked Sendable {
     /// Whether inotify is in use (otherwise only polling).
     public private(set) var usesInotify = false
 
-    public init(root: String, settle: Duration = .milliseconds(100), pollInterval: Duration = .seconds(2),
-                onChange: @escaping @Sendable () -> Void) {
+    public init(
+        root: String, settle: Duration = .milliseconds(100), pollInterval: Duration = .seconds(2),
+        onChange: @escaping @Sendable () -> Void
+    ) {
         self.root = root
         self.settle = settle
         self.pollInterval = pollInterval
@@ -60,7 +62,8 @@ public final class FileWatcher: @unchecked Sendable {
         while true {
             let now = ContinuousClock.now
             let until = pending ? min(quietDeadline, nextPoll) : nextPoll
-            let timeout = max(0, Int32((until - now).components.seconds * 1000 + (until - now).components.attoseconds / 1_000_000_000_000_000))
+            let timeout = max(
+                0, Int32((until - now).components.seconds * 1000 + (until - now).components.attoseconds / 1_000_000_000_000_000))
             var descriptors = [pollfd(fd: wakePipe[0], events: Int16(POLLIN), revents: 0)]
             if usesInotify { descriptors.append(pollfd(fd: inotifyDescriptor, events: Int16(POLLIN), revents: 0)) }
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)

@@ -1,5 +1,6 @@
 import FerryCore
 import Foundation
+import Logging
 import Synchronization
 
 /// Objects from a manifest file or folder, watched for changes.
@@ -11,11 +12,13 @@ public struct ManifestSource: ObjectSource {
     public let path: String
     public let watch: Bool
     public let pollInterval: Duration
+    public let logger: Logger
 
-    public init(path: String, watch: Bool = true, pollInterval: Duration = .seconds(2)) {
+    public init(path: String, watch: Bool = true, pollInterval: Duration = .seconds(2), logger: Logger = Logger(label: "ferry.manifests")) {
         self.path = path
         self.watch = watch
         self.pollInterval = pollInterval
+        self.logger = logger
     }
 
     public var name: String { "manifests:\(path)" }
@@ -32,8 +35,17 @@ public struct ManifestSource: ObjectSource {
             continuation.finish()
             return stream
         }
+        let logger = self.logger
         let watcher = FileWatcher(root: path, pollInterval: pollInterval) {
-            let (changes, problems) = tree.withLock { $0.reload() }
+            let clock = ContinuousClock()
+            var changes: [ObjectChange] = []
+            var problems: [ManifestError] = []
+            let elapsed = clock.measure { (changes, problems) = tree.withLock { $0.reload() } }
+            if !changes.isEmpty || !problems.isEmpty {
+                logger.debug("manifests reloaded", metadata: [
+                    "path": "\(name)", "changes": "\(changes.count)", "problems": "\(problems.count)", "duration": "\(elapsed)",
+                ])
+            }
             if !problems.isEmpty { continuation.yield(.problems(problems)) }
             if !changes.isEmpty { continuation.yield(.changes(changes)) }
         }

@@ -34,6 +34,7 @@ public struct ManifestTree: Sendable {
     /// The objects in force and the file each came from.
     public private(set) var objects: [ObjectKey: ManifestObject] = [:]
     private var owners: [ObjectKey: String] = [:]
+    private var rootMissing = false
 
     public init(root: String) {
         self.root = root
@@ -69,10 +70,11 @@ public struct ManifestTree: Sendable {
         let paths: [String]
         do {
             paths = try ManifestTree.manifestFiles(under: root)
+            rootMissing = false
         } catch {
-            if !files.isEmpty || objects.isEmpty {
-                problems.append(ManifestError(message: error.description))
-            }
+            // Said once when the path goes missing, not on every poll while it stays missing.
+            if !rootMissing { problems.append(ManifestError(message: error.description)) }
+            rootMissing = true
             paths = []
         }
         var next: [String: FileEntry] = [:]
@@ -91,7 +93,10 @@ public struct ManifestTree: Sendable {
                 problems += result.errors
                 if let previous, !previous.objects.isEmpty {
                     problems.append(
-                        ManifestError(location: nil, message: "\(path): keeping the \(previous.objects.count) object(s) it last defined correctly until it is fixed"))
+                        ManifestError(
+                            location: nil,
+                            message: "\(path): keeping the \(previous.objects.count) object(s) it last defined correctly until it is fixed")
+                    )
                 }
                 next[path] = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
             }
@@ -120,8 +125,9 @@ public struct ManifestTree: Sendable {
             for (key, object) in files[path]!.objects.sorted(by: { $0.key < $1.key }) where newOwners[key] != path {
                 if let owner = newOwners[key] {
                     problems.append(
-                        ManifestError(location: object.location, object: key.description, field: "metadata.name",
-                                      message: "duplicate object: already defined in \(owner); this copy is ignored"))
+                        ManifestError(
+                            location: object.location, object: key.description, field: "metadata.name",
+                            message: "duplicate object: already defined in \(owner); this copy is ignored"))
                     continue
                 }
                 merged[key] = object

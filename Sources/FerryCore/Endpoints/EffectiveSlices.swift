@@ -33,7 +33,8 @@ public enum EffectiveSlices {
                         addresses: [address.ip], conditions: EndpointConditions(ready: ready), nodeName: address.nodeName,
                         hostname: address.hostname, targetRef: address.targetRef)
                 }
-                let members = subset.addresses.compactMap { convert($0, ready: true) }
+                let members =
+                    subset.addresses.compactMap { convert($0, ready: true) }
                     + subset.notReadyAddresses.compactMap { convert($0, ready: false) }
                 guard !members.isEmpty else { continue }
                 let suffix = family == .ipv4 ? "" : "-v6"

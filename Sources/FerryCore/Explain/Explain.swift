@@ -29,7 +29,8 @@ public enum Explainer {
         let destination = "\(query.destination.joined(port: query.port))/\(query.protocol.rawValue)"
         let matches = tables.match(address: query.destination, port: query.port, protocol: query.protocol, nodeAddresses: node.addresses)
         guard !matches.isEmpty else {
-            var text = "\(destination) is not a service frontend on node \(node.name): no ClusterIP, NodePort, external IP or load-balancer IP matches.\n"
+            var text =
+                "\(destination) is not a service frontend on node \(node.name): no ClusterIP, NodePort, external IP or load-balancer IP matches.\n"
             if let near = nearMisses(query, tables: tables, node: node) { text += near }
             return ExplainReport(matched: false, text: text)
         }
@@ -41,7 +42,9 @@ public enum Explainer {
         return ExplainReport(matched: true, text: text)
     }
 
-    private static func section(_ query: ExplainQuery, destination: String, table: ServicePortTable, frontend: Frontend, node: NodeContext) -> String {
+    private static func section(_ query: ExplainQuery, destination: String, table: ServicePortTable, frontend: Frontend, node: NodeContext)
+        -> String
+    {
         var lines: [String] = []
         let via: String
         switch frontend.kind {
@@ -69,7 +72,8 @@ public enum Explainer {
             lines.append("  endpoints from \(originText)")
         }
         if case .clientIP(let timeout) = table.sessionAffinity {
-            lines.append("  sessionAffinity ClientIP: a client sticks to the backend it first reached until \(timeout)s after its last connection")
+            lines.append(
+                "  sessionAffinity ClientIP: a client sticks to the backend it first reached until \(timeout)s after its last connection")
         }
         if let topology = topologyNote(table.categories, node: node) { lines.append("  \(topology)") }
 

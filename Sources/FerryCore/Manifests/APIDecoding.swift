@@ -21,11 +21,13 @@ extension APIService {
         metadata = try r.object("metadata").map { (m) throws(FieldError) in try APIObjectMeta(m) }
         spec = try r.object("spec").map { (s) throws(FieldError) in try Spec(s) }
         status = try r.object("status").map { (s) throws(FieldError) in
-            Status(loadBalancer: try s.object("loadBalancer").map { (lb) throws(FieldError) in
-                LoadBalancerStatus(ingress: try lb.list("ingress") { (i) throws(FieldError) in
-                    Ingress(ip: try i.string("ip"), hostname: try i.string("hostname"), ipMode: try i.string("ipMode"))
+            Status(
+                loadBalancer: try s.object("loadBalancer").map { (lb) throws(FieldError) in
+                    LoadBalancerStatus(
+                        ingress: try lb.list("ingress") { (i) throws(FieldError) in
+                            Ingress(ip: try i.string("ip"), hostname: try i.string("hostname"), ipMode: try i.string("ipMode"))
+                        })
                 })
-            })
         }
     }
 }
@@ -47,9 +49,10 @@ extension APIService.Spec {
         externalName = try r.string("externalName")
         sessionAffinity = try r.string("sessionAffinity")
         sessionAffinityConfig = try r.object("sessionAffinityConfig").map { (c) throws(FieldError) in
-            APIService.AffinityConfig(clientIP: try c.object("clientIP").map { (ip) throws(FieldError) in
-                APIService.ClientIPConfig(timeoutSeconds: try ip.int("timeoutSeconds"))
-            })
+            APIService.AffinityConfig(
+                clientIP: try c.object("clientIP").map { (ip) throws(FieldError) in
+                    APIService.ClientIPConfig(timeoutSeconds: try ip.int("timeoutSeconds"))
+                })
         }
         externalTrafficPolicy = try r.string("externalTrafficPolicy")
         internalTrafficPolicy = try r.string("internalTrafficPolicy")
@@ -81,7 +84,9 @@ extension APIEndpointSlice {
                 targetRef: try e.object("targetRef").map { (t) throws(FieldError) in try ObjectRef(t) })
         }
         ports = try r.list("ports") { (p) throws(FieldError) in
-            Port(name: try p.string("name"), protocol: try p.string("protocol"), port: try p.int("port"), appProtocol: try p.string("appProtocol"))
+            Port(
+                name: try p.string("name"), protocol: try p.string("protocol"), port: try p.int("port"),
+                appProtocol: try p.string("appProtocol"))
         }
     }
 }
@@ -109,7 +114,9 @@ extension APIEndpoints {
             Subset(
                 addresses: try s.list("addresses", address), notReadyAddresses: try s.list("notReadyAddresses", address),
                 ports: try s.list("ports") { (p) throws(FieldError) in
-                    Port(name: try p.string("name"), protocol: try p.string("protocol"), port: try p.int("port"), appProtocol: try p.string("appProtocol"))
+                    Port(
+                        name: try p.string("name"), protocol: try p.string("protocol"), port: try p.int("port"),
+                        appProtocol: try p.string("appProtocol"))
                 })
         }
     }
@@ -125,7 +132,8 @@ extension APIPod {
                 Container(
                     name: try c.string("name"), image: try c.string("image"),
                     ports: try c.list("ports") { (p) throws(FieldError) in
-                        ContainerPort(name: try p.string("name"), containerPort: try p.int("containerPort"), protocol: try p.string("protocol"))
+                        ContainerPort(
+                            name: try p.string("name"), containerPort: try p.int("containerPort"), protocol: try p.string("protocol"))
                     })
             }
         }
@@ -138,7 +146,9 @@ extension APIPod {
             Status(
                 phase: try s.string("phase"), podIP: try s.string("podIP"),
                 podIPs: try s.list("podIPs") { (p) throws(FieldError) in PodIP(ip: try p.string("ip")) },
-                conditions: try s.list("conditions") { (c) throws(FieldError) in Condition(type: try c.string("type"), status: try c.string("status")) })
+                conditions: try s.list("conditions") { (c) throws(FieldError) in
+                    Condition(type: try c.string("type"), status: try c.string("status"))
+                })
         }
     }
 }
@@ -149,7 +159,10 @@ extension APINode {
         kind = try r.string("kind")
         metadata = try r.object("metadata").map { (m) throws(FieldError) in try APIObjectMeta(m) }
         status = try r.object("status").map { (s) throws(FieldError) in
-            Status(addresses: try s.list("addresses") { (a) throws(FieldError) in Address(type: try a.string("type"), address: try a.string("address")) })
+            Status(
+                addresses: try s.list("addresses") { (a) throws(FieldError) in
+                    Address(type: try a.string("type"), address: try a.string("address"))
+                })
         }
     }
 }

@@ -4,10 +4,11 @@ public enum Consistency {
     /// converges (a slice may arrive before its Service), but in a set of manifests it is almost always a
     /// typo, so one-shot commands report it as an error and the watcher as a warning.
     public static func danglingReferences(_ objects: [ManifestObject]) -> [ManifestError] {
-        let services = Set(objects.compactMap { entry -> ServiceName? in
-            if case .service(let service) = entry.object { return service.name }
-            return nil
-        })
+        let services = Set(
+            objects.compactMap { entry -> ServiceName? in
+                if case .service(let service) = entry.object { return service.name }
+                return nil
+            })
         var problems: [ManifestError] = []
         for entry in objects {
             switch entry.object {
@@ -21,7 +22,9 @@ public enum Consistency {
                 problems.append(
                     ManifestError(
                         location: entry.location, object: entry.object.key.description, field: "metadata.name",
-                        message: "Service \(endpoints.service) is not defined in the manifests (Endpoints are joined to the Service of the same name)"))
+                        message:
+                            "Service \(endpoints.service) is not defined in the manifests (Endpoints are joined to the Service of the same name)"
+                    ))
             default:
                 continue
             }

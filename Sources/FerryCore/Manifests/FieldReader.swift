@@ -67,7 +67,9 @@ struct FieldReader {
         result.reserveCapacity(elements.count)
         for (index, element) in elements.enumerated() {
             guard case .string(let text) = element else {
-                throw FieldError(FieldPath.index(.key(location, key), index).description, "has the wrong type: expected a string, found \(element.typeDescription)")
+                throw FieldError(
+                    FieldPath.index(.key(location, key), index).description,
+                    "has the wrong type: expected a string, found \(element.typeDescription)")
             }
             result.append(text)
         }

@@ -79,7 +79,8 @@ public enum ManifestReader {
             return read(data, format: ManifestFormat(path: path) ?? .yaml, source: path)
         } catch {
             var result = ManifestReadResult()
-            result.errors.append(ManifestError(location: nil, object: nil, field: nil, message: "\(path): cannot be read: \(describeIOError(error))"))
+            result.errors.append(
+                ManifestError(location: nil, object: nil, field: nil, message: "\(path): cannot be read: \(describeIOError(error))"))
             return result
         }
     }
@@ -112,7 +113,9 @@ public enum ManifestReader {
             }
         } catch {
             result.errors.append(
-                ManifestError(location: ManifestLocation(source: source, document: document + 1), message: "is not valid YAML: \(describeYAMLError(error))"))
+                ManifestError(
+                    location: ManifestLocation(source: source, document: document + 1),
+                    message: "is not valid YAML: \(describeYAMLError(error))"))
         }
     }
 
@@ -122,7 +125,9 @@ public enum ManifestReader {
         let location = ManifestLocation(source: source, document: document)
         guard case .object = value else {
             result.errors.append(
-                ManifestError(location: location, message: "is not an object: expected a mapping with kind, apiVersion and metadata, found \(value.typeDescription)"))
+                ManifestError(
+                    location: location,
+                    message: "is not an object: expected a mapping with kind, apiVersion and metadata, found \(value.typeDescription)"))
             return
         }
         guard case .string(let kind)? = value["kind"], kind.hasSuffix("List") else {
@@ -135,11 +140,14 @@ public enum ManifestReader {
             return
         case .array(let items)?:
             for (index, item) in items.enumerated() {
-                collectObject(item, impliedKind: itemKind, location: ManifestLocation(source: source, document: document, item: index), into: &result)
+                collectObject(
+                    item, impliedKind: itemKind, location: ManifestLocation(source: source, document: document, item: index), into: &result)
             }
         case let other?:
             result.errors.append(
-                ManifestError(location: location, object: kind, field: "items", message: "has the wrong type: expected a list, found \(other.typeDescription)"))
+                ManifestError(
+                    location: location, object: kind, field: "items",
+                    message: "has the wrong type: expected a list, found \(other.typeDescription)"))
         }
     }
 
@@ -147,7 +155,9 @@ public enum ManifestReader {
         "Service": ["v1"], "Endpoints": ["v1"], "Pod": ["v1"], "Node": ["v1"], "EndpointSlice": ["discovery.k8s.io/v1"],
     ]
 
-    private static func collectObject(_ value: JSONValue, impliedKind: String?, location: ManifestLocation, into result: inout ManifestReadResult) {
+    private static func collectObject(
+        _ value: JSONValue, impliedKind: String?, location: ManifestLocation, into result: inout ManifestReadResult
+    ) {
         let header = ObjectHeader(value, impliedKind: impliedKind)
         func fail(_ field: String, _ message: String) {
             result.errors.append(ManifestError(location: location, object: header.displayName, field: field, message: message))
@@ -188,8 +198,9 @@ public enum ManifestReader {
             let key = entry.object.key
             if let first = seen[key] {
                 result.errors.append(
-                    ManifestError(location: entry.location, object: key.description, field: "metadata.name",
-                                  message: "duplicate object: already defined at \(first)"))
+                    ManifestError(
+                        location: entry.location, object: key.description, field: "metadata.name",
+                        message: "duplicate object: already defined at \(first)"))
             } else {
                 seen[key] = entry.location
                 unique.append(entry)

@@ -69,7 +69,9 @@ public enum ManifestValidator {
             switch port.targetPort {
             case nil: target = .number(number)
             case .int(let value):
-                if value == 0 { target = .number(number) } else {
+                if value == 0 {
+                    target = .number(number)
+                } else {
                     try checkPort(value, "\(path).targetPort")
                     target = .number(value)
                 }
@@ -142,8 +144,9 @@ public enum ManifestValidator {
     public static func endpointSlice(_ wire: APIEndpointSlice) throws(FieldError) -> EndpointSlice {
         let meta = try objectMeta(wire.metadata, namespaced: true)
         guard let serviceName = meta.labels[EndpointSlice.serviceNameLabel], !serviceName.isEmpty else {
-            throw FieldError("metadata.labels[\"\(EndpointSlice.serviceNameLabel)\"]",
-                             "is required: it names the Service this slice belongs to")
+            throw FieldError(
+                "metadata.labels[\"\(EndpointSlice.serviceNameLabel)\"]",
+                "is required: it names the Service this slice belongs to")
         }
         guard let typeText = wire.addressType else { throw FieldError("addressType", "is required (IPv4, IPv6 or FQDN)") }
         let addressType = try enumValue(typeText, "addressType", default: EndpointSlice.AddressType.ipv4)
@@ -157,7 +160,8 @@ public enum ManifestValidator {
                 for (position, text) in texts.enumerated() {
                     let address = try ip(text, "\(path).addresses[\(position)]")
                     guard address.family.rawValue == addressType.rawValue else {
-                        throw FieldError("\(path).addresses[\(position)]", "\(text) is not an \(addressType.rawValue) address (addressType)")
+                        throw FieldError(
+                            "\(path).addresses[\(position)]", "\(text) is not an \(addressType.rawValue) address (addressType)")
                     }
                     addresses.append(address)
                 }
@@ -203,7 +207,9 @@ public enum ManifestValidator {
                 guard let number = entry.port else { throw FieldError("\(path).ports[\(position)].port", "is required") }
                 try checkPort(number, "\(path).ports[\(position)].port")
                 ports.append(
-                    SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path).ports[\(position)].protocol"), port: number))
+                    SlicePort(
+                        name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path).ports[\(position)].protocol"),
+                        port: number))
             }
             subsets.append(
                 Endpoints.Subset(
@@ -233,7 +239,8 @@ public enum ManifestValidator {
                 guard let number = port.containerPort else { throw FieldError("\(path).containerPort", "is required") }
                 try checkPort(number, "\(path).containerPort")
                 containerPorts.append(
-                    Pod.ContainerPort(name: port.name ?? "", containerPort: number, protocol: try l4Protocol(port.protocol, "\(path).protocol")))
+                    Pod.ContainerPort(
+                        name: port.name ?? "", containerPort: number, protocol: try l4Protocol(port.protocol, "\(path).protocol")))
             }
         }
         var ready: Bool? = nil
@@ -297,10 +304,13 @@ public enum ManifestValidator {
     static func checkPortName(_ name: String, _ field: String) throws(FieldError) {
         let bytes = Array(name.utf8)
         let allowed = bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
-        let ok = !bytes.isEmpty && bytes.count <= 15 && allowed && bytes.first != 45 && bytes.last != 45
+        let ok =
+            !bytes.isEmpty && bytes.count <= 15 && allowed && bytes.first != 45 && bytes.last != 45
             && !name.contains("--") && bytes.contains { $0 >= 97 && $0 <= 122 }
         if !ok {
-            throw FieldError(field, "\"\(name)\" is not a valid port name: at most 15 lowercase letters, digits and inner dashes, with at least one letter")
+            throw FieldError(
+                field,
+                "\"\(name)\" is not a valid port name: at most 15 lowercase letters, digits and inner dashes, with at least one letter")
         }
     }
 
@@ -321,4 +331,3 @@ public enum ManifestValidator {
         return "\(kind) \(name)"
     }
 }
-

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The address family of an IP address, spelled as Kubernetes spells it (`IPv4`, `IPv6`).

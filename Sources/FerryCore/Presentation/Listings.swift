@@ -116,7 +116,8 @@ public struct EndpointsView: Sendable, Hashable {
         }
         let created = usable.compactMap(\.meta.creationTimestamp).min() ?? service?.meta.creationTimestamp
         let meta = ObjectMeta(name: name.name, namespace: name.namespace, labels: service?.meta.labels ?? [:], creationTimestamp: created)
-        return EndpointsView(service: name, ready: ready, notReady: notReady, created: created, endpoints: Endpoints(meta: meta, subsets: subsets))
+        return EndpointsView(
+            service: name, ready: ready, notReady: notReady, created: created, endpoints: Endpoints(meta: meta, subsets: subsets))
     }
 
     /// kubectl's ENDPOINTS cell: at most three, then `+ N more...`; `<none>` when nothing is ready.

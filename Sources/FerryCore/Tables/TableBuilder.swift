@@ -47,9 +47,12 @@ public enum TableBuilder {
                 if slice.origin == .pods {
                     reason = "the pod declares no \(port.protocol.rawValue) container port named \"\(port.targetPort)\""
                 } else {
-                    let wanted = port.name.isEmpty ? "an unnamed \(port.protocol.rawValue) port" : "no \(port.protocol.rawValue) port named \"\(port.name)\""
+                    let wanted =
+                        port.name.isEmpty
+                        ? "an unnamed \(port.protocol.rawValue) port" : "no \(port.protocol.rawValue) port named \"\(port.name)\""
                     let available = slice.ports.map { "\($0.name.isEmpty ? "<unnamed>" : $0.name)/\($0.protocol.rawValue)" }
-                    reason = "slice \(slice.meta.name) has \(port.name.isEmpty ? "no " + wanted.dropFirst(3) : wanted)"
+                    reason =
+                        "slice \(slice.meta.name) has \(port.name.isEmpty ? "no " + wanted.dropFirst(3) : wanted)"
                         + (available.isEmpty ? "" : " (it has \(available.joined(separator: ", ")))")
                 }
                 for endpoint in slice.endpoints {
