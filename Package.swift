@@ -37,6 +37,6 @@ let package = Package(
         .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources"]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"], exclude: ["Golden"]),
     ]
 )

@@ -13,6 +13,7 @@ out=Sources/FerrySources/EmbeddedManifests.swift
   echo '    /// `deploy/examples/my-service.yaml`: three pods behind `my-service`.'
   echo '    public static let myService = #"""'
   cat deploy/examples/my-service.yaml
+  echo  # the delimiter line swallows one line break: keep the file's last one
   echo '"""#'
   echo '}'
 } > "$out"

@@ -60,6 +60,8 @@ func parseHostPort(_ text: String) -> (IPAddress, Int)? {
     } else {
         guard let colon = text.lastIndex(of: ":") else { return nil }
         host = text[..<colon]
+        // `fd00::1:80` is itself an IPv6 address: IPv6 needs brackets to carry a port.
+        guard !host.contains(":") else { return nil }
         portText = text[text.index(after: colon)...]
     }
     guard let address = IPAddress(host), let port = Int(portText), (1...65_535).contains(port) else { return nil }

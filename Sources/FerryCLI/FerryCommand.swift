@@ -29,8 +29,10 @@ public struct FerryCommand: AsyncParsableCommand {
             }
             Glibc.exit(0)
         } catch let failure as CommandFailure {
-            FileHandle.standardError.write(Data(failure.message.utf8))
-            if !failure.message.hasSuffix("\n") { FileHandle.standardError.write(Data("\n".utf8)) }
+            if !failure.message.isEmpty {
+                let text = failure.message.hasSuffix("\n") ? failure.message : failure.message + "\n"
+                FileHandle.standardError.write(Data(text.utf8))
+            }
             Glibc.exit(failure.code)
         } catch {
             let code = exitCode(for: error)

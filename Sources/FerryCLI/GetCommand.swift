@@ -116,18 +116,17 @@ struct GetCommand: AsyncParsableCommand {
 
     /// Prints the rows of services whose listing changed, as `kubectl get -w` does, until interrupted.
     private func watchChanges(from initial: ClusterState) async throws {
-        var state = initial
         // Rows are compared as rendered at one fixed instant, so a growing AGE is not a change.
         let reference = Date()
-        var previous = rowsByService(state, now: reference)
-        let stream = ManifestSource(path: source.manifests!, watch: true).events()
+        var previous = rowsByService(initial, now: reference)
+        // The source's own view replaces the first listing's, so an edit made in between is not missed.
+        var state = ClusterState()
         var sawInitial = false
-        for await event in stream {
+        for await event in ManifestSource(path: source.manifests!, watch: true).events() {
             switch event {
-            case .initialSyncDone:
-                sawInitial = true
             case .problems(let problems):
                 for problem in problems { FileHandle.standardError.write(Data("error: \(problem)\n".utf8)) }
+                continue
             case .changes(let changes):
                 for change in changes {
                     switch change {
@@ -136,17 +135,19 @@ struct GetCommand: AsyncParsableCommand {
                     }
                 }
                 guard sawInitial else { continue }
-                let current = rowsByService(state, now: reference)
-                let display = rowsByService(state, now: Date())
-                for (name, row) in current.sorted(by: { $0.key < $1.key }) where previous[name] != row {
-                    print(display[name] ?? row)
-                }
-                for name in previous.keys.sorted() where current[name] == nil {
-                    print("\(name.name)   <deleted>")
-                }
-                fflush(nil)
-                previous = current
+            case .initialSyncDone:
+                sawInitial = true
             }
+            let current = rowsByService(state, now: reference)
+            let display = rowsByService(state, now: Date())
+            for (name, row) in current.sorted(by: { $0.key < $1.key }) where previous[name] != row {
+                print(display[name] ?? row)
+            }
+            for name in previous.keys.sorted() where current[name] == nil {
+                print("\(name.name)   <deleted>")
+            }
+            fflush(nil)
+            previous = current
         }
     }
 

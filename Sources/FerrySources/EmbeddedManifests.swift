@@ -347,5 +347,6 @@ spec:
   sessionAffinity: None
 status:
   loadBalancer: {}
+
 """#
 }

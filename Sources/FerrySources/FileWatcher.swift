@@ -61,7 +61,8 @@ public final class FileWatcher: @unchecked Sendable {
         var nextPoll = ContinuousClock.now + pollInterval
         while true {
             let now = ContinuousClock.now
-            let until = pending ? min(quietDeadline, nextPoll) : nextPoll
+            // While a burst settles, the poll waits too: a file being rewritten is read once it is quiet.
+            let until = pending ? quietDeadline : nextPoll
             let timeout = max(
                 0, Int32((until - now).components.seconds * 1000 + (until - now).components.attoseconds / 1_000_000_000_000_000))
             var descriptors = [pollfd(fd: wakePipe[0], events: Int16(POLLIN), revents: 0)]
@@ -80,8 +81,9 @@ public final class FileWatcher: @unchecked Sendable {
                 refreshWatches()
                 onChange()
             }
-            if after >= nextPoll {
+            if !pending && after >= nextPoll {
                 nextPoll = after + pollInterval
+                refreshWatches()
                 onChange()
             }
         }
@@ -116,14 +118,18 @@ public final class FileWatcher: @unchecked Sendable {
             folders.append((root as NSString).deletingLastPathComponent.isEmpty ? "." : (root as NSString).deletingLastPathComponent)
         }
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB | IN_DELETE_SELF)
-        for folder in folders where watchedFolders[folder] == nil {
+        // Added again every time: a folder deleted and recreated under the same path is a new inode and
+        // gets a new watch descriptor (the kernel returns the existing one for a folder already watched).
+        var current: [String: Int32] = [:]
+        for folder in folders {
             let descriptor = inotify_add_watch(inotifyDescriptor, folder, mask)
-            if descriptor >= 0 { watchedFolders[folder] = descriptor }
+            if descriptor >= 0 { current[folder] = descriptor }
         }
-        for (folder, descriptor) in watchedFolders where !folders.contains(folder) {
+        let kept = Set(current.values)
+        for descriptor in Set(watchedFolders.values) where !kept.contains(descriptor) {
             inotify_rm_watch(inotifyDescriptor, descriptor)
-            watchedFolders.removeValue(forKey: folder)
         }
+        watchedFolders = current
     }
 
     private func closeAll() {

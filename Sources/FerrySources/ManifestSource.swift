@@ -42,9 +42,11 @@ public struct ManifestSource: ObjectSource {
             var problems: [ManifestError] = []
             let elapsed = clock.measure { (changes, problems) = tree.withLock { $0.reload() } }
             if !changes.isEmpty || !problems.isEmpty {
-                logger.debug("manifests reloaded", metadata: [
-                    "path": "\(name)", "changes": "\(changes.count)", "problems": "\(problems.count)", "duration": "\(elapsed)",
-                ])
+                logger.debug(
+                    "manifests reloaded",
+                    metadata: [
+                        "path": "\(name)", "changes": "\(changes.count)", "problems": "\(problems.count)", "duration": "\(elapsed)",
+                    ])
             }
             if !problems.isEmpty { continuation.yield(.problems(problems)) }
             if !changes.isEmpty { continuation.yield(.changes(changes)) }

@@ -19,6 +19,8 @@ public struct ManifestTree: Sendable {
     struct Fingerprint: Sendable, Hashable {
         var size: Int64
         var modified: Int64
+        /// The inode change time: a user cannot set it back, unlike the modification time.
+        var changed: Int64
         var inode: UInt64
     }
 
@@ -35,6 +37,14 @@ public struct ManifestTree: Sendable {
     public private(set) var objects: [ObjectKey: ManifestObject] = [:]
     private var owners: [ObjectKey: String] = [:]
     private var rootMissing = false
+    private var reportedDuplicates: Set<Duplicate> = []
+
+    /// An object defined again in `file` while `owner` keeps it.
+    struct Duplicate: Hashable, Sendable {
+        var key: ObjectKey
+        var file: String
+        var owner: String
+    }
 
     public init(root: String) {
         self.root = root
@@ -113,6 +123,7 @@ public struct ManifestTree: Sendable {
     private mutating func merge(into problems: inout [ManifestError]) -> [ObjectChange] {
         var merged: [ObjectKey: ManifestObject] = [:]
         var newOwners: [ObjectKey: String] = [:]
+        var duplicates: Set<Duplicate> = []
         // Files that already own an object keep it: visit owners first, then the rest in path order.
         let ordered = files.keys.sorted()
         for path in ordered {
@@ -124,10 +135,15 @@ public struct ManifestTree: Sendable {
         for path in ordered {
             for (key, object) in files[path]!.objects.sorted(by: { $0.key < $1.key }) where newOwners[key] != path {
                 if let owner = newOwners[key] {
-                    problems.append(
-                        ManifestError(
-                            location: object.location, object: key.description, field: "metadata.name",
-                            message: "duplicate object: already defined in \(owner); this copy is ignored"))
+                    let duplicate = Duplicate(key: key, file: path, owner: owner)
+                    duplicates.insert(duplicate)
+                    // Said once, when the duplicate appears, not on every reload while it stays.
+                    if !reportedDuplicates.contains(duplicate) {
+                        problems.append(
+                            ManifestError(
+                                location: object.location, object: key.description, field: "metadata.name",
+                                message: "duplicate object: already defined in \(owner); this copy is ignored"))
+                    }
                     continue
                 }
                 merged[key] = object
@@ -143,6 +159,7 @@ public struct ManifestTree: Sendable {
         }
         objects = merged
         owners = newOwners
+        reportedDuplicates = duplicates
         return changes.sorted { $0.key < $1.key }
     }
 
@@ -151,6 +168,7 @@ public struct ManifestTree: Sendable {
         guard stat(path, &info) == 0 else { return nil }
         return Fingerprint(
             size: Int64(info.st_size), modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
             inode: UInt64(info.st_ino))
     }
 }
