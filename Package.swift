@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryCore", targets: ["FerryCore"]),
         .library(name: "FerrySources", targets: ["FerrySources"]),
+        .library(name: "FerryNFTables", targets: ["FerryNFTables"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -20,6 +21,13 @@ let package = Package(
             name: "FerryCore",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // The C libraries for programming nftables over netlink (Debian: libmnl-dev, libnftnl-dev).
+        // Two targets: libnftnl.pc names libmnl only privately, so -lmnl needs its own module.
+        .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev"])]),
+        // The nftables data plane: ruleset values, planner, diff, renderer (pure), and the netlink
+        // writer/reader plus an in-memory twin of the kernel.
+        .target(name: "FerryNFTables", dependencies: ["FerryCore", "CMnl", "CNftnl"]),
         // Where objects come from: manifest files and folders (watched).
         .target(
             name: "FerrySources",
@@ -29,7 +37,7 @@ let package = Package(
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources",
+                "FerryCore", "FerrySources", "FerryNFTables",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -37,6 +45,7 @@ let package = Package(
         .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources"]),
+        .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"], exclude: ["Golden"]),
     ]
 )

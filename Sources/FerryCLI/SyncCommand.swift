@@ -1,0 +1,109 @@
+import ArgumentParser
+import FerryCore
+import FerryNFTables
+import Foundation
+
+/// Options of the nftables data plane, shared by `sync` and `run`.
+struct NFTablesOptions: ParsableArguments {
+    @Flag(name: .customLong("masquerade-all"), help: "Masquerade all traffic to services.")
+    var masqueradeAll = false
+
+    @Option(name: .customLong("nodeport-addresses"), help: "Serve NodePorts only on node addresses inside these CIDRs (comma-separated).")
+    var nodePortAddresses: String?
+
+    func validate() throws {
+        _ = try parsedNodePortAddresses()
+    }
+
+    func parsedNodePortAddresses() throws -> [CIDR] {
+        guard let nodePortAddresses else { return [] }
+        return try nodePortAddresses.split(separator: ",").map { text in
+            guard let cidr = CIDR(String(text)) else {
+                throw ValidationError("--nodeport-addresses: \"\(text)\" is not a valid CIDR such as 10.0.0.0/24")
+            }
+            return cidr
+        }
+    }
+
+    func plannerConfig(node: NodeOptions, context: NodeContext) throws -> PlannerConfig {
+        PlannerConfig(
+            clusterCIDRs: try node.parsedCIDRs(), masqueradeAll: masqueradeAll, nodePortAddresses: try parsedNodePortAddresses(),
+            nodeAddresses: context.addresses)
+    }
+}
+
+/// The data plane a command drives.
+enum DataPlaneMode: String, ExpressibleByArgument, CaseIterable {
+    case nftables
+    case userspace
+}
+
+/// `ferry sync`: build the tables, program nftables once, exit.
+struct SyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Program the nftables rules for the current objects once, then exit.",
+        discussion: """
+            Reads Ferry's tables back first and sends only the difference, in one atomic netlink batch. \
+            --dry-run prints the ruleset in nft syntax and touches nothing.
+            """)
+
+    @OptionGroup var source: SourceOptions
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var nftables: NFTablesOptions
+
+    @Option(help: "The data plane (sync programs nftables only).")
+    var mode: DataPlaneMode = .nftables
+
+    @Flag(name: .customLong("dry-run"), help: "Print the ruleset in nft syntax; change nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        if mode != .nftables { throw ValidationError("sync programs the nftables data plane; use --mode nftables") }
+    }
+
+    func run() async throws {
+        let loaded = try source.load()
+        let context = try node.context(state: loaded.state)
+        let tables = TableBuilder.build(loaded.state, node: context)
+        let ruleset = Planner.plan(tables, config: try nftables.plannerConfig(node: node, context: context))
+        if dryRun {
+            print(Renderer.text(ruleset), terminator: "")
+            return
+        }
+        let netfilter = try openNetfilter()
+        let clock = ContinuousClock()
+        var summary = ""
+        let elapsed = try clock.measure {
+            let applied = try netfilter.read(table: Planner.tableName)
+            let transaction = RulesetDiff.transaction(
+                from: applied, to: ruleset, deletable: RulesetDiff.staleObjects(applied: applied, desired: ruleset))
+            try netfilter.apply(transaction)
+            let counts = transaction.summary
+            summary = "\(transaction.operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
+                + "\(counts.chainsDeleted) deleted, \(counts.rules) rules, \(counts.elementsAdded) elements added, \(counts.elementsDeleted) deleted"
+        }
+        print("synced \(tables.count) service ports in \(elapsed): \(summary)")
+    }
+}
+
+/// `ferry cleanup`: remove everything Ferry made.
+struct CleanupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cleanup", abstract: "Delete Ferry's nftables tables (ip ferry, ip6 ferry). Safe to run again.")
+
+    func run() async throws {
+        let netfilter = try openNetfilter()
+        let removed = try netfilter.deleteTables(named: Planner.tableName)
+        print(removed.isEmpty ? "nothing to remove" : "removed " + removed.map { "table \($0.rawValue) \(Planner.tableName)" }.joined(separator: ", "))
+    }
+}
+
+/// The kernel, or a clear error saying why not.
+func openNetfilter() throws -> NetlinkNetfilter {
+    do {
+        return try NetlinkNetfilter()
+    } catch {
+        throw CommandFailure.runtime("error: cannot open a netfilter netlink socket: \(error) (Ferry needs root or CAP_NET_ADMIN)")
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// Renders rulesets and transactions as nft text: the ruleset in `nft list` layout (for `--dry-run`,
+/// logs and golden tests), a transaction as an `nft -f` script.
+public enum Renderer {
+    /// The whole ruleset, tables in family order, sets then chains, each sorted by name.
+    public static func text(_ ruleset: Ruleset) -> String {
+        ruleset.sortedTables.map(text).joined()
+    }
+
+    public static func text(_ table: Table) -> String {
+        var blocks: [String] = []
+        for set in table.sets.values.sorted(by: { $0.name < $1.name }) {
+            blocks.append(setBlock(set, family: table.family))
+        }
+        for chain in table.chains.values.sorted(by: { $0.name < $1.name }) {
+            var lines = ["\tchain \(chain.name) {"]
+            if let hook = chain.hook { lines.append("\t\t\(hook.text)") }
+            for rule in chain.rules { lines.append("\t\t\(rule.text(table.family))") }
+            lines.append("\t}")
+            blocks.append(lines.joined(separator: "\n"))
+        }
+        return "table \(table.family.rawValue) \(table.name) {\n" + blocks.joined(separator: "\n\n") + (blocks.isEmpty ? "" : "\n") + "}\n"
+    }
+
+    static func setBlock(_ set: NFTSet, family: NFTFamily) -> String {
+        var lines = ["\t\(set.isVerdictMap ? "map" : "set") \(set.name) {"]
+        let type = set.key.map { $0.typeName(family) }.joined(separator: " . ")
+        lines.append("\t\ttype \(type)\(set.isVerdictMap ? " : verdict" : "")")
+        if let timeout = set.timeoutSeconds {
+            lines.append("\t\tsize \(NFTSet.dynamicSize)")
+            lines.append("\t\tflags dynamic,timeout")
+            lines.append("\t\ttimeout \(duration(timeout))")
+        }
+        let elements = elementTexts(set)
+        if !elements.isEmpty {
+            lines.append("\t\telements = { " + elements.joined(separator: ",\n\t\t\t     ") + " }")
+        }
+        lines.append("\t}")
+        return lines.joined(separator: "\n")
+    }
+
+    static func elementTexts(_ set: NFTSet) -> [String] {
+        set.elements.keys.sorted().map { key in
+            guard let verdict = set.elements[key] ?? nil else { return key.description }
+            return "\(key) : \(verdict)"
+        }
+    }
+
+    /// nft's duration format: `3h`, `10m`, `1m30s`, `1d2h`.
+    public static func duration(_ seconds: Int) -> String {
+        var rest = seconds
+        var text = ""
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] where rest >= size {
+            text += "\(rest / size)\(unit)"
+            rest %= size
+        }
+        return text.isEmpty ? "0s" : text
+    }
+
+    /// A transaction as an `nft -f` script: what the netlink batch does, in the same order.
+    public static func script(_ transaction: Transaction) -> String {
+        transaction.operations.map { operation in
+            let table = "\(operation.family.rawValue) \(operation.table)"
+            switch operation.kind {
+            case .addTable:
+                return "add table \(table)"
+            case .deleteTable:
+                return "delete table \(table)"
+            case .addChain(let chain):
+                guard let hook = chain.hook else { return "add chain \(table) \(chain.name)" }
+                return "add chain \(table) \(chain.name) { \(hook.text) }"
+            case .flushChain(let name):
+                return "flush chain \(table) \(name)"
+            case .deleteChain(let name):
+                return "delete chain \(table) \(name)"
+            case .addRule(let chain, let rule):
+                return "add rule \(table) \(chain) \(rule.text(operation.family))"
+            case .addSet(let set):
+                let body = setBlock(set.declaration, family: operation.family)
+                    .split(separator: "\n").dropFirst().dropLast().map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")
+                return "add \(set.isVerdictMap ? "map" : "set") \(table) \(set.name) { \(body); }"
+            case .deleteSet(let name):
+                return "delete set \(table) \(name)"
+            case .addElements(let set, let elements), .deleteElements(let set, let elements):
+                let verb = { if case .addElements = operation.kind { return "add" } else { return "delete" } }()
+                let items = elements.keys.sorted().map { key -> String in
+                    guard verb == "add", let verdict = elements[key] ?? nil else { return key.description }
+                    return "\(key) : \(verdict)"
+                }
+                return "\(verb) element \(table) \(set) { \(items.joined(separator: ", ")) }"
+            }
+        }.joined(separator: "\n") + (transaction.operations.isEmpty ? "" : "\n")
+    }
+}

@@ -1,0 +1,222 @@
+import FerryCore
+
+/// The nftables address families Ferry programs: one table for IPv4 services, one for IPv6.
+public enum NFTFamily: String, Sendable, Hashable, CaseIterable, Comparable {
+    case ip
+    case ip6
+
+    public var ipFamily: IPFamily { self == .ip ? .ipv4 : .ipv6 }
+
+    public init(_ family: IPFamily) { self = family == .ipv4 ? .ip : .ip6 }
+
+    public static func < (lhs: NFTFamily, rhs: NFTFamily) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// Where a rule sends a packet when it matches.
+public enum Verdict: Sendable, Hashable, CustomStringConvertible {
+    case accept
+    case drop
+    case `return`
+    case jump(String)
+    case goto(String)
+
+    public var description: String {
+        switch self {
+        case .accept: return "accept"
+        case .drop: return "drop"
+        case .return: return "return"
+        case .jump(let chain): return "jump \(chain)"
+        case .goto(let chain): return "goto \(chain)"
+        }
+    }
+
+    /// The chain this verdict continues in, if any.
+    public var chain: String? {
+        switch self {
+        case .jump(let chain), .goto(let chain): return chain
+        default: return nil
+        }
+    }
+}
+
+/// A base chain's attachment to a netfilter hook.
+public struct ChainHook: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable { case filter, nat }
+    public enum Hook: String, Sendable, Hashable { case prerouting, input, forward, output, postrouting }
+
+    public var kind: Kind
+    public var hook: Hook
+    public var priority: Int32
+
+    public init(_ kind: Kind, _ hook: Hook, priority: Int32) {
+        self.kind = kind
+        self.hook = hook
+        self.priority = priority
+    }
+
+    /// Standard priorities, as nft names them.
+    public static let dstnat: Int32 = -100
+    public static let srcnat: Int32 = 100
+
+    /// `type nat hook prerouting priority dstnat; policy accept;` as `nft list` prints it.
+    public var text: String {
+        "type \(kind.rawValue) hook \(hook.rawValue) priority \(ChainHook.priorityText(priority)); policy accept;"
+    }
+
+    static func priorityText(_ value: Int32) -> String {
+        for (name, base) in [("dstnat", dstnat), ("srcnat", srcnat), ("filter", Int32(0))] {
+            if value == base { return name }
+            if abs(value - base) <= 10 { return value < base ? "\(name) - \(base - value)" : "\(name) + \(value - base)" }
+        }
+        return String(value)
+    }
+}
+
+/// A chain: a base chain when `hook` is set, else a regular chain reached by jump/goto/vmap.
+public struct Chain: Sendable, Hashable {
+    public var name: String
+    public var hook: ChainHook?
+    public var rules: [Rule]
+
+    public init(name: String, hook: ChainHook? = nil, rules: [Rule] = []) {
+        self.name = name
+        self.hook = hook
+        self.rules = rules
+    }
+}
+
+/// One field of a set key.
+public enum KeyField: Sendable, Hashable {
+    case destinationAddress
+    case sourceAddress
+    case l4Protocol
+    case destinationPort
+
+    /// nft's type name in a set declaration.
+    func typeName(_ family: NFTFamily) -> String {
+        switch self {
+        case .destinationAddress, .sourceAddress: return family == .ip ? "ipv4_addr" : "ipv6_addr"
+        case .l4Protocol: return "inet_proto"
+        case .destinationPort: return "inet_service"
+        }
+    }
+
+    /// The expression text in a rule: `ip daddr`, `meta l4proto`, `th dport`.
+    func expressionText(_ family: NFTFamily) -> String {
+        switch self {
+        case .destinationAddress: return "\(family.rawValue) daddr"
+        case .sourceAddress: return "\(family.rawValue) saddr"
+        case .l4Protocol: return "meta l4proto"
+        case .destinationPort: return "th dport"
+        }
+    }
+}
+
+/// One value of a set element's key.
+public enum KeyValue: Sendable, Hashable, Comparable, CustomStringConvertible {
+    case address(IPAddress)
+    case l4Protocol(L4Protocol)
+    case port(Int)
+
+    public var description: String {
+        switch self {
+        case .address(let address): return address.description
+        case .l4Protocol(let value): return value.rawValue.lowercased()
+        case .port(let port): return String(port)
+        }
+    }
+
+    private var order: (Int, IPAddress?, Int) {
+        switch self {
+        case .address(let address): return (0, address, 0)
+        case .l4Protocol(let value): return (1, nil, Int(value.number))
+        case .port(let port): return (2, nil, port)
+        }
+    }
+
+    public static func < (lhs: KeyValue, rhs: KeyValue) -> Bool {
+        let (a, b) = (lhs.order, rhs.order)
+        if a.0 != b.0 { return a.0 < b.0 }
+        if let x = a.1, let y = b.1, x != y { return x < y }
+        return a.2 < b.2
+    }
+}
+
+/// A set element's key: one value per key field (`10.96.0.10 . tcp . 80`).
+public struct ElementKey: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var values: [KeyValue]
+
+    public init(_ values: [KeyValue]) { self.values = values }
+
+    public var description: String { values.map(\.description).joined(separator: " . ") }
+
+    public static func < (lhs: ElementKey, rhs: ElementKey) -> Bool { lhs.values.lexicographicallyPrecedes(rhs.values) }
+}
+
+/// A named set or verdict map.
+public struct NFTSet: Sendable, Hashable {
+    public var name: String
+    public var key: [KeyField]
+    /// A verdict map (`: verdict`) when true, a plain set otherwise.
+    public var isVerdictMap: Bool
+    /// A dynamic set filled by the data path (`flags dynamic,timeout`) with this timeout in seconds.
+    public var timeoutSeconds: Int?
+    /// Map elements and their verdicts; for a plain set the verdict is `nil`.
+    public var elements: [ElementKey: Verdict?]
+
+    public init(name: String, key: [KeyField], isVerdictMap: Bool, timeoutSeconds: Int? = nil, elements: [ElementKey: Verdict?] = [:]) {
+        self.name = name
+        self.key = key
+        self.isVerdictMap = isVerdictMap
+        self.timeoutSeconds = timeoutSeconds
+        self.elements = elements
+    }
+
+    /// The set with its declaration only (no elements): what decides whether it must be recreated.
+    public var declaration: NFTSet {
+        var copy = self
+        copy.elements = [:]
+        return copy
+    }
+
+    /// The size nft gives dynamic sets by default; declared so that `nft list` and Ferry agree.
+    public static let dynamicSize = 65_535
+}
+
+/// One table: Ferry's own, per family.
+public struct Table: Sendable, Hashable {
+    public var family: NFTFamily
+    public var name: String
+    public var chains: [String: Chain]
+    public var sets: [String: NFTSet]
+
+    public init(family: NFTFamily, name: String = "ferry", chains: [String: Chain] = [:], sets: [String: NFTSet] = [:]) {
+        self.family = family
+        self.name = name
+        self.chains = chains
+        self.sets = sets
+    }
+
+    public mutating func add(_ chain: Chain) { chains[chain.name] = chain }
+    public mutating func add(_ set: NFTSet) { sets[set.name] = set }
+}
+
+/// Everything Ferry programs: one table per family that has services.
+public struct Ruleset: Sendable, Hashable {
+    public var tables: [NFTFamily: Table]
+
+    public init(tables: [NFTFamily: Table] = [:]) { self.tables = tables }
+
+    public var sortedTables: [Table] { tables.values.sorted { $0.family < $1.family } }
+}
+
+extension L4Protocol {
+    /// The IP protocol number.
+    public var number: UInt8 {
+        switch self {
+        case .tcp: return 6
+        case .udp: return 17
+        case .sctp: return 132
+        }
+    }
+}

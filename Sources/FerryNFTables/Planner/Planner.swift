@@ -1,0 +1,235 @@
+import FerryCore
+
+/// What the planner needs beyond the backend tables.
+public struct PlannerConfig: Sendable, Hashable {
+    /// Pod networks; traffic to a ClusterIP from outside them is masqueraded, traffic from inside them to
+    /// a Local-policy external address is short-circuited to the Cluster endpoints. One per family.
+    public var clusterCIDRs: [CIDR]
+    /// Masquerade all service traffic.
+    public var masqueradeAll: Bool
+    /// NodePorts only on node addresses inside these prefixes; empty: on every local address.
+    public var nodePortAddresses: [CIDR]
+    /// This node's addresses (used with `nodePortAddresses`).
+    public var nodeAddresses: [IPAddress]
+    /// The packet-mark bit that asks for masquerading.
+    public var masqueradeBit: UInt32
+
+    public init(
+        clusterCIDRs: [CIDR] = [], masqueradeAll: Bool = false, nodePortAddresses: [CIDR] = [], nodeAddresses: [IPAddress] = [],
+        masqueradeBit: UInt32 = 0x4000
+    ) {
+        self.clusterCIDRs = clusterCIDRs
+        self.masqueradeAll = masqueradeAll
+        self.nodePortAddresses = nodePortAddresses
+        self.nodeAddresses = nodeAddresses
+        self.masqueradeBit = masqueradeBit
+    }
+}
+
+/// Turns backend tables into the ruleset that forwards them (pure). The shape follows kube-proxy's
+/// nftables mode: fixed base chains; verdict maps keyed by `daddr . l4proto . dport` (and
+/// `l4proto . dport` for NodePorts) that dispatch to a chain per service port; that chain balances with
+/// `numgen random` over a chain per endpoint that DNATs. Services without usable endpoints are in
+/// `no-endpoint-*` maps checked by filter chains before NAT, which reject (or drop, for Local policy
+/// with endpoints elsewhere) new connections at once.
+public enum Planner {
+    public static let tableName = "ferry"
+
+    // Fixed chain and map names.
+    static let services = "services"
+    static let serviceIPs = "service-ips"
+    static let serviceNodePorts = "service-nodeports"
+    static let noEndpointServices = "no-endpoint-services"
+    static let noEndpointNodePorts = "no-endpoint-nodeports"
+    static let nodePortIPs = "nodeport-ips"
+    static let serviceEndpointsCheck = "service-endpoints-check"
+    static let nodePortEndpointsCheck = "nodeport-endpoints-check"
+    static let markForMasquerade = "mark-for-masquerade"
+    static let masquerading = "masquerading"
+    static let rejectChain = "reject-chain"
+
+    public static func plan(_ tables: BackendTables, config: PlannerConfig = PlannerConfig()) -> Ruleset {
+        var ruleset = Ruleset()
+        for family in NFTFamily.allCases {
+            var table = baseTable(family, config: config)
+            var any = false
+            for entry in tables.sorted {
+                any = addServicePort(entry, family: family, config: config, to: &table) || any
+            }
+            if any || family == .ip { ruleset.tables[family] = table }
+        }
+        return ruleset
+    }
+
+    // MARK: Fixed part
+
+    static func baseTable(_ family: NFTFamily, config: PlannerConfig) -> Table {
+        var table = Table(family: family, name: tableName)
+        let serviceKey: [KeyField] = [.destinationAddress, .l4Protocol, .destinationPort]
+        let nodePortKey: [KeyField] = [.l4Protocol, .destinationPort]
+        table.add(NFTSet(name: serviceIPs, key: serviceKey, isVerdictMap: true))
+        table.add(NFTSet(name: serviceNodePorts, key: nodePortKey, isVerdictMap: true))
+        table.add(NFTSet(name: noEndpointServices, key: serviceKey, isVerdictMap: true))
+        table.add(NFTSet(name: noEndpointNodePorts, key: nodePortKey, isVerdictMap: true))
+
+        // Where a packet is addressed to a NodePort: every local address but loopback, or the listed ones.
+        let nodePortMatch: [Statement]
+        if config.nodePortAddresses.isEmpty {
+            nodePortMatch = [.matchLocalAddress(.destinationAddress), .matchNotLoopbackDestination]
+        } else {
+            let addresses = config.nodeAddresses.filter { address in
+                address.family == family.ipFamily && config.nodePortAddresses.contains { $0.contains(address) }
+            }
+            var set = NFTSet(name: nodePortIPs, key: [.destinationAddress], isVerdictMap: false)
+            for address in addresses { set.elements[ElementKey([.address(address)])] = .some(nil) }
+            table.add(set)
+            nodePortMatch = [.lookup(.destinationAddress, set: nodePortIPs)]
+        }
+        let bit = config.masqueradeBit
+        let chains: [Chain] = [
+            Chain(name: "nat-prerouting", hook: ChainHook(.nat, .prerouting, priority: ChainHook.dstnat), rules: [Rule([.verdict(.jump(services))])]),
+            Chain(name: "nat-output", hook: ChainHook(.nat, .output, priority: ChainHook.dstnat), rules: [Rule([.verdict(.jump(services))])]),
+            Chain(name: "nat-postrouting", hook: ChainHook(.nat, .postrouting, priority: ChainHook.srcnat), rules: [Rule([.verdict(.jump(masquerading))])]),
+            Chain(
+                name: "filter-prerouting", hook: ChainHook(.filter, .prerouting, priority: ChainHook.dstnat - 10),
+                rules: [Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]), Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))])]),
+            Chain(
+                name: "filter-output", hook: ChainHook(.filter, .output, priority: ChainHook.dstnat - 10),
+                rules: [Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]), Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))])]),
+            Chain(name: services, rules: [
+                Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: serviceIPs)]),
+                Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: serviceNodePorts)]),
+            ]),
+            Chain(name: serviceEndpointsCheck, rules: [Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: noEndpointServices)])]),
+            Chain(name: nodePortEndpointsCheck, rules: [Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: noEndpointNodePorts)])]),
+            Chain(name: markForMasquerade, rules: [Rule([.setMark(bit)])]),
+            Chain(name: masquerading, rules: [
+                Rule([.matchMarkClear(bit), .verdict(.return)]), Rule([.toggleMark(bit)]), Rule([.masqueradeFullyRandom]),
+            ]),
+            Chain(name: rejectChain, rules: [Rule([.rejectTCPReset]), Rule([.reject])]),
+        ]
+        for chain in chains { table.add(chain) }
+        return table
+    }
+
+    // MARK: Per service port
+
+    /// Adds one service port's chains, sets and map elements for `family`; false when it has no frontend
+    /// of that family.
+    static func addServicePort(_ entry: ServicePortTable, family: NFTFamily, config: PlannerConfig, to table: inout Table) -> Bool {
+        let ipFamily = family.ipFamily
+        let clusterIPs = entry.clusterIPs.filter { $0.family == ipFamily }
+        let externalAddresses = (entry.externalIPs + entry.loadBalancerIPs).filter { $0.family == ipFamily }
+        // A NodePort belongs to the family of the service's primary cluster IP family list.
+        let hasNodePort = entry.nodePort != nil && !clusterIPs.isEmpty
+        guard !clusterIPs.isEmpty || !externalAddresses.isEmpty else { return false }
+
+        let cluster = entry.categories.cluster.filter { $0.ip.family == ipFamily }
+        let local = entry.categories.local.filter { $0.ip.family == ipFamily }
+        let l4 = entry.name.protocol
+        let clusterCIDR = config.clusterCIDRs.first { $0.address.family == ipFamily }
+        let serviceChain = ChainNames.service(entry)
+        let localChain = ChainNames.local(entry)
+        let externalChain = ChainNames.external(entry)
+
+        // Endpoint chains for every endpoint either set uses.
+        for backend in Set(cluster + local).sorted() {
+            var rules: [Rule] = [Rule([.matchAddress(.sourceAddress, backend.ip, equal: true), .verdict(.jump(markForMasquerade))])]
+            if case .clientIP(let timeout) = entry.sessionAffinity {
+                let set = ChainNames.affinity(entry, backend, timeout: timeout)
+                table.add(NFTSet(name: set, key: [.sourceAddress], isVerdictMap: false, timeoutSeconds: timeout))
+                rules.append(Rule([.updateSet(.sourceAddress, set: set)]))
+            }
+            rules.append(Rule([.dnat(backend.ip, port: backend.port, protocol: l4)]))
+            table.add(Chain(name: ChainNames.endpoint(entry, backend), rules: rules))
+        }
+
+        func balancing(_ backends: [Backend]) -> [Rule] {
+            var rules: [Rule] = []
+            if case .clientIP(let timeout) = entry.sessionAffinity {
+                for backend in backends {
+                    rules.append(Rule([
+                        .lookup(.sourceAddress, set: ChainNames.affinity(entry, backend, timeout: timeout)),
+                        .verdict(.goto(ChainNames.endpoint(entry, backend))),
+                    ]))
+                }
+            }
+            let chains = backends.map { ChainNames.endpoint(entry, $0) }
+            rules.append(Rule(chains.count == 1 ? [.verdict(.goto(chains[0]))] : [.randomBalance(chains)]))
+            return rules
+        }
+
+        if !cluster.isEmpty {
+            var rules: [Rule] = []
+            // Traffic to the ClusterIP from outside the pod network is masqueraded (external traffic was
+            // marked in the external chain already).
+            for address in clusterIPs {
+                if config.masqueradeAll {
+                    rules.append(Rule([
+                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port), .verdict(.jump(markForMasquerade)),
+                    ]))
+                } else if let clusterCIDR {
+                    rules.append(Rule([
+                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
+                        .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
+                    ]))
+                }
+            }
+            table.add(Chain(name: serviceChain, rules: rules + balancing(cluster)))
+        }
+        if !local.isEmpty {
+            table.add(Chain(name: localChain, rules: balancing(local)))
+        }
+
+        let noEndpointVerdict: (Bool) -> Verdict = { localPolicy in
+            localPolicy && entry.categories.hasAnyEndpoints ? .drop : .goto(rejectChain)
+        }
+
+        // ClusterIP dispatch.
+        let internalTarget: String? = entry.policy.internalLocal ? (local.isEmpty ? nil : localChain) : (cluster.isEmpty ? nil : serviceChain)
+        for address in clusterIPs {
+            let key = ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])
+            if let internalTarget {
+                table.sets[serviceIPs]?.elements[key] = .goto(internalTarget)
+            } else {
+                table.sets[noEndpointServices]?.elements[key] = noEndpointVerdict(entry.policy.internalLocal)
+            }
+        }
+
+        // External dispatch: NodePort, external IPs and load-balancer IPs share one external chain.
+        guard hasNodePort || !externalAddresses.isEmpty else { return true }
+        let externalReachable = entry.policy.externalLocal ? (!local.isEmpty || !cluster.isEmpty) : !cluster.isEmpty
+        if externalReachable {
+            var rules: [Rule] = []
+            if entry.policy.externalLocal {
+                // Short-circuit: pods and the node itself may use any endpoint (and the node is masqueraded).
+                if let clusterCIDR, !cluster.isEmpty {
+                    rules.append(Rule([.matchPrefix(.sourceAddress, clusterCIDR, equal: true), .verdict(.goto(serviceChain))]))
+                }
+                rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.jump(markForMasquerade))]))
+                if !cluster.isEmpty {
+                    rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.goto(serviceChain))]))
+                }
+                rules.append(Rule([.verdict(local.isEmpty ? .drop : .goto(localChain))]))
+            } else {
+                rules.append(Rule([.verdict(.jump(markForMasquerade))]))
+                rules.append(Rule([.verdict(.goto(serviceChain))]))
+            }
+            table.add(Chain(name: externalChain, rules: rules))
+        }
+        func dispatch(_ key: ElementKey, map: String, noEndpointMap: String) {
+            if externalReachable {
+                table.sets[map]?.elements[key] = .goto(externalChain)
+            } else {
+                table.sets[noEndpointMap]?.elements[key] = noEndpointVerdict(entry.policy.externalLocal)
+            }
+        }
+        for address in externalAddresses {
+            dispatch(ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)]), map: serviceIPs, noEndpointMap: noEndpointServices)
+        }
+        if hasNodePort, let nodePort = entry.nodePort {
+            dispatch(ElementKey([.l4Protocol(l4), .port(nodePort)]), map: serviceNodePorts, noEndpointMap: noEndpointNodePorts)
+        }
+        return true
+    }
+}
