@@ -60,11 +60,16 @@ public struct ChainHook: Sendable, Hashable {
 
     /// `type nat hook prerouting priority dstnat; policy accept;` as `nft list` prints it.
     public var text: String {
-        "type \(kind.rawValue) hook \(hook.rawValue) priority \(ChainHook.priorityText(priority)); policy accept;"
+        "type \(kind.rawValue) hook \(hook.rawValue) priority \(ChainHook.priorityText(priority, hook: hook)); policy accept;"
     }
 
-    static func priorityText(_ value: Int32) -> String {
-        for (name, base) in [("dstnat", dstnat), ("srcnat", srcnat), ("filter", Int32(0))] {
+    /// nft names a standard priority only on the hooks it belongs to: `dstnat` on prerouting, `srcnat`
+    /// on postrouting, `filter` everywhere; anything else is a number.
+    static func priorityText(_ value: Int32, hook: Hook) -> String {
+        var names: [(String, Int32)] = [("filter", 0)]
+        if hook == .prerouting { names.append(("dstnat", dstnat)) }
+        if hook == .postrouting { names.append(("srcnat", srcnat)) }
+        for (name, base) in names {
             if value == base { return name }
             if abs(value - base) <= 10 { return value < base ? "\(name) - \(base - value)" : "\(name) + \(value - base)" }
         }
