@@ -1,0 +1,185 @@
+import FerryCore
+
+/// A packet to trace: the first packet of a new connection.
+public struct TracedPacket: Sendable, Hashable {
+    public var source: IPAddress
+    public var destination: IPAddress
+    public var port: Int
+    public var `protocol`: L4Protocol
+    /// Sent by a process on the node itself (output hook) rather than arriving from a pod or from
+    /// outside (prerouting hook).
+    public var fromNode: Bool
+
+    public init(source: IPAddress, destination: IPAddress, port: Int, protocol: L4Protocol = .tcp, fromNode: Bool = false) {
+        self.source = source
+        self.destination = destination
+        self.port = port
+        self.protocol = `protocol`
+        self.fromNode = fromNode
+    }
+}
+
+/// Where a traced packet can end up.
+public enum TraceOutcome: Sendable, Hashable {
+    /// DNATed to this endpoint; `masqueraded` when its source is rewritten on the way out.
+    case forwarded(endpoint: String, masqueraded: Bool)
+    /// Refused at once (TCP reset / ICMP port unreachable).
+    case rejected
+    case dropped
+    /// Not a service: passes through untouched.
+    case untouched
+}
+
+/// Walks a planned ruleset for one packet, the way the kernel would, following every branch of a
+/// random choice: which endpoints are reachable, and whether the packet is masqueraded. Affinity sets
+/// are taken as empty (a client's first connection).
+public struct PacketTracer {
+    public let table: Table
+    /// Addresses that `fib … type local` matches: the node's addresses (loopback always counts).
+    public let localAddresses: [IPAddress]
+
+    public init(ruleset: Ruleset, family: NFTFamily = .ip, localAddresses: [IPAddress]) {
+        self.table = ruleset.tables[family] ?? Table(family: family)
+        self.localAddresses = localAddresses
+    }
+
+    private struct State: Hashable {
+        var mark: UInt32 = 0
+        var endpoint: String?
+    }
+
+    /// How evaluating a rule or a chain ended.
+    private enum End: Hashable {
+        /// The rule did not end the chain (no match, or a jumped-to chain returned): next rule.
+        case nextRule
+        /// The chain ended (`return`, its last rule, or a goto'd chain that ended): back to the caller.
+        case returned
+        case accepted
+        case dropped
+        case rejected
+    }
+
+    /// Every distinct outcome for `packet`, sorted.
+    public func trace(_ packet: TracedPacket) -> [TraceOutcome] {
+        let hook: ChainHook.Hook = packet.fromNode ? .output : .prerouting
+        // Filter chains at dstnat-10 run first, then NAT at dstnat, then postrouting NAT (masquerade).
+        var states: [State] = [State()]
+        for kind in [ChainHook.Kind.filter, .nat] {
+            var next: [State] = []
+            for chain in table.chains.values.filter({ $0.hook?.hook == hook && $0.hook?.kind == kind }).sorted(by: { $0.hook!.priority < $1.hook!.priority }) {
+                for state in states {
+                    for (result, end) in run(chain.name, state, packet, depth: 0) {
+                        switch end {
+                        case .dropped: return [.dropped]
+                        case .rejected: return [.rejected]
+                        case .nextRule, .returned, .accepted: next.append(result)
+                        }
+                    }
+                }
+                states = Array(Set(next))
+                next = []
+            }
+        }
+        let masqueradeBit = table.chains[Planner.markForMasquerade]?.rules.first.flatMap { rule -> UInt32? in
+            if case .setMark(let bit) = rule.statements.first { return bit }
+            return nil
+        } ?? 0
+        let outcomes = Set(states.map { state -> TraceOutcome in
+            guard let endpoint = state.endpoint else { return .untouched }
+            return .forwarded(endpoint: endpoint, masqueraded: state.mark & masqueradeBit != 0)
+        })
+        return outcomes.sorted { "\($0)" < "\($1)" }
+    }
+
+    private func run(_ name: String, _ state: State, _ packet: TracedPacket, depth: Int) -> [(State, End)] {
+        guard depth < 32, let chain = table.chains[name] else { return [(state, .returned)] }
+        var live: [State] = [state]
+        var finished: [(State, End)] = []
+        for rule in chain.rules {
+            var next: [State] = []
+            for current in live {
+                for (result, end) in evaluate(rule.statements[...], current, packet, depth: depth) {
+                    if end == .nextRule { next.append(result) } else { finished.append((result, end)) }
+                }
+            }
+            live = next
+            if live.isEmpty { break }
+        }
+        return finished + live.map { ($0, .returned) }
+    }
+
+    /// Evaluates a rule's statements.
+    private func evaluate(_ statements: ArraySlice<Statement>, _ state: State, _ packet: TracedPacket, depth: Int) -> [(State, End)] {
+        guard let statement = statements.first else { return [(state, .nextRule)] }
+        let rest = statements.dropFirst()
+        var state = state
+        func matches(_ condition: Bool) -> [(State, End)] {
+            condition ? evaluate(rest, state, packet, depth: depth) : [(state, .nextRule)]
+        }
+        func address(_ field: KeyField) -> IPAddress { field == .sourceAddress ? packet.source : packet.destination }
+        switch statement {
+        case .matchAddress(let field, let value, let equal):
+            return matches((address(field) == value) == equal)
+        case .matchPrefix(let field, let prefix, let equal):
+            return matches(prefix.contains(address(field)) == equal)
+        case .matchL4Protocol(let l4):
+            return matches(packet.protocol == l4)
+        case .matchPort(let l4, let port):
+            return matches(packet.protocol == l4 && packet.port == port)
+        case .matchLocalAddress(let field):
+            let value = address(field)
+            return matches(value.isLoopback || localAddresses.contains(value))
+        case .matchNotLoopbackDestination:
+            return matches(!packet.destination.isLoopback)
+        case .matchNewConnection:
+            return matches(true)
+        case .matchMarkClear(let bits):
+            return matches(state.mark & bits == 0)
+        case .lookup(let field, let set):
+            // Dynamic (affinity) sets hold no element for a first connection.
+            return matches(table.sets[set]?.elements[ElementKey([.address(address(field))])] != nil)
+        case .verdictMap(let key, let map):
+            let values: [KeyValue] = key.map { field in
+                switch field {
+                case .destinationAddress, .sourceAddress: return .address(address(field))
+                case .l4Protocol: return .l4Protocol(packet.protocol)
+                case .destinationPort: return .port(packet.port)
+                }
+            }
+            guard let found = table.sets[map]?.elements[ElementKey(values)], let verdict = found else { return [(state, .nextRule)] }
+            return apply(verdict, state, packet, depth: depth)
+        case .randomBalance(let chains):
+            return chains.flatMap { apply(.goto($0), state, packet, depth: depth) }
+        case .setMark(let bits):
+            state.mark |= bits
+        case .toggleMark(let bits):
+            state.mark ^= bits
+        case .dnat(let ip, let port, _):
+            state.endpoint = ip.joined(port: port)
+            return [(state, .accepted)]
+        case .masqueradeFullyRandom, .updateSet, .counter, .unparsed:
+            break
+        case .rejectTCPReset:
+            return packet.protocol == .tcp ? [(state, .rejected)] : [(state, .nextRule)]
+        case .reject:
+            return [(state, .rejected)]
+        case .verdict(let verdict):
+            return apply(verdict, state, packet, depth: depth)
+        }
+        return evaluate(rest, state, packet, depth: depth)
+    }
+
+    private func apply(_ verdict: Verdict, _ state: State, _ packet: TracedPacket, depth: Int) -> [(State, End)] {
+        switch verdict {
+        case .accept: return [(state, .accepted)]
+        case .drop: return [(state, .dropped)]
+        case .return: return [(state, .returned)]
+        case .jump(let chain):
+            // When the jumped-to chain returns, evaluation goes on with the next rule.
+            return run(chain, state, packet, depth: depth + 1).map { ($0.0, $0.1 == .returned ? .nextRule : $0.1) }
+        case .goto(let chain):
+            // When the goto'd chain returns, this chain returns too.
+            return run(chain, state, packet, depth: depth + 1)
+        }
+    }
+}

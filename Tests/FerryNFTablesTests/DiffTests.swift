@@ -1,0 +1,155 @@
+import FerryCore
+import Testing
+@testable import FerryNFTables
+
+@Suite("Transactions: only what changed")
+struct DiffTests {
+    @Test func aFirstSyncCreatesEverythingAndASecondSendsNothing() throws {
+        let desired = Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR]))
+        let twin = InMemoryNetfilter()
+        let first = RulesetDiff.transaction(from: try twin.read(table: "ferry"), to: desired)
+        try twin.apply(first)
+        #expect(first.summary.chainsAdded == desired.tables[.ip]!.chains.count)
+        let second = RulesetDiff.transaction(from: try twin.read(table: "ferry"), to: desired)
+        #expect(second.isEmpty, "\(Renderer.script(second))")
+    }
+
+    /// The cost follows the change: one endpoint replaced among 200 services touches that service only.
+    @Test func oneEndpointChangeTouchesOneServiceOnly() throws {
+        let before = Planner.plan(tables(yaml: syntheticYAML(services: 200)))
+        let after = Planner.plan(tables(yaml: syntheticYAML(services: 200, changeOne: 42)))
+        let transaction = RulesetDiff.transaction(from: before, to: after)
+        let script = Renderer.script(transaction)
+        for line in script.split(separator: "\n") {
+            #expect(line.contains("default/svc-42/"), "touches another service: \(line)")
+        }
+        let counts = transaction.summary
+        #expect(counts.chainsAdded == 1)  // the new endpoint's chain
+        #expect(counts.chainsFlushed == 2)  // the service chain (new numgen) and the old endpoint's chain
+        #expect(counts.elementsAdded == 0 && counts.elementsDeleted == 0)
+    }
+
+    @Test func removingAServiceDeletesItsElementsAndEmptiesItsChainsFirst() throws {
+        let before = Planner.plan(tables(yaml: syntheticYAML(services: 3)))
+        let after = Planner.plan(tables(yaml: syntheticYAML(services: 2)))
+        let transaction = RulesetDiff.transaction(from: before, to: after)
+        #expect(transaction.summary.elementsDeleted == 2)  // ClusterIP and NodePort
+        #expect(transaction.summary.chainsDeleted == 0)
+        let stale = RulesetDiff.staleObjects(applied: before.applying(transaction), desired: after)
+        #expect(stale.count == 5)  // service, external and three endpoint chains
+        let later = RulesetDiff.transaction(from: before.applying(transaction), to: after, deletable: stale)
+        #expect(later.summary.chainsDeleted == 5)
+        #expect(later.operations.count == 5)
+    }
+
+    @Test func theTwinAppliesAllOrNothing() throws {
+        let twin = InMemoryNetfilter()
+        try twin.apply(RulesetDiff.transaction(from: Ruleset(), to: Planner.plan(exampleTables())))
+        let before = twin.ruleset
+        let broken = Transaction([
+            Operation(.ip, "ferry", .flushChain("services")),
+            Operation(.ip, "ferry", .addRule(chain: "services", Rule([.verdict(.jump("no-such-chain"))]))),
+        ])
+        #expect(throws: NetfilterError.self) { try twin.apply(broken) }
+        do {
+            try twin.apply(broken)
+        } catch {
+            #expect(error.kind == .notFound)
+            #expect(error.operation == broken.operations[1])
+        }
+        #expect(twin.ruleset == before)
+    }
+
+    @Test(arguments: [
+        Operation(.ip, "ferry", .deleteChain("services")),
+        Operation(.ip, "ferry", .deleteSet("service-ips")),
+        Operation(.ip, "ferry", .addElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): .goto("missing")])),
+        Operation(.ip, "ferry", .deleteElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): nil])),
+        Operation(.ip, "nope", .flushChain("services")),
+    ])
+    func theTwinRejectsWhatTheKernelRejects(operation: Operation) throws {
+        let twin = InMemoryNetfilter()
+        try twin.apply(RulesetDiff.transaction(from: Ruleset(), to: Planner.plan(exampleTables())))
+        #expect(throws: NetfilterError.self) { try twin.apply(Transaction([operation])) }
+    }
+}
+
+@Suite("The proxier's sync cycle")
+struct ProxierTests {
+    @Test func convergesMirrorsAndDeletesStaleChainsOneSyncLater() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        let first = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        #expect(first.readBack)
+        #expect(!first.transaction.isEmpty)
+        let noop = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        #expect(noop.transaction.isEmpty)
+        #expect(!noop.readBack)
+        let shrink = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        #expect(shrink.transaction.summary.chainsDeleted == 0)
+        #expect(proxier.hasPendingDeletions)
+        let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        #expect(cleanup.transaction.summary.chainsDeleted == 5)
+        #expect(!proxier.hasPendingDeletions)
+        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 2))))
+    }
+
+    @Test func aRestartConvergesWithoutFlushing() throws {
+        let twin = InMemoryNetfilter()
+        _ = try NFTablesProxier(netfilter: twin, config: PlannerConfig()).sync(tables(yaml: syntheticYAML(services: 5)))
+        let restarted = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        let report = try restarted.sync(tables(yaml: syntheticYAML(services: 5)))
+        #expect(report.readBack)
+        #expect(report.transaction.isEmpty, "\(Renderer.script(report.transaction))")
+    }
+
+    @Test func tamperingIsRepairedAtTheNextSync() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        try twin.apply(Transaction([Operation(.ip, "ferry", .flushChain("services"))]))
+        let repair = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        #expect(repair.readBack)
+        #expect(repair.transaction.operations.map(\.kind).contains { if case .addRule(chain: "services", _) = $0 { return true } else { return false } })
+        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 2))))
+    }
+
+    @Test func aRejectedBatchChangesNothingAndTheNextSyncReadsBack() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        let before = twin.ruleset
+        twin.failNext = NetfilterError(kind: .rejected, code: 22, message: "injected")
+        #expect(throws: NetfilterError.self) { try proxier.sync(tables(yaml: syntheticYAML(services: 3))) }
+        #expect(twin.ruleset == before)
+        let retry = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        #expect(retry.readBack)
+        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 3))))
+    }
+}
+
+@Suite("Rendering")
+struct RenderingTests {
+    /// The ruleset for deploy/examples, in `nft list` layout. Regenerate with
+    /// `ferry sync --dry-run --manifests deploy/examples --node-name node-1 --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16`
+    /// and read the difference before committing it.
+    @Test func examplesMatchTheGoldenRuleset() throws {
+        let golden = try String(contentsOfFile: "\(repositoryRoot)/Tests/FerryNFTablesTests/Golden/examples.nft", encoding: .utf8)
+        let rendered = Renderer.text(Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR], nodeAddresses: node1.addresses)))
+        #expect(rendered == golden)
+    }
+
+    @Test func aTransactionRendersAsAnNftScript() {
+        let transaction = RulesetDiff.transaction(from: Ruleset(), to: Planner.plan(tables(yaml: syntheticYAML(services: 1, endpoints: 1))))
+        let script = Renderer.script(transaction)
+        #expect(script.hasPrefix("add table ip ferry\n"))
+        #expect(script.contains("add chain ip ferry nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }"))
+        #expect(script.contains("add map ip ferry service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }"))
+        #expect(script.contains("add element ip ferry service-ips { 10.96.0.1 . tcp . 80 : goto service-"))
+    }
+
+    @Test(arguments: [(10_800, "3h"), (600, "10m"), (90, "1m30s"), (86_400, "1d"), (1, "1s")])
+    func durations(seconds: Int, text: String) {
+        #expect(Renderer.duration(seconds) == text)
+    }
+}
