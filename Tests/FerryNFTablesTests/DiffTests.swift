@@ -91,7 +91,7 @@ struct ProxierTests {
         let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
         #expect(cleanup.transaction.summary.chainsDeleted == 5)
         #expect(!proxier.hasPendingDeletions)
-        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 2))))
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
     }
 
     @Test func aRestartConvergesWithoutFlushing() throws {
@@ -111,7 +111,7 @@ struct ProxierTests {
         let repair = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
         #expect(repair.readBack)
         #expect(repair.transaction.operations.map(\.kind).contains { if case .addRule(chain: "services", _) = $0 { return true } else { return false } })
-        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 2))))
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
     }
 
     @Test func aRejectedBatchChangesNothingAndTheNextSyncReadsBack() throws {
@@ -124,7 +124,7 @@ struct ProxierTests {
         #expect(twin.ruleset == before)
         let retry = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
         #expect(retry.readBack)
-        #expect(twin.ruleset == Planner.plan(tables(yaml: syntheticYAML(services: 3))))
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 3)))))
     }
 }
 
@@ -151,5 +151,46 @@ struct RenderingTests {
     @Test(arguments: [(10_800, "3h"), (600, "10m"), (90, "1m30s"), (86_400, "1d"), (1, "1s")])
     func durations(seconds: Int, text: String) {
         #expect(Renderer.duration(seconds) == text)
+    }
+}
+
+@Suite("Incremental syncs")
+struct IncrementalSyncTests {
+    @Test func onlyChangedServicePortsAreReplanned() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        let full = try proxier.sync(tables(yaml: syntheticYAML(services: 50)))
+        #expect(full.readBack && full.replannedPorts == 50)
+        let noop = try proxier.sync(tables(yaml: syntheticYAML(services: 50)))
+        #expect(noop.replannedPorts == 0 && noop.transaction.isEmpty && !noop.readBack)
+        let one = try proxier.sync(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))
+        #expect(one.replannedPorts == 1 && !one.readBack)
+        for line in Renderer.script(one.transaction).split(separator: "\n") {
+            #expect(line.contains("default/svc-7/"), "touches another service: \(line)")
+        }
+        let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))
+        #expect(cleanup.transaction.summary.chainsDeleted == 1)
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))))
+    }
+
+    @Test func removedAndAddedServicesConverge() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 10)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 4)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 12)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 12)))
+        #expect(!proxier.hasPendingDeletions)
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 12)))))
+    }
+
+    @Test func aServiceThatComesBackBeforeItsChainsAreDeletedKeepsThem() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 3)))))
     }
 }

@@ -119,9 +119,11 @@ struct PacketFlowTests {
         let ruleset = Planner.plan(tables(yaml: Self.edgeCases))
         let table = try #require(ruleset.tables[.ip])
         let service = try #require(table.chains.values.first { $0.name.hasPrefix("service-") && $0.name.contains("/sticky/") })
-        #expect(service.rules.count == 3)
+        #expect(service.rules.count == 4)
         #expect(service.rules[0].text(.ip).hasPrefix("ip saddr @affinity-"))
-        #expect(service.rules[2].text(.ip).hasPrefix("numgen random mod 2 vmap"))
+        #expect(service.rules[1].text(.ip).hasPrefix("ip saddr @affinity-"))
+        #expect(service.rules[2].text(.ip).hasPrefix("numgen random mod 2 0 goto endpoint-"))
+        #expect(service.rules[3].text(.ip).hasPrefix("goto endpoint-"))
         let affinitySets = table.sets.values.filter { $0.name.hasPrefix("affinity-") }
         #expect(affinitySets.count == 2)
         #expect(affinitySets.allSatisfy { $0.timeoutSeconds == 10_800 })

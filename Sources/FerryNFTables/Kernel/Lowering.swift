@@ -1,29 +1,15 @@
 import CNftnl
 import FerryCore
 
-/// An anonymous set a rule needs (the vmap of `numgen random mod N`), created in the same batch.
-struct AnonymousMap {
-    var id: UInt32
-    var chains: [String]
-}
-
 /// Turns statements into nf_tables VM expressions on a libnftnl rule, register by register, exactly
 /// as nft itself encodes them (checked against `nft --debug=netlink`). Single-use, one rule at a time.
 struct Lowering {
     let rule: OpaquePointer
     let family: NFTFamily
-    /// Anonymous maps the rule's statements need; the caller creates them before the rule.
-    private(set) var anonymousMaps: [AnonymousMap] = []
-    private var nextSetID: UInt32
-
-    init(rule: OpaquePointer, family: NFTFamily, firstSetID: UInt32) {
+    init(rule: OpaquePointer, family: NFTFamily) {
         self.rule = rule
         self.family = family
-        self.nextSetID = firstSetID
     }
-
-    /// The next free set id after this rule's anonymous maps.
-    var followingSetID: UInt32 { nextSetID }
 
     // Registers: 0 is the verdict; 1 (= 32-bit register 8) the first data register.
     private static let verdictRegister: UInt32 = 0
@@ -31,7 +17,7 @@ struct Lowering {
     private static let register2: UInt32 = 2
     private static let firstRegister32: UInt32 = 8
 
-    mutating func lower(_ statement: Statement) throws(NetfilterError) {
+    func lower(_ statement: Statement) throws(NetfilterError) {
         switch statement {
         case .matchAddress(let field, let address, let equal):
             payloadAddress(field, into: Self.register1)
@@ -96,19 +82,12 @@ struct Lowering {
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_SREG), Self.register1)
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_DREG), Self.verdictRegister)
             nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_LOOKUP_SET), map)
-        case .randomBalance(let chains):
+        case .matchRandom(let modulus):
             let expression = add("numgen")
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_DREG), Self.register1)
-            nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_MODULUS), UInt32(chains.count))
+            nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_MODULUS), UInt32(modulus))
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_TYPE), NFT_NG_RANDOM.rawValue)
-            let id = nextSetID
-            nextSetID += 1
-            anonymousMaps.append(AnonymousMap(id: id, chains: chains))
-            let lookup = add("lookup")
-            nftnl_expr_set_u32(lookup, UInt16(NFTNL_EXPR_LOOKUP_SREG), Self.register1)
-            nftnl_expr_set_u32(lookup, UInt16(NFTNL_EXPR_LOOKUP_DREG), Self.verdictRegister)
-            nftnl_expr_set_str(lookup, UInt16(NFTNL_EXPR_LOOKUP_SET), "__map%d")
-            nftnl_expr_set_u32(lookup, UInt16(NFTNL_EXPR_LOOKUP_SET_ID), id)
+            cmp(NFT_CMP_EQ, Self.register1, hostBytes(0))
         case .setMark(let bits):
             meta(NFT_META_MARK, into: Self.register1)
             bitwise(Self.register1, length: 4, mask: hostBytes(~bits), xor: hostBytes(bits))

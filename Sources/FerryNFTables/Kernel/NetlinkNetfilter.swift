@@ -15,6 +15,8 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
     private let socket: OpaquePointer
     private let portID: UInt32
     private var sequence: UInt32
+    /// Reused for every receive: dumps read many small replies.
+    private var receiveBuffer = [UInt8](repeating: 0, count: 1 << 20)
 
     public init() throws(NetfilterError) {
         guard let socket = mnl_socket_open(NETLINK_NETFILTER) else { throw NetlinkNetfilter.systemError("mnl_socket_open") }
@@ -102,17 +104,13 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             nftnl_rule_set_str(object, UInt16(NFTNL_RULE_TABLE.rawValue), table)
             nftnl_rule_set_str(object, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
             nftnl_rule_set_u32(object, UInt16(NFTNL_RULE_FAMILY.rawValue), UInt32(family))
-            var lowering = Lowering(rule: object, family: operation.family, firstSetID: setID)
+            let lowering = Lowering(rule: object, family: operation.family)
             for statement in rule.statements { try lowering.lower(statement) }
-            setID = lowering.followingSetID
             let stamp = RuleFingerprint.of(rule, family: operation.family)
             let userdata = nftnl_udata_buf_alloc(64)!
             defer { nftnl_udata_buf_free(userdata) }
             nftnl_udata_put_strz(userdata, RuleFingerprint.userdataType, stamp)
             nftnl_rule_set_data(object, UInt16(NFTNL_RULE_USERDATA.rawValue), nftnl_udata_buf_data(userdata), nftnl_udata_buf_len(userdata))
-            for map in lowering.anonymousMaps {
-                encodeAnonymousMap(map, table: table, family: family, operation: index, into: &batch)
-            }
             batch.message(NFT_MSG_NEWRULE, family: family, flags: create | UInt16(NLM_F_APPEND), operation: index) {
                 nftnl_rule_nlmsg_build_payload($0, object)
             }
@@ -156,35 +154,6 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             }
             batch.elements(object, type: isAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, family: family, flags: isAdd ? create : 0, operation: index)
         }
-    }
-
-    /// The `vmap { 0 : goto a, … }` of a numgen rule: an anonymous constant map, created just before the rule.
-    private func encodeAnonymousMap(_ map: AnonymousMap, table: String, family: UInt16, operation: Int, into batch: inout BatchBuilder) {
-        let object = setObject(table: table, name: "__map%d", family: family)
-        defer { nftnl_set_free(object) }
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), NFT_SET_ANONYMOUS.rawValue | NFT_SET_CONSTANT.rawValue | NFT_SET_MAP.rawValue)
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_TYPE.rawValue), 4)  // nft's "integer"
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_LEN.rawValue), 4)
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), map.id)
-        nftnl_set_set_u32(object, UInt16(NFTNL_SET_DESC_SIZE.rawValue), UInt32(map.chains.count))
-        // The key (numgen's output) is in host byte order: say so, or nft prints 16777216 for 1.
-        let userdata = nftnl_udata_buf_alloc(16)!
-        defer { nftnl_udata_buf_free(userdata) }
-        nftnl_udata_put_u32(userdata, UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), 1)
-        nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), nftnl_udata_buf_data(userdata), nftnl_udata_buf_len(userdata))
-        batch.message(NFT_MSG_NEWSET, family: family, flags: UInt16(NLM_F_CREATE), operation: operation) {
-            nftnl_set_nlmsg_build_payload($0, object)
-        }
-        for (index, chain) in map.chains.enumerated() {
-            let element = nftnl_set_elem_alloc()!
-            let key = hostBytes(UInt32(index))
-            key.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
-            nftnl_set_elem_set_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT), UInt32(bitPattern: NFT_GOTO.rawValue))
-            nftnl_set_elem_set_str(element, UInt16(NFTNL_SET_ELEM_CHAIN), chain)
-            nftnl_set_elem_add(object, element)
-        }
-        batch.elements(object, type: NFT_MSG_NEWSETELEM, family: family, flags: UInt16(NLM_F_CREATE), operation: operation)
     }
 
     private func chainObject(table: String, name: String, family: UInt16) -> OpaquePointer {
@@ -299,7 +268,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
     /// Receives netlink messages until `handle` returns true. `handle` gets each header and a pointer to
     /// its payload (valid during the call only).
     private func receive(_ handle: (nlmsghdr, UnsafeRawPointer) throws(NetfilterError) -> Bool) throws(NetfilterError) {
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        // Taken out of the property (not copied: one reference, so writing does not duplicate it).
+        var buffer: [UInt8] = []
+        swap(&buffer, &receiveBuffer)
+        defer { swap(&buffer, &receiveBuffer) }
         while true {
             let received = buffer.withUnsafeMutableBytes { mnl_socket_recvfrom(socket, $0.baseAddress, $0.count) }
             guard received > 0 else { throw NetlinkNetfilter.systemError("recvfrom") }
@@ -374,14 +346,24 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 ruleset.tables[family]?.sets[set.name]?.elements = try readElements(of: set, table: name, family: family)
             }
         }
-        try dump(NFT_MSG_GETRULE) { header in
-            let object = nftnl_rule_alloc()!
-            defer { nftnl_rule_free(object) }
-            guard nftnl_rule_nlmsg_parse(header, object) >= 0, let family = NetlinkNetfilter.family(nftnl_rule_get_u32(object, UInt16(NFTNL_RULE_FAMILY.rawValue))),
-                String(cString: nftnl_rule_get_str(object, UInt16(NFTNL_RULE_TABLE.rawValue))) == name
-            else { return }
-            let chain = String(cString: nftnl_rule_get_str(object, UInt16(NFTNL_RULE_CHAIN.rawValue)))
-            ruleset.tables[family]?.chains[chain]?.rules.append(Rule([.unparsed(NetlinkNetfilter.stamp(of: object) ?? "")]))
+        // Rules chain by chain: the kernel finds a named chain by hash, while a table-wide rule dump
+        // re-walks every rule from the start for each 32 KiB it returns (quadratic in the rule count).
+        for (family, table) in ruleset.tables {
+            let familyNumber = UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6)
+            for chainName in table.chains.keys {
+                let query = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(query) }
+                nftnl_rule_set_str(query, UInt16(NFTNL_RULE_TABLE.rawValue), name)
+                nftnl_rule_set_str(query, UInt16(NFTNL_RULE_CHAIN.rawValue), chainName)
+                var rules: [Rule] = []
+                try dump(NFT_MSG_GETRULE, family: familyNumber, payload: { nftnl_rule_nlmsg_build_payload($0, query) }) { header in
+                    let object = nftnl_rule_alloc()!
+                    defer { nftnl_rule_free(object) }
+                    guard nftnl_rule_nlmsg_parse(header, object) >= 0 else { return }
+                    rules.append(Rule([.unparsed(NetlinkNetfilter.stamp(of: object) ?? "")]))
+                }
+                ruleset.tables[family]?.chains[chainName]?.rules = rules
+            }
         }
         return ruleset
     }

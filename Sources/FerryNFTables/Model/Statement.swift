@@ -24,8 +24,11 @@ public enum Statement: Sendable, Hashable {
     case lookup(KeyField, set: String)
     /// `ip daddr . meta l4proto . th dport vmap @map`.
     case verdictMap([KeyField], map: String)
-    /// `numgen random mod N vmap { 0 : goto a, 1 : goto b }`: one of the chains, uniformly at random.
-    case randomBalance([String])
+    /// `numgen random mod N 0`: matches with probability 1/N. A service chain balances over N endpoints
+    /// with rules `numgen random mod (N-i) 0 goto endpoint-i`, the last one unconditional, which is
+    /// uniform. (An anonymous `numgen … vmap { … }` per service would be one set per service, and the
+    /// kernel binds every anonymous set by walking the whole transaction: quadratic in a big batch.)
+    case matchRandom(modulus: Int)
     /// `meta mark set meta mark | 0x00004000`.
     case setMark(UInt32)
     /// `meta mark set meta mark ^ 0x00004000`.
@@ -52,7 +55,6 @@ public enum Statement: Sendable, Hashable {
     public var referencedChains: [String] {
         switch self {
         case .verdict(let verdict): return verdict.chain.map { [$0] } ?? []
-        case .randomBalance(let chains): return chains
         default: return []
         }
     }
@@ -88,9 +90,8 @@ public enum Statement: Sendable, Hashable {
             return "\(field.expressionText(family)) @\(set)"
         case .verdictMap(let key, let map):
             return "\(key.map { $0.expressionText(family) }.joined(separator: " . ")) vmap @\(map)"
-        case .randomBalance(let chains):
-            let entries = chains.enumerated().map { "\($0.offset) : goto \($0.element)" }.joined(separator: ", ")
-            return "numgen random mod \(chains.count) vmap { \(entries) }"
+        case .matchRandom(let modulus):
+            return "numgen random mod \(modulus) 0"
         case .setMark(let bits):
             return "meta mark set meta mark | \(hex(bits))"
         case .toggleMark(let bits):

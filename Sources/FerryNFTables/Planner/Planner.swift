@@ -29,7 +29,7 @@ public struct PlannerConfig: Sendable, Hashable {
 /// Turns backend tables into the ruleset that forwards them (pure). The shape follows kube-proxy's
 /// nftables mode: fixed base chains; verdict maps keyed by `daddr . l4proto . dport` (and
 /// `l4proto . dport` for NodePorts) that dispatch to a chain per service port; that chain balances with
-/// `numgen random` over a chain per endpoint that DNATs. Services without usable endpoints are in
+/// a cascade of `numgen random mod (N-i) 0` rules over a chain per endpoint that DNATs. Services without usable endpoints are in
 /// `no-endpoint-*` maps checked by filter chains before NAT, which reject (or drop, for Local policy
 /// with endpoints elsewhere) new connections at once.
 public enum Planner {
@@ -49,16 +49,38 @@ public enum Planner {
     static let rejectChain = "reject-chain"
 
     public static func plan(_ tables: BackendTables, config: PlannerConfig = PlannerConfig()) -> Ruleset {
+        var fragments: [NFTFamily: [ServicePortFragment]] = [:]
+        for entry in tables.ports.values {
+            for (family, fragment) in self.fragments(for: entry, config: config) { fragments[family, default: []].append(fragment) }
+        }
+        return assemble(fragments, config: config)
+    }
+
+    /// The families that need a table: IPv4 always (it holds the fixed chains even with no service),
+    /// IPv6 when some service port has an IPv6 frontend.
+    static func families(_ fragments: [NFTFamily: [ServicePortFragment]]) -> [NFTFamily] {
+        NFTFamily.allCases.filter { $0 == .ip || !(fragments[$0] ?? []).isEmpty }
+    }
+
+    /// The fixed part of each needed table plus every fragment.
+    public static func assemble(_ fragments: [NFTFamily: [ServicePortFragment]], config: PlannerConfig) -> Ruleset {
         var ruleset = Ruleset()
-        for family in NFTFamily.allCases {
+        for family in families(fragments) {
             var table = baseTable(family, config: config)
-            var any = false
-            for entry in tables.sorted {
-                any = addServicePort(entry, family: family, config: config, to: &table) || any
-            }
-            if any || family == .ip { ruleset.tables[family] = table }
+            for fragment in fragments[family] ?? [] { fragment.merge(into: &table) }
+            ruleset.tables[family] = table
         }
         return ruleset
+    }
+
+    /// What one service port contributes to each family's table.
+    public static func fragments(for entry: ServicePortTable, config: PlannerConfig) -> [NFTFamily: ServicePortFragment] {
+        var result: [NFTFamily: ServicePortFragment] = [:]
+        for family in NFTFamily.allCases {
+            var fragment = ServicePortFragment()
+            if addServicePort(entry, family: family, config: config, to: &fragment) { result[family] = fragment }
+        }
+        return result
     }
 
     // MARK: Fixed part
@@ -116,7 +138,7 @@ public enum Planner {
 
     /// Adds one service port's chains, sets and map elements for `family`; false when it has no frontend
     /// of that family.
-    static func addServicePort(_ entry: ServicePortTable, family: NFTFamily, config: PlannerConfig, to table: inout Table) -> Bool {
+    static func addServicePort(_ entry: ServicePortTable, family: NFTFamily, config: PlannerConfig, to table: inout ServicePortFragment) -> Bool {
         let ipFamily = family.ipFamily
         let clusterIPs = entry.clusterIPs.filter { $0.family == ipFamily }
         let externalAddresses = (entry.externalIPs + entry.loadBalancerIPs).filter { $0.family == ipFamily }
@@ -155,7 +177,10 @@ public enum Planner {
                 }
             }
             let chains = backends.map { ChainNames.endpoint(entry, $0) }
-            rules.append(Rule(chains.count == 1 ? [.verdict(.goto(chains[0]))] : [.randomBalance(chains)]))
+            for (index, chain) in chains.enumerated() {
+                let remaining = chains.count - index
+                rules.append(Rule(remaining > 1 ? [.matchRandom(modulus: remaining), .verdict(.goto(chain))] : [.verdict(.goto(chain))]))
+            }
             return rules
         }
 
@@ -190,9 +215,9 @@ public enum Planner {
         for address in clusterIPs {
             let key = ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])
             if let internalTarget {
-                table.sets[serviceIPs]?.elements[key] = .goto(internalTarget)
+                table.elements[serviceIPs, default: [:]][key] = .goto(internalTarget)
             } else {
-                table.sets[noEndpointServices]?.elements[key] = noEndpointVerdict(entry.policy.internalLocal)
+                table.elements[noEndpointServices, default: [:]][key] = noEndpointVerdict(entry.policy.internalLocal)
             }
         }
 
@@ -219,9 +244,9 @@ public enum Planner {
         }
         func dispatch(_ key: ElementKey, map: String, noEndpointMap: String) {
             if externalReachable {
-                table.sets[map]?.elements[key] = .goto(externalChain)
+                table.elements[map, default: [:]][key] = .goto(externalChain)
             } else {
-                table.sets[noEndpointMap]?.elements[key] = noEndpointVerdict(entry.policy.externalLocal)
+                table.elements[noEndpointMap, default: [:]][key] = noEndpointVerdict(entry.policy.externalLocal)
             }
         }
         for address in externalAddresses {
@@ -231,5 +256,27 @@ public enum Planner {
             dispatch(ElementKey([.l4Protocol(l4), .port(nodePort)]), map: serviceNodePorts, noEndpointMap: noEndpointNodePorts)
         }
         return true
+    }
+}
+
+/// The chains, sets and map elements one service port adds to one family's table: the unit the
+/// proxier re-plans and diffs when that service port changes.
+public struct ServicePortFragment: Sendable, Hashable {
+    public var chains: [String: Chain] = [:]
+    public var sets: [String: NFTSet] = [:]
+    /// Elements this service port puts in the shared maps, by map name.
+    public var elements: [String: [ElementKey: Verdict?]] = [:]
+
+    public init() {}
+
+    mutating func add(_ chain: Chain) { chains[chain.name] = chain }
+    mutating func add(_ set: NFTSet) { sets[set.name] = set }
+
+    func merge(into table: inout Table) {
+        for (name, chain) in chains { table.chains[name] = chain }
+        for (name, set) in sets { table.sets[name] = set }
+        for (map, entries) in elements {
+            for (key, verdict) in entries { table.sets[map]?.elements[key] = verdict }
+        }
     }
 }

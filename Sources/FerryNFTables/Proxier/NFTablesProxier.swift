@@ -7,21 +7,29 @@ public struct NFTablesSyncReport: Sendable {
     /// Whether the kernel's state was read back first (start-up, after a failure, or after someone
     /// else changed nftables).
     public var readBack: Bool
-    /// Time spent planning and diffing, and in the kernel (send to the end of its replies).
+    /// Service ports re-planned (all of them on a full sync).
+    public var replannedPorts: Int
+    /// Time spent reading back, planning and diffing (Ferry's own work), and in the kernel (encoding,
+    /// sending, and reading its replies).
     public var planDuration: Duration
     public var kernelDuration: Duration
 }
 
 /// Keeps Ferry's nftables tables equal to what the backend tables call for.
 ///
-/// It mirrors what it applied, so a sync sends only the difference. It reads the kernel's tables back
-/// at start-up (converging an existing table without flushing it: a restart drops no connection),
-/// after a rejected batch, and when the nftables generation changed behind its back (someone else
-/// edited rules). Chains and sets no longer wanted are emptied at once and deleted one sync later.
+/// A full sync reads Ferry's tables back from the kernel and converges them (at start-up, so a restart
+/// flushes nothing and drops no connection; after a rejected batch; and when the nftables generation
+/// changed behind Ferry's back, which repairs tampering). Otherwise a sync is incremental: only service
+/// ports whose table entry changed are re-planned, and only their fragments are diffed, so the cost
+/// follows the change, not the size of the table. Chains and sets no longer wanted are emptied at once
+/// and deleted one sync later.
 public final class NFTablesProxier {
     public let netfilter: Netfilter
-    public var config: PlannerConfig
-    private var applied: Ruleset?
+    public let config: PlannerConfig
+    /// What is programmed, per service port: the entry it was planned from and its fragments.
+    private var programmed: [ServicePortName: (entry: ServicePortTable, fragments: [NFTFamily: ServicePortFragment])] = [:]
+    private var families: [NFTFamily] = []
+    private var trusted = false
     private var lastGeneration: UInt32?
     private var awaitingDeletion: Set<StaleObject> = []
 
@@ -33,36 +41,125 @@ public final class NFTablesProxier {
     /// Chains or sets are waiting to be deleted: another sync should follow shortly.
     public var hasPendingDeletions: Bool { !awaitingDeletion.isEmpty }
 
-    /// Forgets the mirror, so the next sync reads the kernel back.
-    public func invalidate() { applied = nil }
+    /// Forgets what was programmed, so the next sync reads the kernel back.
+    public func invalidate() { trusted = false }
 
     /// Brings the kernel to the ruleset for `tables`. On failure nothing was applied (the kernel rolls
     /// the batch back) and the next sync reads the kernel's state back.
     public func sync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
+        if trusted, let generation = try? netfilter.generation(), generation == lastGeneration {
+            return try incrementalSync(tables)
+        }
+        return try fullSync(tables)
+    }
+
+    private func fullSync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
         let clock = ContinuousClock()
-        var readBack = false
-        if applied == nil || (try? netfilter.generation()) != lastGeneration {
-            applied = try netfilter.read(table: Planner.tableName)
-            readBack = true
+        let start = clock.now
+        let applied = try netfilter.read(table: Planner.tableName)
+        var planned: [ServicePortName: (entry: ServicePortTable, fragments: [NFTFamily: ServicePortFragment])] = [:]
+        var byFamily: [NFTFamily: [ServicePortFragment]] = [:]
+        for entry in tables.ports.values {
+            let fragments = Planner.fragments(for: entry, config: config)
+            planned[entry.name] = (entry, fragments)
+            for (family, fragment) in fragments { byFamily[family, default: []].append(fragment) }
         }
-        var transaction = Transaction()
-        let planDuration = clock.measure {
-            let desired = Planner.plan(tables, config: config)
-            let stale = RulesetDiff.staleObjects(applied: applied!, desired: desired)
-            transaction = RulesetDiff.transaction(from: applied!, to: desired, deletable: awaitingDeletion.intersection(stale))
-            awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
+        let desired = Planner.assemble(byFamily, config: config)
+        let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
+        let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
+        let planDuration = clock.now - start
+        let kernelDuration = try send(transaction)
+        programmed = planned
+        families = Planner.families(byFamily)
+        awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
+        return NFTablesSyncReport(
+            transaction: transaction, readBack: true, replannedPorts: planned.count, planDuration: planDuration, kernelDuration: kernelDuration)
+    }
+
+    private func incrementalSync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var changed: [ServicePortName] = []
+        for (name, entry) in tables.ports where programmed[name]?.entry != entry { changed.append(name) }
+        for name in programmed.keys where tables.ports[name] == nil { changed.append(name) }
+        if changed.isEmpty && awaitingDeletion.isEmpty {
+            return NFTablesSyncReport(transaction: Transaction(), readBack: false, replannedPorts: 0, planDuration: clock.now - start, kernelDuration: .zero)
         }
+        var replanned: [ServicePortName: [NFTFamily: ServicePortFragment]] = [:]
+        var newFamilies = Set(families)
+        for name in changed {
+            guard let entry = tables.ports[name] else { continue }
+            let fragments = Planner.fragments(for: entry, config: config)
+            replanned[name] = fragments
+            newFamilies.formUnion(fragments.keys)
+        }
+        // A family's table appearing is rare (the first IPv6 service): let a full sync create it.
+        if !newFamilies.isSubset(of: Set(families)) { return try fullSync(tables) }
+
+        // Diff just the changed service ports: two partial rulesets holding the shared maps (declared, so
+        // neither side adds them) and those ports' fragments, before and after.
+        var before: [NFTFamily: [ServicePortFragment]] = [:]
+        var after: [NFTFamily: [ServicePortFragment]] = [:]
+        for name in changed {
+            for (family, fragment) in programmed[name]?.fragments ?? [:] { before[family, default: []].append(fragment) }
+            for (family, fragment) in replanned[name] ?? [:] { after[family, default: []].append(fragment) }
+        }
+        let old = partial(before)
+        let new = partial(after)
+        let stale = RulesetDiff.staleObjects(applied: old, desired: new)
+        var transaction = RulesetDiff.transaction(from: old, to: new)
+        // Objects emptied by an earlier sync: delete them now, unless this sync wants them again.
+        let recreated = Set(new.tables.flatMap { family, table in
+            table.chains.keys.map { StaleObject(family: family, kind: .chain, name: $0) }
+                + table.sets.keys.map { StaleObject(family: family, kind: .set, name: $0) }
+        })
+        let deletable = awaitingDeletion.subtracting(recreated)
+        for object in deletable.sorted(by: { ($0.family, $0.name) < ($1.family, $1.name) }) {
+            transaction.operations.append(
+                Operation(object.family, Planner.tableName, object.kind == .chain ? .deleteChain(object.name) : .deleteSet(object.name)))
+        }
+        let planDuration = clock.now - start
+        let kernelDuration = try send(transaction)
+        for name in changed {
+            if let entry = tables.ports[name], let fragments = replanned[name] {
+                programmed[name] = (entry, fragments)
+            } else {
+                programmed[name] = nil
+            }
+        }
+        awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
+        return NFTablesSyncReport(
+            transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration, kernelDuration: kernelDuration)
+    }
+
+    /// Tables holding only the shared maps (declared, empty) and the given fragments.
+    private func partial(_ fragments: [NFTFamily: [ServicePortFragment]]) -> Ruleset {
+        var ruleset = Ruleset()
+        for family in families {
+            var table = Table(family: family, name: Planner.tableName)
+            for (name, set) in Planner.baseTable(family, config: config).sets where set.isVerdictMap {
+                table.sets[name] = set.declaration
+            }
+            for fragment in fragments[family] ?? [] { fragment.merge(into: &table) }
+            ruleset.tables[family] = table
+        }
+        return ruleset
+    }
+
+    /// Applies a transaction; on failure the next sync starts over from the kernel's state.
+    private func send(_ transaction: Transaction) throws(NetfilterError) -> Duration {
+        let clock = ContinuousClock()
         let start = clock.now
         do {
             try netfilter.apply(transaction)
         } catch {
-            applied = nil
+            trusted = false
             lastGeneration = nil
             throw error
         }
-        let kernelDuration = clock.now - start
-        applied = applied!.applying(transaction)
+        let elapsed = clock.now - start
+        trusted = true
         lastGeneration = try? netfilter.generation()
-        return NFTablesSyncReport(transaction: transaction, readBack: readBack, planDuration: planDuration, kernelDuration: kernelDuration)
+        return elapsed
     }
 }

@@ -148,8 +148,10 @@ public struct PacketTracer {
             }
             guard let found = table.sets[map]?.elements[ElementKey(values)], let verdict = found else { return [(state, .nextRule)] }
             return apply(verdict, state, packet, depth: depth)
-        case .randomBalance(let chains):
-            return chains.flatMap { apply(.goto($0), state, packet, depth: depth) }
+        case .matchRandom(let modulus):
+            // Either way, with probability 1/modulus and 1 - 1/modulus.
+            let taken = evaluate(rest, state, packet, depth: depth)
+            return modulus > 1 ? taken + [(state, .nextRule)] : taken
         case .setMark(let bits):
             state.mark |= bits
         case .toggleMark(let bits):
