@@ -43,9 +43,14 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
+        // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
+        .target(name: "FerryTestbed", dependencies: ["FerryCore"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
+        .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
+        // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).
+        .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"], exclude: ["Golden"]),
     ]
 )

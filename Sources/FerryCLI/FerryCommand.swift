@@ -13,7 +13,10 @@ public struct FerryCommand: AsyncParsableCommand {
             source, the embedded walk-through (my-service and three pods) is used.
             Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.
             """,
-        subcommands: [RunCommand.self, SyncCommand.self, CleanupCommand.self, GetCommand.self, ExplainCommand.self, BenchCommand.self])
+        subcommands: [
+            RunCommand.self, SyncCommand.self, CleanupCommand.self, GetCommand.self, ExplainCommand.self, BenchCommand.self,
+            DebugCommand.self,
+        ])
 
     public init() {}
 

@@ -77,7 +77,10 @@ final class SyncLoop: Sendable {
     private let syncPeriod: Duration
     private let minSyncPeriod: Duration
 
-    init(source: ObjectSource, tracker: ChangeTracker, proxier: sending NFTablesProxier, logger: Logger, syncPeriod: Duration, minSyncPeriod: Duration) {
+    init(
+        source: ObjectSource, tracker: ChangeTracker, proxier: sending NFTablesProxier, logger: Logger, syncPeriod: Duration,
+        minSyncPeriod: Duration
+    ) {
         self.source = source
         self.state = Mutex((tracker, proxier))
         self.logger = logger
@@ -148,7 +151,9 @@ final class SyncLoop: Sendable {
                 failures += 1
                 let backoff = Duration.milliseconds(min(30_000, 500 << min(failures, 6)))
                 retryAt = clock.now + backoff
-                logger.error("sync failed; last good rules stay in force", metadata: ["error": "\(error)", "retry-in": "\(backoff)", "failures": "\(failures)"])
+                logger.error(
+                    "sync failed; last good rules stay in force",
+                    metadata: ["error": "\(error)", "retry-in": "\(backoff)", "failures": "\(failures)"])
             }
         }
     }
@@ -161,14 +166,17 @@ final class SyncLoop: Sendable {
             let report = try parts.proxier.sync(result.tables)
             let counts = report.transaction.summary
             let total = clock.now - start
-            let level: Logger.Level = report.transaction.isEmpty ? .debug : .info
-            logger.log(level: level, "synced", metadata: [
-                "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
-                "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
-                "operations": "\(report.transaction.operations.count)", "elements+": "\(counts.elementsAdded)", "elements-": "\(counts.elementsDeleted)",
-                "rules": "\(counts.rules)", "chains-": "\(counts.chainsDeleted)", "read-back": "\(report.readBack)",
-                "duration": "\(total)", "kernel": "\(report.kernelDuration)",
-            ])
+            let level: Logger.Level = report.transaction.isEmpty && !report.readBack ? .debug : .info
+            logger.log(
+                level: level, "synced",
+                metadata: [
+                    "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
+                    "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
+                    "operations": "\(report.transaction.operations.count)", "elements+": "\(counts.elementsAdded)",
+                    "elements-": "\(counts.elementsDeleted)",
+                    "rules": "\(counts.rules)", "chains-": "\(counts.chainsDeleted)", "read-back": "\(report.readBack)",
+                    "duration": "\(total)", "kernel": "\(report.kernelDuration)",
+                ])
         }
     }
 }

@@ -80,7 +80,8 @@ struct SyncCommand: AsyncParsableCommand {
                 from: applied, to: ruleset, deletable: RulesetDiff.staleObjects(applied: applied, desired: ruleset))
             try netfilter.apply(transaction)
             let counts = transaction.summary
-            summary = "\(transaction.operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
+            summary =
+                "\(transaction.operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
                 + "\(counts.chainsDeleted) deleted, \(counts.rules) rules, \(counts.elementsAdded) elements added, \(counts.elementsDeleted) deleted"
         }
         print("synced \(tables.count) service ports in \(elapsed): \(summary)")
@@ -95,7 +96,9 @@ struct CleanupCommand: AsyncParsableCommand {
     func run() async throws {
         let netfilter = try openNetfilter()
         let removed = try netfilter.deleteTables(named: Planner.tableName)
-        print(removed.isEmpty ? "nothing to remove" : "removed " + removed.map { "table \($0.rawValue) \(Planner.tableName)" }.joined(separator: ", "))
+        print(
+            removed.isEmpty
+                ? "nothing to remove" : "removed " + removed.map { "table \($0.rawValue) \(Planner.tableName)" }.joined(separator: ", "))
     }
 }
 

@@ -1,5 +1,6 @@
 import FerryCore
 import Testing
+
 @testable import FerryNFTables
 
 @Suite("Transactions: only what changed")
@@ -63,8 +64,13 @@ struct DiffTests {
     @Test(arguments: [
         Operation(.ip, "ferry", .deleteChain("services")),
         Operation(.ip, "ferry", .deleteSet("service-ips")),
-        Operation(.ip, "ferry", .addElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): .goto("missing")])),
-        Operation(.ip, "ferry", .deleteElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): nil])),
+        Operation(
+            .ip, "ferry",
+            .addElements(
+                set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): .goto("missing")])),
+        Operation(
+            .ip, "ferry",
+            .deleteElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): nil])),
         Operation(.ip, "nope", .flushChain("services")),
     ])
     func theTwinRejectsWhatTheKernelRejects(operation: Operation) throws {
@@ -110,7 +116,10 @@ struct ProxierTests {
         try twin.apply(Transaction([Operation(.ip, "ferry", .flushChain("services"))]))
         let repair = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
         #expect(repair.readBack)
-        #expect(repair.transaction.operations.map(\.kind).contains { if case .addRule(chain: "services", _) = $0 { return true } else { return false } })
+        #expect(
+            repair.transaction.operations.map(\.kind).contains {
+                if case .addRule(chain: "services", _) = $0 { return true } else { return false }
+            })
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
     }
 
@@ -135,7 +144,8 @@ struct RenderingTests {
     /// and read the difference before committing it.
     @Test func examplesMatchTheGoldenRuleset() throws {
         let golden = try String(contentsOfFile: "\(repositoryRoot)/Tests/FerryNFTablesTests/Golden/examples.nft", encoding: .utf8)
-        let rendered = Renderer.text(Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR], nodeAddresses: node1.addresses)))
+        let rendered = Renderer.text(
+            Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR], nodeAddresses: node1.addresses)))
         #expect(rendered == golden)
     }
 

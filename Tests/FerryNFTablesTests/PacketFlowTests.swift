@@ -1,5 +1,6 @@
 import FerryCore
 import Testing
+
 @testable import FerryNFTables
 
 /// Packets traced through the ruleset planned for deploy/examples on node-1 (10.0.0.1), pods in
@@ -23,39 +24,59 @@ struct PacketFlowTests {
     }
 
     static let flows: [Flow] = [
-        Flow(name: "pod to ClusterIP: every endpoint, not masqueraded", source: "10.244.1.5", destination: "10.96.0.10", port: 80,
-             expected: to(myService, masqueraded: false)),
-        Flow(name: "node to ClusterIP: masqueraded (source outside the pod network)", source: "10.0.0.1", destination: "10.96.0.10", port: 80,
-             fromNode: true, expected: to(myService, masqueraded: true)),
-        Flow(name: "pod to its own service (hairpin): masqueraded only toward itself", source: "10.244.1.2", destination: "10.96.0.10", port: 80,
-             expected: [.forwarded(endpoint: "10.244.1.2:80", masqueraded: true), .forwarded(endpoint: "10.244.2.2:80", masqueraded: false),
-                        .forwarded(endpoint: "10.244.2.3:80", masqueraded: false)]),
-        Flow(name: "wrong port on a ClusterIP is not a service", source: "10.244.1.5", destination: "10.96.0.10", port: 81,
-             expected: [.untouched]),
-        Flow(name: "NodePort from outside: masqueraded", source: "203.0.113.9", destination: "10.0.0.1", port: 30080,
-             expected: to(["10.244.1.10:8080", "10.244.2.10:8080"], masqueraded: true)),
-        Flow(name: "NodePort with Local policy from outside: only this node's endpoint, client IP kept",
-             source: "203.0.113.9", destination: "10.0.0.1", port: 30081, expected: to(["10.244.1.12:8080"], masqueraded: false)),
-        Flow(name: "NodePort with Local policy from a pod: short-circuited to every endpoint",
-             source: "10.244.2.9", destination: "10.0.0.1", port: 30081,
-             expected: to(["10.244.1.12:8080", "10.244.2.12:8080", "10.244.2.13:8080"], masqueraded: false)),
-        Flow(name: "NodePort with Local policy from the node itself: every endpoint, masqueraded",
-             source: "10.0.0.1", destination: "10.0.0.1", port: 30081, fromNode: true,
-             expected: to(["10.244.1.12:8080", "10.244.2.12:8080", "10.244.2.13:8080"], masqueraded: true)),
-        Flow(name: "internal Local policy: the ClusterIP reaches only this node's endpoint",
-             source: "10.244.2.9", destination: "10.96.0.13", port: 80, expected: to(["10.244.1.12:8080"], masqueraded: false)),
-        Flow(name: "terminating endpoints get no new connections while one is ready", source: "10.244.1.5", destination: "10.96.0.15", port: 80,
-             expected: to(["10.244.1.15:8080"], masqueraded: false)),
-        Flow(name: "UDP service", source: "10.244.1.5", destination: "10.96.0.53", port: 53, l4: .udp,
-             expected: to(["10.244.1.17:53", "10.244.2.17:53"], masqueraded: false)),
-        Flow(name: "external IP from outside", source: "203.0.113.9", destination: "192.0.2.10", port: 443,
-             expected: to(["10.244.1.18:8443", "10.244.2.18:8443"], masqueraded: true)),
-        Flow(name: "load-balancer IP from outside", source: "203.0.113.9", destination: "198.51.100.7", port: 443,
-             expected: to(["10.244.1.18:8443", "10.244.2.18:8443"], masqueraded: true)),
-        Flow(name: "topology hints keep traffic in this zone", source: "10.244.1.5", destination: "10.96.0.17", port: 80,
-             expected: to(["10.244.1.19:8080", "10.244.2.19:8080"], masqueraded: false)),
-        Flow(name: "a NodePort on loopback is not served", source: "127.0.0.1", destination: "127.0.0.1", port: 30080, fromNode: true,
-             expected: [.untouched]),
+        Flow(
+            name: "pod to ClusterIP: every endpoint, not masqueraded", source: "10.244.1.5", destination: "10.96.0.10", port: 80,
+            expected: to(myService, masqueraded: false)),
+        Flow(
+            name: "node to ClusterIP: masqueraded (source outside the pod network)", source: "10.0.0.1", destination: "10.96.0.10",
+            port: 80,
+            fromNode: true, expected: to(myService, masqueraded: true)),
+        Flow(
+            name: "pod to its own service (hairpin): masqueraded only toward itself", source: "10.244.1.2", destination: "10.96.0.10",
+            port: 80,
+            expected: [
+                .forwarded(endpoint: "10.244.1.2:80", masqueraded: true), .forwarded(endpoint: "10.244.2.2:80", masqueraded: false),
+                .forwarded(endpoint: "10.244.2.3:80", masqueraded: false),
+            ]),
+        Flow(
+            name: "wrong port on a ClusterIP is not a service", source: "10.244.1.5", destination: "10.96.0.10", port: 81,
+            expected: [.untouched]),
+        Flow(
+            name: "NodePort from outside: masqueraded", source: "203.0.113.9", destination: "10.0.0.1", port: 30080,
+            expected: to(["10.244.1.10:8080", "10.244.2.10:8080"], masqueraded: true)),
+        Flow(
+            name: "NodePort with Local policy from outside: only this node's endpoint, client IP kept",
+            source: "203.0.113.9", destination: "10.0.0.1", port: 30081, expected: to(["10.244.1.12:8080"], masqueraded: false)),
+        Flow(
+            name: "NodePort with Local policy from a pod: short-circuited to every endpoint",
+            source: "10.244.2.9", destination: "10.0.0.1", port: 30081,
+            expected: to(["10.244.1.12:8080", "10.244.2.12:8080", "10.244.2.13:8080"], masqueraded: false)),
+        Flow(
+            name: "NodePort with Local policy from the node itself: every endpoint, masqueraded",
+            source: "10.0.0.1", destination: "10.0.0.1", port: 30081, fromNode: true,
+            expected: to(["10.244.1.12:8080", "10.244.2.12:8080", "10.244.2.13:8080"], masqueraded: true)),
+        Flow(
+            name: "internal Local policy: the ClusterIP reaches only this node's endpoint",
+            source: "10.244.2.9", destination: "10.96.0.13", port: 80, expected: to(["10.244.1.12:8080"], masqueraded: false)),
+        Flow(
+            name: "terminating endpoints get no new connections while one is ready", source: "10.244.1.5", destination: "10.96.0.15",
+            port: 80,
+            expected: to(["10.244.1.15:8080"], masqueraded: false)),
+        Flow(
+            name: "UDP service", source: "10.244.1.5", destination: "10.96.0.53", port: 53, l4: .udp,
+            expected: to(["10.244.1.17:53", "10.244.2.17:53"], masqueraded: false)),
+        Flow(
+            name: "external IP from outside", source: "203.0.113.9", destination: "192.0.2.10", port: 443,
+            expected: to(["10.244.1.18:8443", "10.244.2.18:8443"], masqueraded: true)),
+        Flow(
+            name: "load-balancer IP from outside", source: "203.0.113.9", destination: "198.51.100.7", port: 443,
+            expected: to(["10.244.1.18:8443", "10.244.2.18:8443"], masqueraded: true)),
+        Flow(
+            name: "topology hints keep traffic in this zone", source: "10.244.1.5", destination: "10.96.0.17", port: 80,
+            expected: to(["10.244.1.19:8080", "10.244.2.19:8080"], masqueraded: false)),
+        Flow(
+            name: "a NodePort on loopback is not served", source: "127.0.0.1", destination: "127.0.0.1", port: 30080, fromNode: true,
+            expected: [.untouched]),
     ]
 
     @Test(arguments: flows)
@@ -111,8 +132,9 @@ struct PacketFlowTests {
         let tracer = PacketTracer(ruleset: ruleset, localAddresses: node1.addresses)
         #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("10.0.0.1"), port: 31001)) == [.dropped])
         // Pods still reach the service through the short-circuit.
-        #expect(tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.0.0.1"), port: 31001))
-            == [.forwarded(endpoint: "10.244.2.50:8080", masqueraded: false)])
+        #expect(
+            tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.0.0.1"), port: 31001))
+                == [.forwarded(endpoint: "10.244.2.50:8080", masqueraded: false)])
     }
 
     @Test func affinityChecksTheSetsBeforeBalancing() throws {
@@ -132,12 +154,14 @@ struct PacketFlowTests {
     @Test func masqueradeAllMarksEveryClusterIPConnection() {
         let ruleset = Planner.plan(exampleTables(), config: PlannerConfig(masqueradeAll: true))
         let tracer = PacketTracer(ruleset: ruleset, localAddresses: node1.addresses)
-        #expect(tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.0.15"), port: 80))
-            == [.forwarded(endpoint: "10.244.1.15:8080", masqueraded: true)])
+        #expect(
+            tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.0.15"), port: 80))
+                == [.forwarded(endpoint: "10.244.1.15:8080", masqueraded: true)])
     }
 
     @Test func nodePortAddressesLimitWhereNodePortsAnswer() {
-        let config = PlannerConfig(clusterCIDRs: [podCIDR], nodePortAddresses: [CIDR("10.0.0.0/24")!], nodeAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])
+        let config = PlannerConfig(
+            clusterCIDRs: [podCIDR], nodePortAddresses: [CIDR("10.0.0.0/24")!], nodeAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])
         let ruleset = Planner.plan(exampleTables(), config: config)
         let tracer = PacketTracer(ruleset: ruleset, localAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])
         #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("10.0.0.1"), port: 30080)).count == 2)

@@ -1,5 +1,6 @@
-import Foundation
 import FerryCore
+import Foundation
+
 @testable import FerryNFTables
 
 let repositoryRoot: String = {
@@ -38,7 +39,8 @@ func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: I
     var documents: [String] = []
     for index in 0..<count {
         let address = "10.96.\(index / 250).\(index % 250 + 1)"
-        documents.append("""
+        documents.append(
+            """
             apiVersion: v1
             kind: Service
             metadata: {name: svc-\(index)}
@@ -48,7 +50,8 @@ func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: I
             let last = index == changed && endpoint == 0 ? 250 : endpoint + 1
             return "{addresses: [10.\(100 + index / 250).\(index % 250).\(last)], nodeName: node-\(endpoint % 2 + 1)}"
         }
-        documents.append("""
+        documents.append(
+            """
             apiVersion: discovery.k8s.io/v1
             kind: EndpointSlice
             metadata: {name: svc-\(index)-x, labels: {kubernetes.io/service-name: svc-\(index)}}

@@ -152,7 +152,8 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 }
                 nftnl_set_elem_add(object, element)
             }
-            batch.elements(object, type: isAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, family: family, flags: isAdd ? create : 0, operation: index)
+            batch.elements(
+                object, type: isAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, family: family, flags: isAdd ? create : 0, operation: index)
         }
     }
 
@@ -235,8 +236,9 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         let number = nextSequence()
         var buffer = [UInt8](repeating: 0, count: 256)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
-            let header = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETGEN.rawValue),
-                                               UInt16(AF_UNSPEC), UInt16(NLM_F_ACK), number)!
+            let header = nftnl_nlmsg_build_hdr(
+                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETGEN.rawValue),
+                UInt16(AF_UNSPEC), UInt16(NLM_F_ACK), number)!
             return Int(header.pointee.nlmsg_len)
         }
         try send(Array(buffer.prefix(length)))
@@ -306,14 +308,16 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         try dump(NFT_MSG_GETCHAIN) { header in
             let object = nftnl_chain_alloc()!
             defer { nftnl_chain_free(object) }
-            guard nftnl_chain_nlmsg_parse(header, object) >= 0, let family = NetlinkNetfilter.family(nftnl_chain_get_u32(object, UInt16(NFTNL_CHAIN_FAMILY.rawValue))),
+            guard nftnl_chain_nlmsg_parse(header, object) >= 0,
+                let family = NetlinkNetfilter.family(nftnl_chain_get_u32(object, UInt16(NFTNL_CHAIN_FAMILY.rawValue))),
                 String(cString: nftnl_chain_get_str(object, UInt16(NFTNL_CHAIN_TABLE.rawValue))) == name, ruleset.tables[family] != nil
             else { return }
             let chainName = String(cString: nftnl_chain_get_str(object, UInt16(NFTNL_CHAIN_NAME.rawValue)))
             var hook: ChainHook?
             if nftnl_chain_is_set(object, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)) {
                 let number = nftnl_chain_get_u32(object, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))
-                let kind = ChainHook.Kind(rawValue: String(cString: nftnl_chain_get_str(object, UInt16(NFTNL_CHAIN_TYPE.rawValue)))) ?? .filter
+                let kind =
+                    ChainHook.Kind(rawValue: String(cString: nftnl_chain_get_str(object, UInt16(NFTNL_CHAIN_TYPE.rawValue)))) ?? .filter
                 let hooks: [ChainHook.Hook] = [.prerouting, .input, .forward, .output, .postrouting]
                 if let match = hooks.first(where: { NetlinkNetfilter.hookNumber($0) == number }) {
                     hook = ChainHook(kind, match, priority: nftnl_chain_get_s32(object, UInt16(NFTNL_CHAIN_PRIO.rawValue)))
@@ -325,7 +329,8 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         try dump(NFT_MSG_GETSET) { header in
             let object = nftnl_set_alloc()!
             defer { nftnl_set_free(object) }
-            guard nftnl_set_nlmsg_parse(header, object) >= 0, let family = NetlinkNetfilter.family(nftnl_set_get_u32(object, UInt16(NFTNL_SET_FAMILY.rawValue))),
+            guard nftnl_set_nlmsg_parse(header, object) >= 0,
+                let family = NetlinkNetfilter.family(nftnl_set_get_u32(object, UInt16(NFTNL_SET_FAMILY.rawValue))),
                 String(cString: nftnl_set_get_str(object, UInt16(NFTNL_SET_TABLE.rawValue))) == name, ruleset.tables[family] != nil
             else { return }
             let flags = nftnl_set_get_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue))
@@ -386,7 +391,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         let query = setObject(table: table, name: set.name, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6))
         defer { nftnl_set_free(query) }
         var elements: [ElementKey: Verdict?] = [:]
-        try dump(NFT_MSG_GETSETELEM, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6), payload: { nftnl_set_elems_nlmsg_build_payload($0, query) }) { header in
+        try dump(
+            NFT_MSG_GETSETELEM, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6),
+            payload: { nftnl_set_elems_nlmsg_build_payload($0, query) }
+        ) { header in
             let parsed = nftnl_set_alloc()!
             defer { nftnl_set_free(parsed) }
             guard nftnl_set_elems_nlmsg_parse(header, parsed) >= 0, let iterator = nftnl_set_elems_iter_create(parsed) else { return }
@@ -399,7 +407,8 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 var verdict: Verdict?
                 if nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_VERDICT)) {
                     let code = Int32(bitPattern: nftnl_set_elem_get_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT)))
-                    let chain = nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_CHAIN))
+                    let chain =
+                        nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_CHAIN))
                         ? String(cString: nftnl_set_elem_get_str(element, UInt16(NFTNL_SET_ELEM_CHAIN))) : ""
                     verdict = NetlinkNetfilter.verdict(code, chain: chain)
                 }
@@ -419,8 +428,9 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             let number = nextSequence()
             var request = [UInt8](repeating: 0, count: 4096)
             let length = request.withUnsafeMutableBytes { raw -> Int in
-                let header = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family,
-                                                   UInt16(NLM_F_DUMP | NLM_F_ACK), number)!
+                let header = nftnl_nlmsg_build_hdr(
+                    raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family,
+                    UInt16(NLM_F_DUMP | NLM_F_ACK), number)!
                 payload?(header)
                 return Int(header.pointee.nlmsg_len)
             }
@@ -493,12 +503,15 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 if family == .ip {
                     address = .v4(chunk.reduce(0) { $0 << 8 | UInt32($1) })
                 } else {
-                    address = .v6(high: chunk[0..<8].reduce(0) { $0 << 8 | UInt64($1) }, low: chunk[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
+                    address = .v6(
+                        high: chunk[0..<8].reduce(0) { $0 << 8 | UInt64($1) }, low: chunk[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
                 }
                 values.append(.address(address))
                 offset += size
             case .l4Protocol:
-                guard offset + 1 <= bytes.count, let l4 = L4Protocol.allCases.first(where: { $0.number == bytes[offset] }) else { return nil }
+                guard offset + 1 <= bytes.count, let l4 = L4Protocol.allCases.first(where: { $0.number == bytes[offset] }) else {
+                    return nil
+                }
                 values.append(.l4Protocol(l4))
                 offset += 4
             case .destinationPort:

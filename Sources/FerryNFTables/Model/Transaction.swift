@@ -99,7 +99,9 @@ public enum RulesetDiff {
             for chain in new.chains.values.sorted(by: { $0.name < $1.name }) {
                 if let existing = oldChains[chain.name] {
                     // Compared by fingerprint: rules read back from the kernel are known by their stamp only.
-                    if existing.rules.map({ RuleFingerprint.of($0, family: family) }) != chain.rules.map({ RuleFingerprint.of($0, family: family) }) {
+                    if existing.rules.map({ RuleFingerprint.of($0, family: family) })
+                        != chain.rules.map({ RuleFingerprint.of($0, family: family) })
+                    {
                         if !existing.rules.isEmpty { add(.flushChain(chain.name)) }
                         rewritten.append(chain)
                     }
@@ -120,13 +122,16 @@ public enum RulesetDiff {
                 if !removed.isEmpty { add(.deleteElements(set: set.name, removed)) }
                 if !added.isEmpty { add(.addElements(set: set.name, added)) }
             }
-            for set in oldSets.values.sorted(by: { $0.name < $1.name }) where new.sets[set.name] == nil && set.timeoutSeconds == nil && !set.elements.isEmpty {
+            for set in oldSets.values.sorted(by: { $0.name < $1.name })
+            where new.sets[set.name] == nil && set.timeoutSeconds == nil && !set.elements.isEmpty {
                 add(.deleteElements(set: set.name, set.elements))
             }
-            for name in oldChains.keys.sorted() where new.chains[name] == nil && deletable.contains(StaleObject(family: family, kind: .chain, name: name)) {
+            for name in oldChains.keys.sorted()
+            where new.chains[name] == nil && deletable.contains(StaleObject(family: family, kind: .chain, name: name)) {
                 add(.deleteChain(name))
             }
-            for name in oldSets.keys.sorted() where new.sets[name] == nil && deletable.contains(StaleObject(family: family, kind: .set, name: name)) {
+            for name in oldSets.keys.sorted()
+            where new.sets[name] == nil && deletable.contains(StaleObject(family: family, kind: .set, name: name)) {
                 add(.deleteSet(name))
             }
         }
@@ -142,7 +147,8 @@ public enum RulesetDiff {
         for set in table.sets.values.sorted(by: { $0.name < $1.name }) where set.timeoutSeconds == nil && !set.elements.isEmpty {
             operations.append(Operation(table.family, table.name, .deleteElements(set: set.name, set.elements)))
         }
-        let everything = table.chains.keys.map { StaleObject(family: table.family, kind: .chain, name: $0) }
+        let everything =
+            table.chains.keys.map { StaleObject(family: table.family, kind: .chain, name: $0) }
             + table.sets.keys.map { StaleObject(family: table.family, kind: .set, name: $0) }
         if !everything.isEmpty && everything.allSatisfy(deletable.contains) {
             operations = [Operation(table.family, table.name, .deleteTable)]

@@ -109,25 +109,44 @@ public enum Planner {
         }
         let bit = config.masqueradeBit
         let chains: [Chain] = [
-            Chain(name: "nat-prerouting", hook: ChainHook(.nat, .prerouting, priority: ChainHook.dstnat), rules: [Rule([.verdict(.jump(services))])]),
-            Chain(name: "nat-output", hook: ChainHook(.nat, .output, priority: ChainHook.dstnat), rules: [Rule([.verdict(.jump(services))])]),
-            Chain(name: "nat-postrouting", hook: ChainHook(.nat, .postrouting, priority: ChainHook.srcnat), rules: [Rule([.verdict(.jump(masquerading))])]),
+            Chain(
+                name: "nat-prerouting", hook: ChainHook(.nat, .prerouting, priority: ChainHook.dstnat),
+                rules: [Rule([.verdict(.jump(services))])]),
+            Chain(
+                name: "nat-output", hook: ChainHook(.nat, .output, priority: ChainHook.dstnat), rules: [Rule([.verdict(.jump(services))])]),
+            Chain(
+                name: "nat-postrouting", hook: ChainHook(.nat, .postrouting, priority: ChainHook.srcnat),
+                rules: [Rule([.verdict(.jump(masquerading))])]),
             Chain(
                 name: "filter-prerouting", hook: ChainHook(.filter, .prerouting, priority: ChainHook.dstnat - 10),
-                rules: [Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]), Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))])]),
+                rules: [
+                    Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]),
+                    Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))]),
+                ]),
             Chain(
                 name: "filter-output", hook: ChainHook(.filter, .output, priority: ChainHook.dstnat - 10),
-                rules: [Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]), Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))])]),
-            Chain(name: services, rules: [
-                Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: serviceIPs)]),
-                Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: serviceNodePorts)]),
-            ]),
-            Chain(name: serviceEndpointsCheck, rules: [Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: noEndpointServices)])]),
-            Chain(name: nodePortEndpointsCheck, rules: [Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: noEndpointNodePorts)])]),
+                rules: [
+                    Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]),
+                    Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))]),
+                ]),
+            Chain(
+                name: services,
+                rules: [
+                    Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: serviceIPs)]),
+                    Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: serviceNodePorts)]),
+                ]),
+            Chain(
+                name: serviceEndpointsCheck,
+                rules: [Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: noEndpointServices)])]),
+            Chain(
+                name: nodePortEndpointsCheck,
+                rules: [Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: noEndpointNodePorts)])]),
             Chain(name: markForMasquerade, rules: [Rule([.setMark(bit)])]),
-            Chain(name: masquerading, rules: [
-                Rule([.matchMarkClear(bit), .verdict(.return)]), Rule([.toggleMark(bit)]), Rule([.masqueradeFullyRandom]),
-            ]),
+            Chain(
+                name: masquerading,
+                rules: [
+                    Rule([.matchMarkClear(bit), .verdict(.return)]), Rule([.toggleMark(bit)]), Rule([.masqueradeFullyRandom]),
+                ]),
             Chain(name: rejectChain, rules: [Rule([.rejectTCPReset]), Rule([.reject])]),
         ]
         for chain in chains { table.add(chain) }
@@ -138,7 +157,9 @@ public enum Planner {
 
     /// Adds one service port's chains, sets and map elements for `family`; false when it has no frontend
     /// of that family.
-    static func addServicePort(_ entry: ServicePortTable, family: NFTFamily, config: PlannerConfig, to table: inout ServicePortFragment) -> Bool {
+    static func addServicePort(_ entry: ServicePortTable, family: NFTFamily, config: PlannerConfig, to table: inout ServicePortFragment)
+        -> Bool
+    {
         let ipFamily = family.ipFamily
         let clusterIPs = entry.clusterIPs.filter { $0.family == ipFamily }
         let externalAddresses = (entry.externalIPs + entry.loadBalancerIPs).filter { $0.family == ipFamily }
@@ -170,10 +191,11 @@ public enum Planner {
             var rules: [Rule] = []
             if case .clientIP(let timeout) = entry.sessionAffinity {
                 for backend in backends {
-                    rules.append(Rule([
-                        .lookup(.sourceAddress, set: ChainNames.affinity(entry, backend, timeout: timeout)),
-                        .verdict(.goto(ChainNames.endpoint(entry, backend))),
-                    ]))
+                    rules.append(
+                        Rule([
+                            .lookup(.sourceAddress, set: ChainNames.affinity(entry, backend, timeout: timeout)),
+                            .verdict(.goto(ChainNames.endpoint(entry, backend))),
+                        ]))
                 }
             }
             let chains = backends.map { ChainNames.endpoint(entry, $0) }
@@ -190,14 +212,17 @@ public enum Planner {
             // marked in the external chain already).
             for address in clusterIPs {
                 if config.masqueradeAll {
-                    rules.append(Rule([
-                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port), .verdict(.jump(markForMasquerade)),
-                    ]))
+                    rules.append(
+                        Rule([
+                            .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
+                            .verdict(.jump(markForMasquerade)),
+                        ]))
                 } else if let clusterCIDR {
-                    rules.append(Rule([
-                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
-                        .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
-                    ]))
+                    rules.append(
+                        Rule([
+                            .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
+                            .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
+                        ]))
                 }
             }
             table.add(Chain(name: serviceChain, rules: rules + balancing(cluster)))
@@ -211,7 +236,8 @@ public enum Planner {
         }
 
         // ClusterIP dispatch.
-        let internalTarget: String? = entry.policy.internalLocal ? (local.isEmpty ? nil : localChain) : (cluster.isEmpty ? nil : serviceChain)
+        let internalTarget: String? =
+            entry.policy.internalLocal ? (local.isEmpty ? nil : localChain) : (cluster.isEmpty ? nil : serviceChain)
         for address in clusterIPs {
             let key = ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])
             if let internalTarget {
@@ -250,7 +276,8 @@ public enum Planner {
             }
         }
         for address in externalAddresses {
-            dispatch(ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)]), map: serviceIPs, noEndpointMap: noEndpointServices)
+            dispatch(
+                ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)]), map: serviceIPs, noEndpointMap: noEndpointServices)
         }
         if hasNodePort, let nodePort = entry.nodePort {
             dispatch(ElementKey([.l4Protocol(l4), .port(nodePort)]), map: serviceNodePorts, noEndpointMap: noEndpointNodePorts)

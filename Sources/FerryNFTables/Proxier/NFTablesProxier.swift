@@ -73,7 +73,8 @@ public final class NFTablesProxier {
         families = Planner.families(byFamily)
         awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
         return NFTablesSyncReport(
-            transaction: transaction, readBack: true, replannedPorts: planned.count, planDuration: planDuration, kernelDuration: kernelDuration)
+            transaction: transaction, readBack: true, replannedPorts: planned.count, planDuration: planDuration,
+            kernelDuration: kernelDuration)
     }
 
     private func incrementalSync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
@@ -83,7 +84,8 @@ public final class NFTablesProxier {
         for (name, entry) in tables.ports where programmed[name]?.entry != entry { changed.append(name) }
         for name in programmed.keys where tables.ports[name] == nil { changed.append(name) }
         if changed.isEmpty && awaitingDeletion.isEmpty {
-            return NFTablesSyncReport(transaction: Transaction(), readBack: false, replannedPorts: 0, planDuration: clock.now - start, kernelDuration: .zero)
+            return NFTablesSyncReport(
+                transaction: Transaction(), readBack: false, replannedPorts: 0, planDuration: clock.now - start, kernelDuration: .zero)
         }
         var replanned: [ServicePortName: [NFTFamily: ServicePortFragment]] = [:]
         var newFamilies = Set(families)
@@ -109,10 +111,11 @@ public final class NFTablesProxier {
         let stale = RulesetDiff.staleObjects(applied: old, desired: new)
         var transaction = RulesetDiff.transaction(from: old, to: new)
         // Objects emptied by an earlier sync: delete them now, unless this sync wants them again.
-        let recreated = Set(new.tables.flatMap { family, table in
-            table.chains.keys.map { StaleObject(family: family, kind: .chain, name: $0) }
-                + table.sets.keys.map { StaleObject(family: family, kind: .set, name: $0) }
-        })
+        let recreated = Set(
+            new.tables.flatMap { family, table in
+                table.chains.keys.map { StaleObject(family: family, kind: .chain, name: $0) }
+                    + table.sets.keys.map { StaleObject(family: family, kind: .set, name: $0) }
+            })
         let deletable = awaitingDeletion.subtracting(recreated)
         for object in deletable.sorted(by: { ($0.family, $0.name) < ($1.family, $1.name) }) {
             transaction.operations.append(
@@ -129,7 +132,8 @@ public final class NFTablesProxier {
         }
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
         return NFTablesSyncReport(
-            transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration, kernelDuration: kernelDuration)
+            transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,
+            kernelDuration: kernelDuration)
     }
 
     /// Tables holding only the shared maps (declared, empty) and the given fragments.

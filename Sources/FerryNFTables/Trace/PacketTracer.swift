@@ -66,7 +66,9 @@ public struct PacketTracer {
         var states: [State] = [State()]
         for kind in [ChainHook.Kind.filter, .nat] {
             var next: [State] = []
-            for chain in table.chains.values.filter({ $0.hook?.hook == hook && $0.hook?.kind == kind }).sorted(by: { $0.hook!.priority < $1.hook!.priority }) {
+            for chain in table.chains.values.filter({ $0.hook?.hook == hook && $0.hook?.kind == kind }).sorted(by: {
+                $0.hook!.priority < $1.hook!.priority
+            }) {
                 for state in states {
                     for (result, end) in run(chain.name, state, packet, depth: 0) {
                         switch end {
@@ -80,14 +82,16 @@ public struct PacketTracer {
                 next = []
             }
         }
-        let masqueradeBit = table.chains[Planner.markForMasquerade]?.rules.first.flatMap { rule -> UInt32? in
-            if case .setMark(let bit) = rule.statements.first { return bit }
-            return nil
-        } ?? 0
-        let outcomes = Set(states.map { state -> TraceOutcome in
-            guard let endpoint = state.endpoint else { return .untouched }
-            return .forwarded(endpoint: endpoint, masqueraded: state.mark & masqueradeBit != 0)
-        })
+        let masqueradeBit =
+            table.chains[Planner.markForMasquerade]?.rules.first.flatMap { rule -> UInt32? in
+                if case .setMark(let bit) = rule.statements.first { return bit }
+                return nil
+            } ?? 0
+        let outcomes = Set(
+            states.map { state -> TraceOutcome in
+                guard let endpoint = state.endpoint else { return .untouched }
+                return .forwarded(endpoint: endpoint, masqueraded: state.mark & masqueradeBit != 0)
+            })
         return outcomes.sorted { "\($0)" < "\($1)" }
     }
 

@@ -1,0 +1,676 @@
+import ArgumentParser
+import FerryCore
+import Foundation
+import Glibc
+
+// `ferry debug serve` and `ferry debug probe`: a pod that says its name, and a client that counts who
+// answered. Plain POSIX sockets, one thread per listener and per TCP connection; self-contained apart
+// from FerryCore's `IPAddress` and `TextTable` and FerryCLI's `CommandFailure`.
+//
+// The protocol, so that one server serves both "who answered" probes and simple request/response:
+//   TCP: on accept the server writes `NAME <client-ip>:<client-port>\n` at once, then echoes whatever it
+//        reads until the client half-closes (or 30 s pass idle), then closes.
+//   UDP: each datagram is answered with one datagram `NAME <client-ip>:<client-port>\n`.
+// The client address is the one the pod saw (IPv6 in brackets; IPv4-mapped IPv6 written as IPv4), so
+// tests can check masquerading and source-IP preservation.
+
+/// `ferry debug`: tools for test beds and demos.
+struct DebugCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "debug",
+        abstract: "Tools for test beds and demos: a pod that says its name, and a client that counts who answered.",
+        subcommands: [ServeCommand.self, ProbeCommand.self])
+}
+
+// MARK: - serve
+
+/// `ferry debug serve --name NAME --tcp PORT --udp PORT`: the server test pods run.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "A tiny server for test pods: answers with its name and the client's address, then echoes.",
+        discussion: """
+            TCP: on accept, writes "NAME <client-ip>:<client-port>" and a newline, then echoes what it reads \
+            until the client half-closes, then closes. UDP: answers each datagram with that same line.
+            Prints "serving NAME on tcp/PORT udp/PORT" once listening (port 0 picks a free port and prints \
+            the one chosen). Runs until SIGTERM or SIGINT, then exits 0.
+            """)
+
+    @Option(help: "The name to answer with (a pod's name; no spaces).")
+    var name: String
+
+    @Option(name: .customLong("tcp"), help: ArgumentHelp("A TCP port to listen on (repeatable; 0: any free port).", valueName: "port"))
+    var tcpPorts: [Int] = []
+
+    @Option(name: .customLong("udp"), help: ArgumentHelp("A UDP port to listen on (repeatable; 0: any free port).", valueName: "port"))
+    var udpPorts: [Int] = []
+
+    @Option(help: ArgumentHelp("The address to listen on; an IPv6 one (e.g. ::) listens on IPv6.", valueName: "ip"))
+    var bind: String = "0.0.0.0"
+
+    func validate() throws {
+        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
+            throw ValidationError("--name: \"\(name)\" must be non-empty and contain no spaces")
+        }
+        guard !(tcpPorts.isEmpty && udpPorts.isEmpty) else { throw ValidationError("give at least one --tcp or --udp port") }
+        for port in tcpPorts + udpPorts where !(0...65_535).contains(port) {
+            throw ValidationError("port \(port) is out of range 0-65535")
+        }
+        guard IPAddress(bind) != nil else { throw ValidationError("--bind: \"\(bind)\" is not a valid IP address") }
+    }
+
+    func run() throws {
+        // Nothing to flush or release: the listeners die with the process.
+        signal(SIGTERM) { _ in _exit(0) }
+        signal(SIGINT) { _ in _exit(0) }
+        signal(SIGPIPE, SIG_IGN)
+        // A parent may hand down a mask that blocks them (Foundation's Process passes on the mask of the
+        // Dispatch thread that started it, which blocks nearly everything): unblock them here, in the
+        // thread that waits below and that creates the listener threads.
+        var stopping = sigset_t()
+        sigemptyset(&stopping)
+        sigaddset(&stopping, SIGTERM)
+        sigaddset(&stopping, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &stopping, nil)
+        let address = IPAddress(bind)!
+        var listeners: [(kind: DebugServer.Kind, fd: Int32)] = []
+        var spelled: [String] = []
+        do {
+            for port in tcpPorts {
+                let (fd, actual) = try DebugServer.open(.tcp, address: address, port: port)
+                listeners.append((.tcp, fd))
+                spelled.append("tcp/\(actual)")
+            }
+            for port in udpPorts {
+                let (fd, actual) = try DebugServer.open(.udp, address: address, port: port)
+                listeners.append((.udp, fd))
+                spelled.append("udp/\(actual)")
+            }
+        } catch {
+            throw CommandFailure.runtime("ferry debug serve: \(error)")
+        }
+        let reply = name
+        for listener in listeners {
+            let thread: Thread
+            switch listener.kind {
+            case .tcp: thread = Thread { DebugServer.acceptLoop(listener.fd, name: reply) }
+            case .udp: thread = Thread { DebugServer.datagramLoop(listener.fd, name: reply) }
+            }
+            thread.stackSize = 1 << 19
+            thread.start()
+        }
+        print("serving \(name) on \(spelled.joined(separator: " "))")
+        fflush(nil)
+        // The listener threads do the work; this thread waits for SIGTERM or SIGINT, whose handlers exit.
+        while true { pause() }
+    }
+}
+
+/// The server's sockets and loops.
+enum DebugServer {
+    enum Kind { case tcp, udp }
+
+    /// At most this many TCP connections are served at once; beyond it, connections wait in the backlog.
+    static let connectionSlots = DispatchSemaphore(value: 1024)
+    /// A TCP connection idle this long (no data either way) is closed.
+    static let idleTimeoutSeconds = 30
+
+    /// A bound (and, for TCP, listening) socket and the port it got.
+    static func open(_ kind: Kind, address: IPAddress, port: Int) throws -> (Int32, Int) {
+        let endpoint = DebugSocketAddress(address, port: port)
+        let type = kind == .tcp ? SOCK_STREAM : SOCK_DGRAM
+        let fd = try DebugSys.call("socket") { socket(endpoint.family, Int32(type.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            var one: Int32 = 1
+            try DebugSys.call("setsockopt(SO_REUSEADDR)") {
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            do {
+                _ = try endpoint.withSockaddr { pointer, length in try DebugSys.call("bind") { Glibc.bind(fd, pointer, length) } }
+            } catch let error as DebugSystemError {
+                throw DebugSystemError(call: "bind \(kind == .tcp ? "tcp" : "udp")/\(address.joined(port: port))", code: error.code)
+            }
+            if kind == .tcp { try DebugSys.call("listen") { listen(fd, 1024) } }
+            var bound = DebugSocketAddress()
+            try DebugSys.call("getsockname") { bound.withMutableSockaddr { getsockname(fd, $0, $1) } }
+            return (fd, bound.port)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    static func acceptLoop(_ listener: Int32, name: String) {
+        while true {
+            connectionSlots.wait()
+            var peer = DebugSocketAddress()
+            let accepted: Int32
+            do {
+                accepted = try DebugSys.call("accept") { peer.withMutableSockaddr { accept(listener, $0, $1) } }
+                _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
+            } catch let error as DebugSystemError {
+                connectionSlots.signal()
+                switch error.code {
+                case ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
+                    continue  // the connection's problem, not the listener's (see accept(2))
+                default:
+                    FileHandle.standardError.write(Data("ferry debug serve: \(error)\n".utf8))
+                    usleep(100_000)  // EMFILE and friends: back off rather than spin
+                    continue
+                }
+            } catch {
+                connectionSlots.signal()
+                continue
+            }
+            let client = peer
+            let thread = Thread {
+                defer { connectionSlots.signal() }
+                serveConnection(accepted, peer: client, name: name)
+            }
+            thread.stackSize = 1 << 18
+            thread.start()
+        }
+    }
+
+    /// Writes the greeting, echoes until EOF (or an error, or the idle timeout), closes.
+    static func serveConnection(_ fd: Int32, peer: DebugSocketAddress, name: String) {
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: idleTimeoutSeconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let greeting = Array("\(name) \(peer.ip.joined(port: peer.port))\n".utf8)
+        guard (try? DebugSys.sendAll(fd, greeting)) != nil else { return }
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count: Int
+            do {
+                count = try buffer.withUnsafeMutableBytes { raw in
+                    try DebugSys.call("recv") { recv(fd, raw.baseAddress, raw.count, 0) }
+                }
+            } catch {
+                return  // reset, or idle too long
+            }
+            if count == 0 { return }  // the client half-closed: done
+            guard (try? DebugSys.sendAll(fd, buffer[0..<count])) != nil else { return }
+        }
+    }
+
+    static func datagramLoop(_ fd: Int32, name: String) {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            var peer = DebugSocketAddress()
+            let received = buffer.withUnsafeMutableBytes { raw in
+                try? DebugSys.call("recvfrom") { peer.withMutableSockaddr { recvfrom(fd, raw.baseAddress, raw.count, 0, $0, $1) } }
+            }
+            guard received != nil else {
+                usleep(10_000)  // e.g. ENOMEM; never spin
+                continue
+            }
+            let reply = Array("\(name) \(peer.ip.joined(port: peer.port))\n".utf8)
+            _ = reply.withUnsafeBytes { raw in
+                peer.withSockaddr { pointer, length in sendto(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL), pointer, length) }
+            }
+        }
+    }
+}
+
+// MARK: - probe
+
+/// `ferry debug probe --to IP:PORT`: N independent requests, counted by the name that answered.
+struct ProbeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "Send N independent requests to IP:PORT and count which pod answered each.",
+        discussion: """
+            TCP: connect, read the first line, close (with a reset, so no TIME_WAIT is left behind). UDP: one \
+            datagram from a fresh socket, one reply line awaited. Each answer is counted under its first word \
+            (the pod's name); its second word is the source address the pod saw.
+            Exit status 0 when at least one request was answered, 1 when none was.
+            """)
+
+    @Option(help: ArgumentHelp("The destination, IP:PORT or [IPv6]:PORT.", valueName: "ip:port"))
+    var to: String
+
+    @Option(name: .customLong("protocol"), help: "tcp or udp.")
+    var l4Protocol: String = "tcp"
+
+    @Option(help: "How many requests (1-100000).")
+    var count: Int = 100
+
+    @Option(name: .customLong("timeout-ms"), help: "How long each request may take, in milliseconds.")
+    var timeoutMilliseconds: Int = 1000
+
+    @Option(help: "How many requests are in flight at once (1-1000).")
+    var concurrency: Int = 8
+
+    @Flag(help: "Print the counts as JSON.")
+    var json = false
+
+    func validate() throws {
+        _ = try destination()
+        guard ["tcp", "udp"].contains(l4Protocol.lowercased()) else {
+            throw ValidationError("--protocol: \"\(l4Protocol)\" is not tcp or udp")
+        }
+        guard (1...100_000).contains(count) else { throw ValidationError("--count must be 1-100000") }
+        guard (1...600_000).contains(timeoutMilliseconds) else { throw ValidationError("--timeout-ms must be 1-600000") }
+        guard (1...1000).contains(concurrency) else { throw ValidationError("--concurrency must be 1-1000") }
+    }
+
+    func destination() throws -> DebugSocketAddress {
+        guard let (address, port) = DebugProbe.parseHostPort(to) else {
+            throw ValidationError("--to: \"\(to)\" is not IP:PORT (use [addr]:port for IPv6) with a port in 1-65535")
+        }
+        return DebugSocketAddress(address, port: port)
+    }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let target = try destination()
+        let tally = DebugProbe.Tally()
+        let timeout = Duration.milliseconds(timeoutMilliseconds)
+        let udp = l4Protocol.lowercased() == "udp"
+        let total = count
+        let clock = ContinuousClock()
+        let start = clock.now
+        let done = DispatchGroup()
+        for _ in 0..<min(concurrency, count) {
+            done.enter()
+            let worker = Thread {
+                defer { done.leave() }
+                while let _ = tally.claim(total) {
+                    tally.record(udp ? DebugProbe.udp(target, timeout: timeout) : DebugProbe.tcp(target, timeout: timeout))
+                }
+            }
+            worker.stackSize = 1 << 18
+            worker.start()
+        }
+        done.wait()  // bounded: every request ends by its own deadline
+        let elapsed = clock.now - start
+        let result = tally.snapshot()
+        print(json ? result.json(elapsed: elapsed) : result.text(), terminator: "")
+        fflush(nil)
+        if result.answers.isEmpty {
+            throw CommandFailure.runtime("ferry debug probe: no answer from \(to) (\(udp ? "udp" : "tcp"))")
+        }
+    }
+}
+
+/// The client side: one request per call, and the tally.
+enum DebugProbe {
+    enum Outcome: Sendable {
+        case answer(name: String, source: IPAddress?)
+        case refused
+        case timeout
+        case other(String)
+    }
+
+    /// Counts, shared by the worker threads.
+    /// `@unchecked Sendable`: every stored property is read and written only with `lock` held.
+    final class Tally: @unchecked Sendable {
+        private let lock = NSLock()
+        private var claimed = 0
+        private var result = Result()
+
+        /// The next request's index, or nil once `total` have been handed out.
+        func claim(_ total: Int) -> Int? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard claimed < total else { return nil }
+            claimed += 1
+            return claimed - 1
+        }
+
+        func record(_ outcome: Outcome) {
+            lock.lock()
+            defer { lock.unlock() }
+            result.add(outcome)
+        }
+
+        func snapshot() -> Result {
+            lock.lock()
+            defer { lock.unlock() }
+            return result
+        }
+    }
+
+    struct Result {
+        var answers: [String: Int] = [:]
+        var refused = 0
+        var timedOut = 0
+        var other = 0
+        var firstOther: String?
+        var sources: Set<IPAddress> = []
+
+        mutating func add(_ outcome: Outcome) {
+            switch outcome {
+            case .answer(let name, let source):
+                answers[name, default: 0] += 1
+                if let source { sources.insert(source) }
+            case .refused: refused += 1
+            case .timeout: timedOut += 1
+            case .other(let message):
+                other += 1
+                if firstOther == nil { firstOther = message }
+            }
+        }
+
+        var failed: Int { refused + timedOut + other }
+
+        func text() -> String {
+            var table = TextTable(header: ["POD", "ANSWERS"])
+            for (name, count) in answers.sorted(by: { $0.key < $1.key }) { table.append([name, String(count)]) }
+            var output = table.render()
+            output += "failed: \(failed) (refused: \(refused), timeout: \(timedOut), other: \(other))\n"
+            if let firstOther { output += "first other failure: \(firstOther)\n" }
+            let seen = sources.sorted().map(\.description)
+            output += "source addresses seen by pods: \(seen.isEmpty ? "none" : seen.joined(separator: ", "))\n"
+            return output
+        }
+
+        func json(elapsed: Duration) -> String {
+            let answerItems = answers.sorted(by: { $0.key < $1.key }).map { "\(DebugProbe.jsonString($0.key)): \($0.value)" }
+            let sourceItems = sources.sorted().map { DebugProbe.jsonString($0.description) }
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            return """
+                {"answers": {\(answerItems.joined(separator: ", "))}, \
+                "failed": {"refused": \(refused), "timeout": \(timedOut), "other": \(other)}, \
+                "sources": [\(sourceItems.joined(separator: ", "))], \
+                "elapsedSeconds": \(String(format: "%.3f", seconds))}
+
+                """
+        }
+    }
+
+    static func jsonString(_ text: String) -> String {
+        var output = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            case "\n": output += "\\n"
+            case "\r": output += "\\r"
+            case "\t": output += "\\t"
+            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
+            default: output.unicodeScalars.append(scalar)
+            }
+        }
+        return output + "\""
+    }
+
+    /// `IP:PORT` or `[IPv6]:PORT`; an unbracketed IPv6 address is refused (`fd00::1:80` is itself one).
+    static func parseHostPort(_ text: String) -> (IPAddress, Int)? {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            guard !host.contains(":") else { return nil }
+            portText = text[text.index(after: colon)...]
+        }
+        guard let address = IPAddress(host), let port = Int(portText), (1...65_535).contains(port) else { return nil }
+        return (address, port)
+    }
+
+    /// `NAME ADDRESS:PORT` → the name and the address (nil when the line has no parsable second word).
+    static func parseAnswer(_ line: Substring) -> Outcome {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard let name = words.first else { return .other("empty answer") }
+        var source: IPAddress?
+        if words.count > 1 {
+            let word = words[1]
+            if word.hasPrefix("["), let close = word.firstIndex(of: "]") {
+                source = IPAddress(word[word.index(after: word.startIndex)..<close])
+            } else if let colon = word.lastIndex(of: ":") {
+                source = IPAddress(word[..<colon])
+            } else {
+                source = IPAddress(word)
+            }
+        }
+        return .answer(name: String(name), source: source)
+    }
+
+    static func classify(_ error: DebugSystemError) -> Outcome {
+        switch error.code {
+        case ECONNREFUSED: return .refused
+        case ETIMEDOUT: return .timeout
+        default: return .other("\(error)")
+        }
+    }
+
+    /// Connect (non-blocking, within the deadline), read the first line, close with a reset.
+    static func tcp(_ target: DebugSocketAddress, timeout: Duration) -> Outcome {
+        let deadline = ContinuousClock.now + timeout
+        let fd: Int32
+        do {
+            fd = try DebugSys.call("socket") {
+                socket(target.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            }
+        } catch let error as DebugSystemError {
+            return .other("\(error)")
+        } catch {
+            return .other("\(error)")
+        }
+        defer { close(fd) }
+        // Close with RST: a probe of 100,000 connections must not leave 100,000 TIME_WAITs (and run out
+        // of ephemeral ports); the answer has been read by then.
+        var abort = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, socklen_t(MemoryLayout<linger>.size))
+        let started = target.withSockaddr { pointer, length in connect(fd, pointer, length) }
+        if started != 0 {
+            let code = errno
+            // EINTR: the connection attempt goes on asynchronously, as with EINPROGRESS (connect(2)).
+            guard code == EINPROGRESS || code == EINTR else { return classify(DebugSystemError(call: "connect", code: code)) }
+            switch DebugSys.wait(fd, for: Int16(POLLOUT), until: deadline) {
+            case .failure(let error): return .other("\(error)")
+            case .success(false): return .timeout
+            case .success(true): break
+            }
+            var pending: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length) == 0 else {
+                return .other("\(DebugSystemError(call: "getsockopt(SO_ERROR)", code: errno))")
+            }
+            if pending != 0 { return classify(DebugSystemError(call: "connect", code: pending)) }
+        }
+        var line: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while line.count < 4096 {
+            switch DebugSys.wait(fd, for: Int16(POLLIN), until: deadline) {
+            case .failure(let error): return .other("\(error)")
+            case .success(false): return .timeout
+            case .success(true): break
+            }
+            let received = buffer.withUnsafeMutableBytes { raw in recv(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
+            if received < 0 {
+                let code = errno
+                if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
+                return classify(DebugSystemError(call: "recv", code: code))
+            }
+            if received == 0 { break }  // EOF: take what came
+            line += buffer[0..<received]
+            if line.contains(UInt8(ascii: "\n")) { break }
+        }
+        return answer(from: line)
+    }
+
+    /// One datagram from a fresh (connected, so ICMP port-unreachable reads as ECONNREFUSED) socket.
+    static func udp(_ target: DebugSocketAddress, timeout: Duration) -> Outcome {
+        let deadline = ContinuousClock.now + timeout
+        let fd: Int32
+        do {
+            fd = try DebugSys.call("socket") {
+                socket(target.family, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            }
+            try DebugSys.call("connect") { target.withSockaddr { connect(fd, $0, $1) } }
+        } catch let error as DebugSystemError {
+            return classify(error)
+        } catch {
+            return .other("\(error)")
+        }
+        defer { close(fd) }
+        let request = Array("probe\n".utf8)
+        do {
+            try DebugSys.call("send") { request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        } catch let error as DebugSystemError {
+            return classify(error)
+        } catch {
+            return .other("\(error)")
+        }
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        for _ in 0..<10_000 {  // each turn waits; the deadline ends the loop long before the count does
+            switch DebugSys.wait(fd, for: Int16(POLLIN), until: deadline) {
+            case .failure(let error): return .other("\(error)")
+            case .success(false): return .timeout
+            case .success(true): break
+            }
+            let received = buffer.withUnsafeMutableBytes { raw in recv(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
+            if received < 0 {
+                let code = errno
+                if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
+                return classify(DebugSystemError(call: "recv", code: code))
+            }
+            return answer(from: Array(buffer[0..<received]))
+        }
+        return .timeout
+    }
+
+    static func answer(from bytes: [UInt8]) -> Outcome {
+        guard !bytes.isEmpty else { return .other("connection closed before an answer") }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let line = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return parseAnswer(line.hasSuffix("\r") ? line.dropLast() : line)
+    }
+}
+
+// MARK: - system calls
+
+/// A failed system call: which call, and errno.
+struct DebugSystemError: Error, CustomStringConvertible, Equatable {
+    var call: String
+    var code: Int32
+
+    var description: String { "\(call): \(String(cString: strerror(code))) (errno \(code))" }
+}
+
+enum DebugSys {
+    /// Runs a system call, retrying EINTR; a negative result becomes a `DebugSystemError` with errno.
+    @discardableResult
+    static func call<T: FixedWidthInteger & SignedInteger>(_ name: String, _ body: () throws -> T) throws -> T {
+        for _ in 0..<1000 {
+            let result = try body()
+            if result >= 0 { return result }
+            let code = errno
+            if code != EINTR { throw DebugSystemError(call: name, code: code) }
+        }
+        throw DebugSystemError(call: name, code: EINTR)
+    }
+
+    /// Writes all of `bytes` (blocking socket), retrying EINTR and short writes.
+    static func sendAll(_ fd: Int32, _ bytes: some Collection<UInt8>) throws {
+        let data = Array(bytes)
+        var offset = 0
+        while offset < data.count {
+            let sent = try data.withUnsafeBytes { raw in
+                try call("send") { send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
+            }
+            offset += sent
+        }
+    }
+
+    /// Waits until `fd` has `events` (or an error or hang-up to report), or the deadline passes
+    /// (`false`). EINTR waits again for what is left.
+    static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Result<Bool, DebugSystemError> {
+        for _ in 0..<1000 {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return .success(false) }
+            let milliseconds = Int32(
+                clamping: (left.components.seconds * 1000) + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            var entry = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&entry, 1, milliseconds)
+            if ready > 0 { return .success(true) }
+            if ready < 0 && errno != EINTR { return .failure(DebugSystemError(call: "poll", code: errno)) }
+        }
+        return .success(false)
+    }
+}
+
+/// A socket address (IPv4 or IPv6) in a `sockaddr_storage`.
+struct DebugSocketAddress: @unchecked Sendable {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+
+    init() {}
+
+    init(_ address: IPAddress, port: Int) {
+        let bytes = address.bytes
+        switch address {
+        case .v4:
+            var inet = sockaddr_in()
+            inet.sin_family = sa_family_t(AF_INET)
+            inet.sin_port = in_port_t(UInt16(port).bigEndian)
+            withUnsafeMutableBytes(of: &inet.sin_addr) { raw in
+                for index in 0..<4 { raw[index] = bytes[index] }
+            }
+            withUnsafeBytes(of: inet) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        case .v6:
+            var inet6 = sockaddr_in6()
+            inet6.sin6_family = sa_family_t(AF_INET6)
+            inet6.sin6_port = in_port_t(UInt16(port).bigEndian)
+            withUnsafeMutableBytes(of: &inet6.sin6_addr) { raw in
+                for index in 0..<16 { raw[index] = bytes[index] }
+            }
+            withUnsafeBytes(of: inet6) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        }
+    }
+
+    var family: Int32 { Int32(storage.ss_family) }
+
+    /// The address; an IPv4-mapped IPv6 address (a dual-stack listener's IPv4 client) as IPv4.
+    var ip: IPAddress {
+        withUnsafeBytes(of: storage) { raw in
+            if family == AF_INET {
+                let inet = raw.load(as: sockaddr_in.self)
+                return IPAddress.v4(UInt32(bigEndian: inet.sin_addr.s_addr))
+            }
+            let inet6 = raw.load(as: sockaddr_in6.self)
+            let bytes = withUnsafeBytes(of: inet6.sin6_addr) { Array($0) }
+            var high: UInt64 = 0
+            var low: UInt64 = 0
+            for index in 0..<8 { high = high << 8 | UInt64(bytes[index]) }
+            for index in 8..<16 { low = low << 8 | UInt64(bytes[index]) }
+            if high == 0 && low >> 32 == 0xffff { return IPAddress.v4(UInt32(truncatingIfNeeded: low)) }
+            return IPAddress.v6(high: high, low: low)
+        }
+    }
+
+    var port: Int {
+        withUnsafeBytes(of: storage) { raw in
+            family == AF_INET
+                ? Int(UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port))
+                : Int(UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port))
+        }
+    }
+
+    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: storage) { raw in
+            try body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
+        }
+    }
+
+    mutating func withMutableSockaddr<R>(_ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> R) rethrows
+        -> R
+    {
+        length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var size = length
+        defer { length = size }
+        return try withUnsafeMutableBytes(of: &storage) { raw in
+            try body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &size)
+        }
+    }
+}

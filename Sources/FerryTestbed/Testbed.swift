@@ -1,0 +1,464 @@
+import FerryCore
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A node, a client and pods, each in its own network namespace, wired with veth pairs; for tests that
+/// send real traffic through Ferry's data planes. Needs root (see `skipUnlessRoot()`).
+///
+/// ```
+///   client ns                 node ns (ip_forward=1)                     pod ns (one per pod)
+///   eth0 10.0.0.2/24  <-veth->  <prefix>c 10.0.0.1/24
+///   default via 10.0.0.1        <prefix>p1 10.0.0.1/32  <-veth->  eth0 10.244.1.2/32
+///                               10.244.1.2/32 dev <prefix>p1        10.0.0.1 dev eth0 scope link
+///                               ...                                default via 10.0.0.1 dev eth0
+/// ```
+/// Every pod hangs off the one node namespace; a pod's `node` is only a label (the second node of the
+/// walk-through is simulated). The node-side end of each pod link carries 10.0.0.1/32 so that traffic
+/// masqueraded onto that link has a source address, and the pod reaches its gateway through an
+/// on-link host route.
+///
+/// Names are unique to the run: `fy<pid><n>` (n counts the test beds this process made, in base 36),
+/// namespaces `<prefix>-node`, `<prefix>-client`, `<prefix>-pod<i>`, and node-side links `<prefix>c`,
+/// `<prefix>p<i>` (at most 15 characters, the kernel's limit); the links inside the client and pod
+/// namespaces are `eth0`.
+///
+/// `@unchecked Sendable`: tests share a test bed between tasks and threads. The immutable description
+/// (names, pods) is `let`; the mutable bookkeeping (created namespaces, spawned processes, whether torn
+/// down, the log counter) is only touched with `lock` held, and `Process` is used only through its
+/// thread-safe members (`isRunning`, `processIdentifier`, `terminationStatus`).
+public final class Testbed: @unchecked Sendable {
+    /// A network namespace, by its `ip netns` name.
+    public struct Namespace: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        public init(_ name: String) { self.name = name }
+        public var description: String { name }
+    }
+
+    /// A pod to create: its name (as the manifests spell it), IPv4 address and node label.
+    public struct PodSpec: Sendable, Hashable {
+        public var name: String
+        public var ip: String
+        public var node: String
+        public init(name: String, ip: String, node: String) {
+            self.name = name
+            self.ip = ip
+            self.node = node
+        }
+    }
+
+    /// A created pod.
+    public struct Pod: Sendable, Hashable {
+        public let name: String
+        public let ip: String
+        /// The node label (`node-1`, `node-2`…); all pods live behind the same node namespace.
+        public let node: String
+        public let namespace: Namespace
+        /// The node-side end of the pod's veth pair (in `node`'s namespace).
+        public let nodeLink: String
+    }
+
+    /// What a command printed and how it ended.
+    public struct CommandResult: Sendable, CustomStringConvertible {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+        public var timedOut: Bool
+
+        public var description: String {
+            "exit \(status)\(timedOut ? " (timed out)" : "")\n--- stdout\n\(stdout)--- stderr\n\(stderr)"
+        }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        /// A set-up command failed.
+        case command([String], CommandResult)
+        /// Under `CI=true` the root-only tests must run, and cannot.
+        case cannotRunUnderCI(String)
+        case badPods(String)
+        /// A pod's server did not print its readiness line in time (its output so far).
+        case serverNotReady(pod: String, stdout: String, stderr: String)
+
+        public var description: String {
+            switch self {
+            case .command(let command, let result): return "`\(command.joined(separator: " "))` failed: \(result)"
+            case .cannotRunUnderCI(let reason):
+                return "CI=true, but the network-namespace tests cannot run: \(reason) (they need root and iproute2)"
+            case .badPods(let reason): return "bad pods: \(reason)"
+            case .serverNotReady(let pod, let stdout, let stderr):
+                return "the server in pod \(pod) did not become ready within 5 s\n--- stdout\n\(stdout)--- stderr\n\(stderr)"
+            }
+        }
+    }
+
+    /// The client's address and the node's (its end of every link).
+    public static let clientAddress = "10.0.0.2"
+    public static let nodeAddress = "10.0.0.1"
+
+    /// The walk-through's pods (deploy/examples/my-service.yaml).
+    public static let walkthroughPods = [
+        PodSpec(name: "my-app-7c5ddbdf54-2xkqn", ip: "10.244.1.2", node: "node-1"),
+        PodSpec(name: "my-app-7c5ddbdf54-9vwtr", ip: "10.244.2.2", node: "node-2"),
+        PodSpec(name: "my-app-7c5ddbdf54-lh6zp", ip: "10.244.2.3", node: "node-2"),
+    ]
+
+    /// `fy<pid><n>`: every name this test bed creates starts with it.
+    public let prefix: String
+    /// Where the proxy under test runs: forwards between the client and the pods.
+    public let node: Namespace
+    public let client: Namespace
+    /// The node-side end of the client's veth pair.
+    public let clientLink: String
+    public let pods: [Pod]
+    /// Spawned processes' output: `<name>.stdout` and `<name>.stderr`.
+    public let logDirectory: String
+
+    private let ip: String
+    private let lock = NSLock()
+    private var createdNamespaces: [Namespace] = []
+    private var spawned: [Process] = []
+    private var logCounter = 0
+    private var tornDown = false
+
+    private static let instances = Counter()
+
+    /// Whether the node has a default route (via the client).
+    public let nodeDefaultRoute: Bool
+
+    /// Creates the namespaces and links (in order: node, client, pods). On any failure, what was made
+    /// is removed again and the error thrown.
+    ///
+    /// `nodeDefaultRoute`: give the node `default via 10.0.0.2`, as a real node has a default gateway.
+    /// Without it the node has routes only to 10.0.0.0/24 and the pods, so a connection *from the node*
+    /// to a ClusterIP fails at once with ENETUNREACH: the route lookup happens before the nat OUTPUT
+    /// hook could rewrite the destination. The client does not forward, so what reaches it unrewritten
+    /// is dropped (a timeout), as a real upstream would drop it.
+    public init(pods specs: [PodSpec] = Testbed.walkthroughPods, nodeDefaultRoute: Bool = false) throws {
+        guard let ip = Testbed.ipExecutable else { throw Failure.cannotRunUnderCI("no `ip` executable (iproute2)") }
+        guard (1...99).contains(specs.count) else { throw Failure.badPods("1-99 pods, not \(specs.count)") }
+        for spec in specs {
+            guard case .v4 = IPAddress(spec.ip) else { throw Failure.badPods("\(spec.name): \(spec.ip) is not an IPv4 address") }
+            guard !spec.name.isEmpty, !spec.name.contains(where: { $0.isWhitespace }) else {
+                throw Failure.badPods("\"\(spec.name)\" is not a pod name")
+            }
+        }
+        guard Set(specs.map(\.ip)).count == specs.count, Set(specs.map(\.name)).count == specs.count else {
+            throw Failure.badPods("pod names and IPs must be unique")
+        }
+        self.ip = ip
+        self.nodeDefaultRoute = nodeDefaultRoute
+        let prefix = "fy\(getpid())\(String(Testbed.instances.next(), radix: 36))"
+        self.prefix = prefix
+        node = Namespace("\(prefix)-node")
+        client = Namespace("\(prefix)-client")
+        clientLink = "\(prefix)c"
+        pods = specs.enumerated().map { index, spec in
+            Pod(
+                name: spec.name, ip: spec.ip, node: spec.node, namespace: Namespace("\(prefix)-pod\(index + 1)"),
+                nodeLink: "\(prefix)p\(index + 1)")
+        }
+        logDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-testbed-\(prefix)")
+        do {
+            try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+            try build()
+        } catch {
+            teardown()
+            throw error
+        }
+    }
+
+    deinit { teardown() }
+
+    private func build() throws {
+        let node = node.name, client = client.name
+        try addNamespace(self.node)
+        try ip(["-n", node, "link", "set", "lo", "up"])
+        try check(["ip", "netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]) {
+            try self.run(in: self.node, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        }
+
+        try addNamespace(self.client)
+        try ip(["-n", client, "link", "set", "lo", "up"])
+        try ip(["-n", node, "link", "add", clientLink, "type", "veth", "peer", "name", "eth0", "netns", client])
+        try ip(["-n", node, "addr", "add", "\(Testbed.nodeAddress)/24", "dev", clientLink])
+        try ip(["-n", node, "link", "set", clientLink, "up"])
+        try ip(["-n", client, "addr", "add", "\(Testbed.clientAddress)/24", "dev", "eth0"])
+        try ip(["-n", client, "link", "set", "eth0", "up"])
+        try ip(["-n", client, "route", "add", "default", "via", Testbed.nodeAddress, "dev", "eth0"])
+        if nodeDefaultRoute { try ip(["-n", node, "route", "add", "default", "via", Testbed.clientAddress, "dev", clientLink]) }
+
+        for pod in pods {
+            let name = pod.namespace.name
+            try addNamespace(pod.namespace)
+            try ip(["-n", name, "link", "set", "lo", "up"])
+            try ip(["-n", node, "link", "add", pod.nodeLink, "type", "veth", "peer", "name", "eth0", "netns", name])
+            try ip(["-n", node, "addr", "add", "\(Testbed.nodeAddress)/32", "dev", pod.nodeLink])
+            try ip(["-n", node, "link", "set", pod.nodeLink, "up"])
+            try ip(["-n", node, "route", "add", "\(pod.ip)/32", "dev", pod.nodeLink])
+            try ip(["-n", name, "addr", "add", "\(pod.ip)/32", "dev", "eth0"])
+            try ip(["-n", name, "link", "set", "eth0", "up"])
+            try ip(["-n", name, "route", "add", Testbed.nodeAddress, "dev", "eth0", "scope", "link"])
+            try ip(["-n", name, "route", "add", "default", "via", Testbed.nodeAddress, "dev", "eth0"])
+        }
+    }
+
+    private func addNamespace(_ namespace: Namespace) throws {
+        try ip(["netns", "add", namespace.name])
+        lock.lock()
+        createdNamespaces.append(namespace)
+        lock.unlock()
+    }
+
+    /// Runs `ip arguments…` in this (the test's) namespace, throwing when it fails.
+    private func ip(_ arguments: [String]) throws {
+        try check(["ip"] + arguments) { try self.execute([self.ip] + arguments, timeout: .seconds(30)) }
+    }
+
+    private func check(_ command: [String], _ body: () throws -> CommandResult) throws {
+        let result = try body()
+        guard result.status == 0, !result.timedOut else { throw Failure.command(command, result) }
+    }
+
+    // MARK: Running things in namespaces
+
+    /// The pod with this name.
+    public func pod(named name: String) -> Pod? { pods.first { $0.name == name } }
+
+    /// Runs `command` in `namespace` (`ip netns exec`) and waits for it, at most `timeout` (then it is
+    /// killed and the result says `timedOut`). The command is found on `PATH` inside the namespace.
+    public func run(in namespace: Namespace, _ command: [String], timeout: Duration = .seconds(60)) throws -> CommandResult {
+        try execute([ip, "netns", "exec", namespace.name] + command, timeout: timeout)
+    }
+
+    /// Starts `command` in `namespace` and returns at once; the process is killed by `teardown()`.
+    /// Its output goes to `<logDirectory>/<logName>.stdout|.stderr` (see `log(_:)`).
+    /// `ip netns exec` execs the command in place, so the process's PID is the command's.
+    @discardableResult
+    public func spawn(in namespace: Namespace, _ command: [String], logName: String? = nil) throws -> Process {
+        lock.lock()
+        let down = tornDown
+        logCounter += 1
+        let name = logName ?? "process-\(logCounter)"
+        lock.unlock()
+        guard !down else { throw Failure.badPods("the test bed was torn down") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = ["netns", "exec", namespace.name] + command
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = try Testbed.createFile("\(logDirectory)/\(name).stdout")
+        process.standardError = try Testbed.createFile("\(logDirectory)/\(name).stderr")
+        try Testbed.launch(process)
+        lock.lock()
+        spawned.append(process)
+        lock.unlock()
+        return process
+    }
+
+    /// What a spawned process has written so far.
+    public func log(_ logName: String) -> (stdout: String, stderr: String) {
+        let read = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        return (read("\(logDirectory)/\(logName).stdout"), read("\(logDirectory)/\(logName).stderr"))
+    }
+
+    /// Runs `ferry debug serve --name <pod> --tcp … --udp …` in every pod (log name `serve-<pod>`) and
+    /// waits, at most 5 s in all, until each has printed its readiness line. Returns the servers, in
+    /// the order of `pods`.
+    @discardableResult
+    public func startPodServers(ferryPath: String, tcp: [Int], udp: [Int] = []) throws -> [Process] {
+        let ports = tcp.flatMap { ["--tcp", String($0)] } + udp.flatMap { ["--udp", String($0)] }
+        var servers: [(Pod, Process)] = []
+        for pod in pods {
+            let process = try spawn(
+                in: pod.namespace, [ferryPath, "debug", "serve", "--name", pod.name] + ports, logName: "serve-\(pod.name)")
+            servers.append((pod, process))
+        }
+        let deadline = ContinuousClock.now + .seconds(5)
+        for (pod, process) in servers {
+            var ready = false
+            while !ready && ContinuousClock.now < deadline {
+                ready = log("serve-\(pod.name)").stdout.contains("serving \(pod.name) on ")
+                if !ready {
+                    if !process.isRunning { break }
+                    usleep(20_000)
+                }
+            }
+            if !ready {
+                let output = log("serve-\(pod.name)")
+                throw Failure.serverNotReady(pod: pod.name, stdout: output.stdout, stderr: output.stderr)
+            }
+        }
+        return servers.map(\.1)
+    }
+
+    /// Kills every process this test bed spawned (SIGTERM; SIGKILL after 2 s) and deletes every
+    /// namespace it created (which removes their links). Safe to call more than once.
+    public func teardown() {
+        lock.lock()
+        if tornDown {
+            lock.unlock()
+            return
+        }
+        tornDown = true
+        let processes = spawned
+        let namespaces = createdNamespaces
+        spawned = []
+        createdNamespaces = []
+        lock.unlock()
+
+        Testbed.stop(processes)
+        for namespace in namespaces.reversed() {
+            _ = try? execute([ip, "netns", "del", namespace.name], timeout: .seconds(30))
+        }
+        try? FileManager.default.removeItem(atPath: logDirectory)
+    }
+
+    /// SIGTERM to each running process, up to 2 s for them to exit, then SIGKILL (and up to 2 s more).
+    private static func stop(_ processes: [Process]) {
+        for process in processes where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        if !waitForExit(processes, within: .seconds(2)) {
+            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            _ = waitForExit(processes, within: .seconds(2))
+        }
+    }
+
+    private static func waitForExit(_ processes: [Process], within limit: Duration) -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if !processes.contains(where: \.isRunning) { return true }
+            usleep(10_000)
+        }
+        return !processes.contains(where: \.isRunning)
+    }
+
+    // MARK: Whether the tests may run
+
+    /// Whether the network-namespace tests may run here. Not root (or no `ip`): prints
+    /// "skipped: needs root and network namespaces" and returns false, except under `CI=true`, where
+    /// they must run: then it throws, so the test fails loudly.
+    public static func skipUnlessRoot() throws -> Bool {
+        var reason: String?
+        if geteuid() != 0 {
+            reason = "not root"
+        } else if ipExecutable == nil {
+            reason = "no `ip` executable (iproute2)"
+        }
+        guard let reason else { return true }
+        if ProcessInfo.processInfo.environment["CI"] == "true" { throw Failure.cannotRunUnderCI(reason) }
+        print("skipped: needs root and network namespaces (\(reason))")
+        return false
+    }
+
+    /// `ip` on `PATH`, else in the sbin folders (which a non-login root shell may leave off `PATH`).
+    public static let ipExecutable: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let folders = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        return folders.map { "\($0)/ip" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
+    // MARK: Processes
+
+    /// Runs `arguments` (the first is the executable's path) with stdin closed, output captured through
+    /// files (no pipe to fill up), killed after `timeout`.
+    private func execute(_ arguments: [String], timeout: Duration) throws -> CommandResult {
+        lock.lock()
+        logCounter += 1
+        let base = "\(logDirectory)/run-\(logCounter)"
+        lock.unlock()
+        let outPath = base + ".stdout", errPath = base + ".stderr"
+        let out = try Testbed.createFile(outPath)
+        let err = try Testbed.createFile(errPath)
+        defer {
+            try? out.close()
+            try? err.close()
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = out
+        process.standardError = err
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
+        try Testbed.launch(process)
+        var timedOut = false
+        if exited.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000))) == .timedOut {
+            timedOut = true
+            kill(process.processIdentifier, SIGKILL)
+            _ = exited.wait(timeout: .now() + .seconds(5))
+        }
+        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return CommandResult(status: process.isRunning ? -1 : process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut)
+    }
+
+    /// Starts `process` from a fresh thread that blocks no signal. Foundation's `Process` on Linux
+    /// gives the child the signal mask of the thread that calls `run()`, and Dispatch and Swift
+    /// concurrency threads (where tests run) block nearly every signal: a child started from them would
+    /// begin with SIGTERM blocked, and only SIGKILL would stop it.
+    public static func launch(_ process: Process) throws {
+        let outcome = LaunchOutcome()
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            do { try process.run() } catch { outcome.error = error }
+            outcome.done.signal()
+        }
+        thread.start()
+        outcome.done.wait()
+        if let error = outcome.error { throw error }
+    }
+
+    /// `@unchecked Sendable`: `error` is written by the launching thread before it signals `done`, and
+    /// read only after `done` was waited for.
+    private final class LaunchOutcome: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        var error: Error?
+    }
+
+    private static func createFile(_ path: String) throws -> FileHandle {
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+        return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    }
+
+    /// Numbers the test beds of this process, so concurrent tests get distinct names.
+    /// `@unchecked Sendable`: `value` is only touched with `lock` held.
+    private final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+
+        func next() -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            value += 1
+            return value
+        }
+    }
+
+    /// The `ferry` executable built next to the running test bundle (the same scratch path), found by
+    /// walking up from the test process's executable.
+    public static let ferryExecutable: String? = {
+        let starts = [URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]), Bundle.main.bundleURL, Bundle.main.executableURL]
+            .compactMap { $0?.resolvingSymlinksInPath() }
+        for start in starts {
+            var folder = start.deletingLastPathComponent()
+            for _ in 0..<4 {
+                let candidate = folder.appendingPathComponent("ferry").path
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
+                    FileManager.default.isExecutableFile(atPath: candidate)
+                {
+                    return candidate
+                }
+                folder.deleteLastPathComponent()
+            }
+        }
+        return nil
+    }()
+}

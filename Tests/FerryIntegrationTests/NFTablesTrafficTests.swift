@@ -1,0 +1,278 @@
+import FerryTestbed
+import Foundation
+import Testing
+
+/// Manifests for the traffic tests: the walk-through pods (10.244.1.2 on node-1, 10.244.2.2 and
+/// 10.244.2.3 on node-2) behind several services.
+func trafficManifests(withoutPod3: Bool = false) -> String {
+    let endpoints = [("10.244.1.2", "node-1"), ("10.244.2.2", "node-2"), ("10.244.2.3", "node-2")]
+        .filter { !(withoutPod3 && $0.0 == "10.244.2.3") }
+        .map { "{addresses: [\($0.0)], nodeName: \($0.1)}" }.joined(separator: ", ")
+    func service(
+        _ name: String, _ spec: String, ports: String = "[{name: http, port: 80}]", slicePorts: String = "[{name: http, port: 80}]",
+        withEndpoints: Bool = true
+    ) -> String {
+        var text = """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: \(name)}
+            spec: {\(spec), ports: \(ports)}
+            """
+        if withEndpoints {
+            text += """
+
+                ---
+                apiVersion: discovery.k8s.io/v1
+                kind: EndpointSlice
+                metadata: {name: \(name)-x, labels: {kubernetes.io/service-name: \(name)}}
+                addressType: IPv4
+                endpoints: [\(endpoints)]
+                ports: \(slicePorts)
+                """
+        }
+        return text
+    }
+    return [
+        service("web", "type: NodePort, clusterIP: 10.96.0.10", ports: "[{name: http, port: 80, nodePort: 30080}]"),
+        service(
+            "local", "type: NodePort, clusterIP: 10.96.0.11, externalTrafficPolicy: Local",
+            ports: "[{name: http, port: 80, nodePort: 30081}]"),
+        service("sticky", "clusterIP: 10.96.0.12, sessionAffinity: ClientIP"),
+        service(
+            "dns", "clusterIP: 10.96.0.53", ports: "[{name: dns, protocol: UDP, port: 53}]",
+            slicePorts: "[{name: dns, protocol: UDP, port: 53}]"),
+        service("empty", "type: NodePort, clusterIP: 10.96.0.20", ports: "[{name: http, port: 80, nodePort: 30090}]", withEndpoints: false),
+    ].joined(separator: "\n---\n") + "\n"
+}
+
+/// What `ferry debug probe --json` reports.
+struct ProbeReport: Decodable {
+    struct Failed: Decodable { var refused: Int; var timeout: Int; var other: Int }
+    var answers: [String: Int]
+    var failed: Failed
+    var sources: [String]
+    var elapsedSeconds: Double
+
+    var total: Int { answers.values.reduce(0, +) }
+    var failures: Int { failed.refused + failed.timeout + failed.other }
+}
+
+/// A test bed with pod servers (TCP 80, UDP 53), manifests in a temporary folder, and helpers to run
+/// Ferry in the node namespace and probes from anywhere.
+final class TrafficBed {
+    let bed: Testbed
+    let ferry: String
+    let manifests: String
+
+    init() throws {
+        guard let ferry = Testbed.ferryExecutable else { throw TrafficTestError("no ferry executable next to the tests") }
+        self.ferry = ferry
+        bed = try Testbed(nodeDefaultRoute: true)
+        manifests = NSTemporaryDirectory() + "ferry-traffic-\(bed.prefix)"
+        try FileManager.default.createDirectory(atPath: manifests, withIntermediateDirectories: true)
+        try write(trafficManifests())
+        _ = try bed.startPodServers(ferryPath: ferry, tcp: [80], udp: [53])
+    }
+
+    deinit {
+        _ = try? bed.run(in: bed.node, [ferry, "cleanup"])
+        bed.teardown()
+        try? FileManager.default.removeItem(atPath: manifests)
+    }
+
+    func write(_ text: String) throws {
+        try text.write(toFile: manifests + "/services.yaml", atomically: true, encoding: .utf8)
+    }
+
+    var nodeFlags: [String] {
+        ["--manifests", manifests, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr", "10.244.0.0/16"]
+    }
+
+    @discardableResult
+    func ferryInNode(_ arguments: [String]) throws -> Testbed.CommandResult {
+        let result = try bed.run(in: bed.node, [ferry] + arguments)
+        guard result.status == 0 else { throw TrafficTestError("ferry \(arguments.joined(separator: " ")) failed: \(result)") }
+        return result
+    }
+
+    func sync() throws { try ferryInNode(["sync"] + nodeFlags) }
+
+    func probe(from namespace: Testbed.Namespace, to destination: String, udp: Bool = false, count: Int = 60, extra: [String] = []) throws
+        -> ProbeReport
+    {
+        var command = [ferry, "debug", "probe", "--to", destination, "--count", String(count), "--timeout-ms", "1000", "--json"] + extra
+        if udp { command += ["--protocol", "udp"] }
+        let result = try bed.run(in: namespace, command, timeout: .seconds(120))
+        guard let data = result.stdout.data(using: .utf8), let report = try? JSONDecoder().decode(ProbeReport.self, from: data) else {
+            throw TrafficTestError("probe \(destination) gave no report: \(result)")
+        }
+        return report
+    }
+
+    func podNamespace(_ ip: String) -> Testbed.Namespace { bed.pods.first { $0.ip == ip }!.namespace }
+    func podName(_ ip: String) -> String { bed.pods.first { $0.ip == ip }!.name }
+    var allPods: Set<String> { Set(bed.pods.map(\.name)) }
+}
+
+@Suite("nftables data plane: real traffic in network namespaces", .serialized)
+struct NFTablesTrafficTests {
+    @Test func clusterIPFromAPodAndFromTheNodeReachesEveryBackend() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let fromPod = try bed.probe(from: bed.podNamespace("10.244.2.2"), to: "10.96.0.10:80", count: 90)
+        #expect(Set(fromPod.answers.keys) == bed.allPods, "\(fromPod.answers)")
+        #expect(fromPod.failures == 0)
+        let fromNode = try bed.probe(from: bed.bed.node, to: "10.96.0.10:80", count: 90)
+        #expect(Set(fromNode.answers.keys) == bed.allPods, "\(fromNode.answers)")
+        #expect(fromNode.failures == 0)
+    }
+
+    @Test func nodePortFromTheClientReachesEveryBackendMasqueraded() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "\(Testbed.nodeAddress):30080", count: 90)
+        #expect(Set(report.answers.keys) == bed.allPods, "\(report.answers)")
+        #expect(report.failures == 0)
+        #expect(report.sources == [Testbed.nodeAddress])
+    }
+
+    @Test func localPolicyKeepsTheClientAddressAndThisNodesEndpoints() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "\(Testbed.nodeAddress):30081", count: 30)
+        #expect(report.answers == [bed.podName("10.244.1.2"): 30])
+        #expect(report.sources == [Testbed.clientAddress])
+    }
+
+    @Test func aServiceWithoutEndpointsIsRefusedAtOnce() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        for destination in ["10.96.0.20:80", "\(Testbed.nodeAddress):30090"] {
+            let report = try bed.probe(from: bed.bed.client, to: destination, count: 20)
+            #expect(report.failed.refused == 20, "\(destination): \(report.failed)")
+            #expect(report.elapsedSeconds < 1, "\(destination): refusals should be immediate")
+        }
+    }
+
+    @Test func aRemovedEndpointGetsNoNewConnections() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        try bed.write(trafficManifests(withoutPod3: true))
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 90)
+        #expect(Set(report.answers.keys) == bed.allPods.subtracting([bed.podName("10.244.2.3")]), "\(report.answers)")
+        #expect(report.failures == 0)
+    }
+
+    @Test func sessionAffinitySticks() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.12:80", count: 40, extra: ["--concurrency", "1"])
+        #expect(report.answers.count == 1, "\(report.answers)")
+        #expect(report.total == 40)
+    }
+
+    @Test func udpServiceReachesEveryBackend() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 90)
+        #expect(Set(report.answers.keys) == bed.allPods, "\(report.answers)")
+        #expect(report.failures == 0)
+    }
+
+    @Test func theKernelListsWhatTheDryRunPrintsAndCleanupRemovesEverything() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let dryRun = try bed.ferryInNode(["sync", "--dry-run"] + bed.nodeFlags).stdout
+        let listed = try bed.bed.run(in: bed.bed.node, ["nft", "list", "table", "ip", "ferry"])
+        #expect(listed.status == 0)
+        #expect(normalizedRuleset(listed.stdout) == normalizedRuleset(dryRun))
+        let second = try bed.ferryInNode(["sync"] + bed.nodeFlags).stdout
+        #expect(second.contains(": 0 operations"), "a second sync sends nothing: \(second)")
+        try bed.ferryInNode(["cleanup"])
+        try bed.ferryInNode(["cleanup"])
+        let tables = try bed.bed.run(in: bed.bed.node, ["nft", "list", "tables"])
+        #expect(!tables.stdout.contains("ferry"), "\(tables.stdout)")
+    }
+
+    static let restartProbes = 40_000
+
+    @Test func aRestartUnderTrafficLosesNoConnection() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let first = try bed.bed.spawn(in: bed.bed.node, [bed.ferry, "run", "--min-sync-period", "0.1"] + bed.nodeFlags, logName: "ferry-1")
+        try waitUntil("the first ferry programs its rules") {
+            (try? bed.bed.run(in: bed.bed.node, ["nft", "list", "map", "ip", "ferry", "service-ips"]))?.stdout.contains("10.96.0.10")
+                ?? false
+        }
+        let traffic = try bed.bed.spawn(
+            in: bed.bed.client,
+            [bed.ferry, "debug", "probe", "--to", "10.96.0.10:80", "--count", "\(Self.restartProbes)", "--concurrency", "4", "--json"],
+            logName: "probe")
+        Thread.sleep(forTimeInterval: 0.3)
+        kill(first.processIdentifier, SIGTERM)
+        first.waitUntilExit()
+        let second = try bed.bed.spawn(
+            in: bed.bed.node, [bed.ferry, "run", "--min-sync-period", "0.1"] + bed.nodeFlags, logName: "ferry-2")
+        do {
+            try waitUntil("the second ferry to converge the existing table") { bed.bed.log("ferry-2").stderr.contains("synced") }
+        } catch {
+            Issue.record("ferry-1: \(bed.bed.log("ferry-1")); ferry-2: \(bed.bed.log("ferry-2")); running: \(second.isRunning)")
+            throw error
+        }
+        #expect(traffic.isRunning, "the traffic should still be flowing while the second ferry converges")
+        traffic.waitUntilExit()
+        kill(second.processIdentifier, SIGTERM)
+        second.waitUntilExit()
+        let output = bed.bed.log("probe").stdout
+        let report = try JSONDecoder().decode(ProbeReport.self, from: Data(output.utf8))
+        #expect(report.total == Self.restartProbes, "\(report.failed); ferry-2 log: \(bed.bed.log("ferry-2").stderr)")
+        #expect(report.failures == 0)
+        let log = bed.bed.log("ferry-2").stderr
+        #expect(log.contains("read-back=true") && log.contains("operations=0"), "the restart converged without changing anything: \(log)")
+    }
+}
+
+/// A ruleset's text as a sorted list of lines, with `elements = { a, b }` split one element a line, so
+/// that `nft list` and Ferry's renderer compare by content.
+func normalizedRuleset(_ text: String) -> [String] {
+    var lines: [String] = []
+    var pendingElements = ""
+    for raw in text.split(separator: "\n") {
+        let line = raw.trimmingCharacters(in: .whitespaces)
+        if line.hasPrefix("elements = {") || !pendingElements.isEmpty {
+            pendingElements += " " + line
+            if line.hasSuffix("}") {
+                let inner = pendingElements.drop { $0 != "{" }.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
+                lines += inner.split(separator: ",").map { "element " + $0.trimmingCharacters(in: .whitespaces) }
+                pendingElements = ""
+            }
+            continue
+        }
+        if !line.isEmpty { lines.append(line) }
+    }
+    return lines.sorted()
+}
+
+/// Polls `condition` for up to `seconds`.
+func waitUntil(_ what: String, seconds: Double = 10, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return }
+        Thread.sleep(forTimeInterval: 0.1)
+    }
+    throw TrafficTestError("timed out waiting for \(what)")
+}
+
+struct TrafficTestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
