@@ -5,7 +5,7 @@ import Foundation
 /// `ferry bench`: benchmarks (programs that report numbers, not tests).
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that report numbers.", subcommands: [LoadBench.self])
+        commandName: "bench", abstract: "Benchmarks that report numbers.", subcommands: [LoadBench.self, SyncBench.self])
 }
 
 /// `ferry bench load`: how long reading S Services and S EndpointSlices and building the tables takes.
@@ -108,6 +108,28 @@ struct SyntheticCluster {
     var endpointsPerService: Int
 
     func clusterIP(_ index: Int) -> String { "10.\(96 + (index >> 16)).\((index >> 8) & 255).\(index & 255)" }
+
+    /// The same cluster as model objects (no text), every service a NodePort (10000 + index);
+    /// `replacing` gives service `replacing` a different first endpoint.
+    func objects(replacing changed: Int? = nil) -> [KubeObject] {
+        var result: [KubeObject] = []
+        result.reserveCapacity(services * 2)
+        for index in 0..<services {
+            let name = "svc-\(index)"
+            result.append(.service(Service(
+                meta: ObjectMeta(name: name, namespace: "bench"), type: .nodePort, clusterIPs: [IPAddress(clusterIP(index))!],
+                ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: 10_000 + index)],
+                selector: ["app": name])))
+            let endpoints = (0..<endpointsPerService).map { endpoint -> SliceEndpoint in
+                let address = index == changed && endpoint == 0 ? IPAddress("10.127.255.254")! : IPAddress(podIP(index, endpoint))!
+                return SliceEndpoint(addresses: [address], nodeName: "node-\(endpoint % 2 + 1)", zone: "zone-a")
+            }
+            result.append(.endpointSlice(EndpointSlice(
+                meta: ObjectMeta(name: "\(name)-abcde", namespace: "bench", labels: [EndpointSlice.serviceNameLabel: name]),
+                serviceName: name, endpoints: endpoints, ports: [SlicePort(name: "http", protocol: .tcp, port: 8080)])))
+        }
+        return result
+    }
 
     func podIP(_ service: Int, _ endpoint: Int) -> String {
         let index = service * endpointsPerService + endpoint

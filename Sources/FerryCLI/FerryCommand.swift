@@ -23,6 +23,7 @@ public struct FerryCommand: AsyncParsableCommand {
     /// Parses the arguments, runs the command and exits with Ferry's exit codes:
     /// 0 success, 1 runtime failure, 2 bad usage or bad input.
     public static func runMain(arguments: [String]? = nil) async -> Never {
+        unblockAllSignals()
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
@@ -48,6 +49,15 @@ public struct FerryCommand: AsyncParsableCommand {
             Glibc.exit(code == .validationFailure ? 2 : code.rawValue)
         }
     }
+}
+
+/// Starts with no signal blocked. A process inherits its parent's mask, and a parent that spawned Ferry
+/// from a Dispatch thread (a test, a benchmark) passes on a mask blocking nearly everything, which would
+/// stop SIGTERM from ending `ferry run` and SIGCHLD from telling Ferry its own children exited.
+func unblockAllSignals() {
+    var none = sigset_t()
+    sigemptyset(&none)
+    pthread_sigmask(SIG_SETMASK, &none, nil)
 }
 
 /// A command that failed in a way the user should read: bad input (exit 2) or a runtime failure (exit 1).

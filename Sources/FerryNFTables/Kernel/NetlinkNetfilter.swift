@@ -46,8 +46,14 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
 
     // MARK: Writing
 
+    /// How long the last `apply` took to build its batch, and from sending it to the kernel's last reply
+    /// (the kernel's commit).
+    public private(set) var lastApply: (encode: Duration, commit: Duration, bytes: Int) = (.zero, .zero, 0)
+
     public func apply(_ transaction: Transaction) throws(NetfilterError) {
         guard !transaction.isEmpty else { return }
+        let clock = ContinuousClock()
+        let encodeStart = clock.now
         var batch = BatchBuilder(firstSequence: nextSequence())
         batch.begin()
         var setID: UInt32 = 1
@@ -56,8 +62,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         }
         batch.end()
         sequence = batch.sequence
+        let commitStart = clock.now
         try send(batch.bytes)
         let failures = try collectReplies()
+        lastApply = (commitStart - encodeStart, clock.now - commitStart, batch.bytes.count)
         guard let (code, sequenceNumber) = failures.first else { return }
         let operation = batch.operationIndex[sequenceNumber].map { transaction.operations[$0] }
         throw NetlinkNetfilter.kernelError(code, operation: operation, count: failures.count)

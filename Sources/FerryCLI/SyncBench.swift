@@ -1,0 +1,211 @@
+import ArgumentParser
+import FerryCore
+import FerryNFTables
+import Foundation
+
+/// `ferry bench sync`: nftables programming time against `nft -f`, at several numbers of services.
+struct SyncBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Time nftables programming (full, one-service change, no-op, restart) against nft -f of the same rules.",
+        discussion: """
+            Needs root. Each size runs in a child process in a fresh network namespace (so peak memory is \
+            that size's own): the full sync, a one-service change, a no-op resync and a restart that \
+            converges the existing table; then the same ruleset and the same change are loaded with \
+            `nft -f` into fresh namespaces. Every service has a NodePort and --endpoints endpoints.
+            """)
+
+    @Option(help: "Numbers of services, comma-separated.")
+    var sizes: String = "100,1000,10000,50000"
+
+    @Option(help: "Endpoints per service.")
+    var endpoints: Int = 10
+
+    @Flag(help: "Print the figures as JSON.")
+    var json = false
+
+    @Flag(help: .hidden)
+    var single = false
+
+    func validate() throws {
+        let parsed = sizes.split(separator: ",").compactMap { Int($0) }
+        guard !parsed.isEmpty, parsed.count == sizes.split(separator: ",").count, parsed.allSatisfy({ (1...100_000).contains($0) }) else {
+            throw ValidationError("--sizes: numbers of services from 1 to 100000, comma-separated")
+        }
+        guard (1...100).contains(endpoints) else { throw ValidationError("--endpoints must be 1-100") }
+        guard getuid() == 0 else { throw ValidationError("ferry bench sync needs root (network namespaces, nftables)") }
+    }
+
+    /// The figures of one size.
+    struct Figures: Codable {
+        var services: Int
+        var endpoints: Int
+        var chains: Int
+        var rules: Int
+        var batchMiB: Double
+        var fullSeconds: Double
+        var fullPlanSeconds: Double
+        var fullEncodeSeconds: Double
+        var fullCommitSeconds: Double
+        var changeSeconds: Double
+        var changeCommitSeconds: Double
+        var changeOperations: Int
+        var noopSeconds: Double
+        var restartSeconds: Double
+        var nftFullSeconds: Double
+        var nftChangeSeconds: Double
+        var peakMiB: Double
+
+        /// Ferry's own share of a full sync: everything but the kernel's commit.
+        var fullOwnSeconds: Double { fullSeconds - fullCommitSeconds }
+    }
+
+    func run() async throws {
+        let list = sizes.split(separator: ",").compactMap { Int($0) }
+        if single {
+            let figures = try measure(services: list[0])
+            let encoder = JSONEncoder()
+            print(String(decoding: try encoder.encode(figures), as: UTF8.self))
+            return
+        }
+        var results: [Figures] = []
+        for size in list {
+            if !json { print("measuring \(size) services x \(endpoints) endpoints…") }
+            let output = try runChild(["unshare", "-n", CommandLine.arguments[0], "bench", "sync", "--single", "--sizes", String(size), "--endpoints", String(endpoints)])
+            guard let figures = try? JSONDecoder().decode(Figures.self, from: Data(output.utf8)) else {
+                throw CommandFailure.runtime("the benchmark for \(size) services failed:\n\(output)")
+            }
+            results.append(figures)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+            return
+        }
+        print(report(results), terminator: "")
+    }
+
+    func report(_ results: [Figures]) -> String {
+        func ms(_ seconds: Double) -> String { seconds >= 10 ? String(format: "%.1f s", seconds) : String(format: "%.1f ms", seconds * 1000) }
+        var table = TextTable(header: [
+            "SERVICES", "CHAINS", "RULES", "FULL", "(KERNEL)", "OWN/KERNEL", "NFT -F", "SPEED-UP", "1 CHANGE", "NFT -F", "SPEED-UP", "NO-OP", "RESTART", "PEAK",
+        ])
+        for figures in results {
+            table.append([
+                String(figures.services), String(figures.chains), String(figures.rules), ms(figures.fullSeconds), ms(figures.fullCommitSeconds),
+                String(format: "%.0f%%", figures.fullOwnSeconds / figures.fullCommitSeconds * 100), ms(figures.nftFullSeconds),
+                String(format: "%.1fx", figures.nftFullSeconds / figures.fullSeconds), ms(figures.changeSeconds), ms(figures.nftChangeSeconds),
+                String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.noopSeconds), ms(figures.restartSeconds),
+                String(format: "%.0f MiB", figures.peakMiB),
+            ])
+        }
+        var text = "ferry bench sync: \(endpoints) endpoints per service, every service with a NodePort\n" + table.render()
+        text += """
+            FULL: first sync into an empty namespace (plan, diff, encode, commit); KERNEL: send to the kernel's last reply.
+            OWN/KERNEL: Ferry's own time (all but the kernel's commit) over the kernel's. NFT -F: the same ruleset, or the
+            same one-service change as an nft script, loaded with nft -f into a fresh namespace. 1 CHANGE: one endpoint of one
+            service replaced. NO-OP: a resync with nothing to do. RESTART: a new Ferry converging the existing table (reads it back).
+
+            """
+        return text
+    }
+
+    /// Everything for one size, in this process's (fresh) network namespace.
+    func measure(services: Int) throws -> Figures {
+        let clock = ContinuousClock()
+        let cluster = SyntheticCluster(services: services, endpointsPerService: endpoints)
+        let node = NodeContext(name: "node-1", addresses: [IPAddress("10.0.0.1")!])
+        var tracker = ChangeTracker(node: node)
+        for object in cluster.objects() { tracker.apply(.upsert(object)) }
+        let tables = tracker.sync().tables
+        let config = PlannerConfig(clusterCIDRs: [CIDR("10.64.0.0/10")!], nodeAddresses: node.addresses)
+
+        let netfilter = try NetlinkNetfilter()
+        let proxier = NFTablesProxier(netfilter: netfilter, config: config)
+        let fullStart = clock.now
+        let full = try proxier.sync(tables)
+        let fullSeconds = (clock.now - fullStart).seconds
+        let fullApply = netfilter.lastApply
+        let ruleset = Planner.plan(tables, config: config)
+        let chains = ruleset.tables.values.reduce(0) { $0 + $1.chains.count }
+        let rules = ruleset.tables.values.reduce(0) { $0 + $1.chains.values.reduce(0) { $0 + $1.rules.count } }
+
+        // One endpoint of one service replaced.
+        var changed = tracker
+        for object in cluster.objects(replacing: services / 2) where object.key.name == "svc-\(services / 2)-abcde" {
+            changed.apply(.upsert(object))
+        }
+        let changedTables = changed.sync().tables
+        let changeStart = clock.now
+        let change = try proxier.sync(changedTables)
+        let changeSeconds = (clock.now - changeStart).seconds
+        let changeCommit = netfilter.lastApply.commit.seconds
+
+        let noopStart = clock.now
+        _ = try proxier.sync(changedTables)
+        let noopSeconds = (clock.now - noopStart).seconds
+
+        let restartStart = clock.now
+        let restarted = NFTablesProxier(netfilter: try NetlinkNetfilter(), config: config)
+        let restart = try restarted.sync(changedTables)
+        let restartSeconds = (clock.now - restartStart).seconds
+        guard restart.readBack, restart.transaction.isEmpty else {
+            throw CommandFailure.runtime("the restart did not converge to nothing: \(restart.transaction.operations.count) operations")
+        }
+
+        // nft -f: the same ruleset into a fresh namespace, and the same change on top of it.
+        let folder = NSTemporaryDirectory() + "ferry-bench-sync-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try Renderer.text(ruleset).write(toFile: "\(folder)/full.nft", atomically: false, encoding: .utf8)
+        try Renderer.script(change.transaction).write(toFile: "\(folder)/change.nft", atomically: false, encoding: .utf8)
+        let nftFull = try nanoseconds(
+            runChild(["unshare", "-n", "sh", "-c", "s=$(date +%s%N); nft -f \(folder)/full.nft || exit 1; e=$(date +%s%N); echo $((e - s))"]))
+        let nftChange = try nanoseconds(
+            runChild([
+                "unshare", "-n", "sh", "-c",
+                "nft -f \(folder)/full.nft || exit 1; s=$(date +%s%N); nft -f \(folder)/change.nft || exit 1; e=$(date +%s%N); echo $((e - s))",
+            ]))
+
+        return Figures(
+            services: services, endpoints: endpoints, chains: chains, rules: rules, batchMiB: Double(fullApply.bytes) / 1_048_576,
+            fullSeconds: fullSeconds, fullPlanSeconds: full.planDuration.seconds, fullEncodeSeconds: fullApply.encode.seconds,
+            fullCommitSeconds: fullApply.commit.seconds, changeSeconds: changeSeconds, changeCommitSeconds: changeCommit,
+            changeOperations: change.transaction.operations.count, noopSeconds: noopSeconds, restartSeconds: restartSeconds,
+            nftFullSeconds: nftFull, nftChangeSeconds: nftChange, peakMiB: peakResidentMiB())
+    }
+
+    private func nanoseconds(_ output: String) throws -> Double {
+        guard let value = Double(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "") else {
+            throw CommandFailure.runtime("nft -f failed: \(output)")
+        }
+        return value / 1e9
+    }
+}
+
+/// Runs a command (found on PATH), returns its standard output and error together; throws on failure.
+/// Uses posix_spawn and waitpid rather than Foundation's Process: in a fresh network namespace the
+/// loopback link is down, Foundation cannot set up its wake-up sockets, and Process never notices that
+/// its child exited.
+func runChild(_ arguments: [String]) throws -> String {
+    let path = NSTemporaryDirectory() + "ferry-child-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).out"
+    defer { unlink(path) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv: [UnsafeMutablePointer<CChar>?] = (["/usr/bin/env"] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
+    guard spawned == 0 else { throw CommandFailure.runtime("cannot start \(arguments.joined(separator: " ")): \(String(cString: strerror(spawned)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    let exited = status & 0x7f == 0 && (status >> 8) & 0xff == 0
+    guard exited else { throw CommandFailure.runtime("\(arguments.joined(separator: " ")) failed:\n\(text)") }
+    return text
+}
