@@ -116,17 +116,21 @@ struct SyntheticCluster {
         result.reserveCapacity(services * 2)
         for index in 0..<services {
             let name = "svc-\(index)"
-            result.append(.service(Service(
-                meta: ObjectMeta(name: name, namespace: "bench"), type: .nodePort, clusterIPs: [IPAddress(clusterIP(index))!],
-                ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: 10_000 + index)],
-                selector: ["app": name])))
+            result.append(
+                .service(
+                    Service(
+                        meta: ObjectMeta(name: name, namespace: "bench"), type: .nodePort, clusterIPs: [IPAddress(clusterIP(index))!],
+                        ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: 10_000 + index)],
+                        selector: ["app": name])))
             let endpoints = (0..<endpointsPerService).map { endpoint -> SliceEndpoint in
                 let address = index == changed && endpoint == 0 ? IPAddress("10.127.255.254")! : IPAddress(podIP(index, endpoint))!
                 return SliceEndpoint(addresses: [address], nodeName: "node-\(endpoint % 2 + 1)", zone: "zone-a")
             }
-            result.append(.endpointSlice(EndpointSlice(
-                meta: ObjectMeta(name: "\(name)-abcde", namespace: "bench", labels: [EndpointSlice.serviceNameLabel: name]),
-                serviceName: name, endpoints: endpoints, ports: [SlicePort(name: "http", protocol: .tcp, port: 8080)])))
+            result.append(
+                .endpointSlice(
+                    EndpointSlice(
+                        meta: ObjectMeta(name: "\(name)-abcde", namespace: "bench", labels: [EndpointSlice.serviceNameLabel: name]),
+                        serviceName: name, endpoints: endpoints, ports: [SlicePort(name: "http", protocol: .tcp, port: 8080)])))
         }
         return result
     }

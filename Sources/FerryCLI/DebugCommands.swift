@@ -246,8 +246,17 @@ struct ProbeCommand: ParsableCommand {
     @Flag(help: "Print the counts as JSON.")
     var json = false
 
+    @Option(
+        name: .customLong("source-port"),
+        help: "UDP only: send every request from this local port, one at a time (as a client with a long-lived socket would).")
+    var sourcePort: Int?
+
     func validate() throws {
         _ = try destination()
+        if let sourcePort {
+            guard (1...65_535).contains(sourcePort) else { throw ValidationError("--source-port must be 1-65535") }
+            guard l4Protocol.lowercased() == "udp" else { throw ValidationError("--source-port is for --protocol udp") }
+        }
         guard ["tcp", "udp"].contains(l4Protocol.lowercased()) else {
             throw ValidationError("--protocol: \"\(l4Protocol)\" is not tcp or udp")
         }
@@ -273,12 +282,13 @@ struct ProbeCommand: ParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
         let done = DispatchGroup()
-        for _ in 0..<min(concurrency, count) {
+        for _ in 0..<(sourcePort == nil ? min(concurrency, count) : 1) {
             done.enter()
             let worker = Thread {
                 defer { done.leave() }
                 while let _ = tally.claim(total) {
-                    tally.record(udp ? DebugProbe.udp(target, timeout: timeout) : DebugProbe.tcp(target, timeout: timeout))
+                    tally.record(
+                        udp ? DebugProbe.udp(target, timeout: timeout, sourcePort: sourcePort) : DebugProbe.tcp(target, timeout: timeout))
                 }
             }
             worker.stackSize = 1 << 18
@@ -498,12 +508,18 @@ enum DebugProbe {
     }
 
     /// One datagram from a fresh (connected, so ICMP port-unreachable reads as ECONNREFUSED) socket.
-    static func udp(_ target: DebugSocketAddress, timeout: Duration) -> Outcome {
+    static func udp(_ target: DebugSocketAddress, timeout: Duration, sourcePort: Int? = nil) -> Outcome {
         let deadline = ContinuousClock.now + timeout
         let fd: Int32
         do {
             fd = try DebugSys.call("socket") {
                 socket(target.family, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            }
+            if let sourcePort {
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                let wildcard = DebugSocketAddress(IPAddress(target.family == AF_INET ? "0.0.0.0" : "::")!, port: sourcePort)
+                try DebugSys.call("bind") { wildcard.withSockaddr { bind(fd, $0, $1) } }
             }
             try DebugSys.call("connect") { target.withSockaddr { connect(fd, $0, $1) } }
         } catch let error as DebugSystemError {

@@ -53,7 +53,8 @@ struct RunCommand: AsyncParsableCommand {
         let objects: ObjectSource = source.manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
         let netfilter = try openNetfilter()
         let context = try node.context(state: ClusterState())
-        let proxier = NFTablesProxier(netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context))
+        let proxier = NFTablesProxier(
+            netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context), conntrack: try? NetlinkConntrack())
         let loop = SyncLoop(
             source: objects, tracker: ChangeTracker(node: context), proxier: proxier, logger: logger,
             syncPeriod: .milliseconds(Int64(syncPeriod * 1000)), minSyncPeriod: .milliseconds(Int64(minSyncPeriod * 1000)))
@@ -175,7 +176,7 @@ final class SyncLoop: Sendable {
                     "operations": "\(report.transaction.operations.count)", "elements+": "\(counts.elementsAdded)",
                     "elements-": "\(counts.elementsDeleted)",
                     "rules": "\(counts.rules)", "chains-": "\(counts.chainsDeleted)", "read-back": "\(report.readBack)",
-                    "duration": "\(total)", "kernel": "\(report.kernelDuration)",
+                    "duration": "\(total)", "kernel": "\(report.kernelDuration)", "udp-flows-deleted": "\(report.flowsDeleted)",
                 ])
         }
     }

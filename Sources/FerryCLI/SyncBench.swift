@@ -71,7 +71,10 @@ struct SyncBench: AsyncParsableCommand {
         var results: [Figures] = []
         for size in list {
             if !json { print("measuring \(size) services x \(endpoints) endpoints…") }
-            let output = try runChild(["unshare", "-n", CommandLine.arguments[0], "bench", "sync", "--single", "--sizes", String(size), "--endpoints", String(endpoints)])
+            let output = try runChild([
+                "unshare", "-n", CommandLine.arguments[0], "bench", "sync", "--single", "--sizes", String(size), "--endpoints",
+                String(endpoints),
+            ])
             guard let figures = try? JSONDecoder().decode(Figures.self, from: Data(output.utf8)) else {
                 throw CommandFailure.runtime("the benchmark for \(size) services failed:\n\(output)")
             }
@@ -87,16 +90,22 @@ struct SyncBench: AsyncParsableCommand {
     }
 
     func report(_ results: [Figures]) -> String {
-        func ms(_ seconds: Double) -> String { seconds >= 10 ? String(format: "%.1f s", seconds) : String(format: "%.1f ms", seconds * 1000) }
+        func ms(_ seconds: Double) -> String {
+            seconds >= 10 ? String(format: "%.1f s", seconds) : String(format: "%.1f ms", seconds * 1000)
+        }
         var table = TextTable(header: [
-            "SERVICES", "CHAINS", "RULES", "FULL", "(KERNEL)", "OWN/KERNEL", "NFT -F", "SPEED-UP", "1 CHANGE", "NFT -F", "SPEED-UP", "NO-OP", "RESTART", "PEAK",
+            "SERVICES", "CHAINS", "RULES", "FULL", "(KERNEL)", "OWN/KERNEL", "NFT -F", "SPEED-UP", "1 CHANGE", "NFT -F", "SPEED-UP",
+            "NO-OP", "RESTART", "PEAK",
         ])
         for figures in results {
             table.append([
-                String(figures.services), String(figures.chains), String(figures.rules), ms(figures.fullSeconds), ms(figures.fullCommitSeconds),
+                String(figures.services), String(figures.chains), String(figures.rules), ms(figures.fullSeconds),
+                ms(figures.fullCommitSeconds),
                 String(format: "%.0f%%", figures.fullOwnSeconds / figures.fullCommitSeconds * 100), ms(figures.nftFullSeconds),
-                String(format: "%.1fx", figures.nftFullSeconds / figures.fullSeconds), ms(figures.changeSeconds), ms(figures.nftChangeSeconds),
-                String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.noopSeconds), ms(figures.restartSeconds),
+                String(format: "%.1fx", figures.nftFullSeconds / figures.fullSeconds), ms(figures.changeSeconds),
+                ms(figures.nftChangeSeconds),
+                String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.noopSeconds),
+                ms(figures.restartSeconds),
                 String(format: "%.0f MiB", figures.peakMiB),
             ])
         }
@@ -161,7 +170,9 @@ struct SyncBench: AsyncParsableCommand {
         try Renderer.text(ruleset).write(toFile: "\(folder)/full.nft", atomically: false, encoding: .utf8)
         try Renderer.script(change.transaction).write(toFile: "\(folder)/change.nft", atomically: false, encoding: .utf8)
         let nftFull = try nanoseconds(
-            runChild(["unshare", "-n", "sh", "-c", "s=$(date +%s%N); nft -f \(folder)/full.nft || exit 1; e=$(date +%s%N); echo $((e - s))"]))
+            runChild([
+                "unshare", "-n", "sh", "-c", "s=$(date +%s%N); nft -f \(folder)/full.nft || exit 1; e=$(date +%s%N); echo $((e - s))",
+            ]))
         let nftChange = try nanoseconds(
             runChild([
                 "unshare", "-n", "sh", "-c",
@@ -201,7 +212,9 @@ func runChild(_ arguments: [String]) throws -> String {
     defer { for pointer in argv { free(pointer) } }
     var pid: pid_t = 0
     let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
-    guard spawned == 0 else { throw CommandFailure.runtime("cannot start \(arguments.joined(separator: " ")): \(String(cString: strerror(spawned)))") }
+    guard spawned == 0 else {
+        throw CommandFailure.runtime("cannot start \(arguments.joined(separator: " ")): \(String(cString: strerror(spawned)))")
+    }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""

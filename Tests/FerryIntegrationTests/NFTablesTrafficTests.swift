@@ -4,9 +4,9 @@ import Testing
 
 /// Manifests for the traffic tests: the walk-through pods (10.244.1.2 on node-1, 10.244.2.2 and
 /// 10.244.2.3 on node-2) behind several services.
-func trafficManifests(withoutPod3: Bool = false) -> String {
+func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil) -> String {
     let endpoints = [("10.244.1.2", "node-1"), ("10.244.2.2", "node-2"), ("10.244.2.3", "node-2")]
-        .filter { !(withoutPod3 && $0.0 == "10.244.2.3") }
+        .filter { !(withoutPod3 && $0.0 == "10.244.2.3") && $0.0 != removed }
         .map { "{addresses: [\($0.0)], nodeName: \($0.1)}" }.joined(separator: ", ")
     func service(
         _ name: String, _ spec: String, ports: String = "[{name: http, port: 80}]", slicePorts: String = "[{name: http, port: 80}]",
@@ -201,6 +201,24 @@ struct NFTablesTrafficTests {
         try bed.ferryInNode(["cleanup"])
         let tables = try bed.bed.run(in: bed.bed.node, ["nft", "list", "tables"])
         #expect(!tables.stdout.contains("ferry"), "\(tables.stdout)")
+    }
+
+    /// A UDP client keeps its source port; conntrack pins it to the endpoint it first reached. When that
+    /// endpoint is removed, Ferry deletes the flow, so the client's next datagrams reach a live endpoint.
+    @Test func aUDPClientMovesOffARemovedEndpoint() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let ferry = try bed.bed.spawn(in: bed.bed.node, [bed.ferry, "run", "--min-sync-period", "0.1"] + bed.nodeFlags, logName: "ferry")
+        defer { kill(ferry.processIdentifier, SIGTERM) }
+        try waitUntil("ferry programs its rules") { bed.bed.log("ferry").stderr.contains("synced") }
+        let pinned = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 5, extra: ["--source-port", "40053"])
+        #expect(pinned.answers.count == 1 && pinned.total == 5, "one flow, one endpoint: \(pinned.answers)")
+        guard let first = pinned.answers.keys.first, let ip = bed.bed.pods.first(where: { $0.name == first })?.ip else { return }
+        try bed.write(trafficManifests(without: ip))
+        try waitUntil("ferry removes \(ip) and deletes its UDP flows") { bed.bed.log("ferry").stderr.contains("udp-flows-deleted=1") }
+        let moved = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 5, extra: ["--source-port", "40053"])
+        #expect(moved.total == 5, "\(moved.failed)")
+        #expect(moved.answers[first] == nil, "the flow still goes to the removed endpoint \(first): \(moved.answers)")
     }
 
     static let restartProbes = 40_000

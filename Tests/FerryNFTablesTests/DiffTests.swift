@@ -204,3 +204,55 @@ struct IncrementalSyncTests {
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 3)))))
     }
 }
+
+@Suite("Stale UDP flows")
+struct StaleFlowTests {
+    static let udp = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: dns}
+        spec: {type: NodePort, clusterIP: 10.96.0.53, ports: [{name: dns, protocol: UDP, port: 53, nodePort: 30053}]}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: dns-x, labels: {kubernetes.io/service-name: dns}}
+        addressType: IPv4
+        endpoints: [ENDPOINTS]
+        ports: [{name: dns, protocol: UDP, port: 53}]
+        """
+
+    func entry(_ endpoints: [String]) -> ServicePortTable {
+        let list = endpoints.map { "{addresses: [\($0)]}" }.joined(separator: ", ")
+        return tables(yaml: Self.udp.replacingOccurrences(of: "ENDPOINTS", with: list)).sorted[0]
+    }
+
+    @Test func aRemovedEndpointsFlowsAreForgottenAtEveryFrontend() {
+        let flows = NFTablesProxier.staleFlows(before: entry(["10.244.0.1", "10.244.0.2"]), after: entry(["10.244.0.2"]))
+        #expect(
+            flows == [
+                StaleFlow(destination: ip("10.96.0.53"), destinationPort: 53, endpoint: ip("10.244.0.1"), endpointPort: 53, family: .ipv4),
+                StaleFlow(destination: nil, destinationPort: 30053, endpoint: ip("10.244.0.1"), endpointPort: 53, family: .ipv4),
+            ])
+    }
+
+    @Test func aServiceGettingItsFirstEndpointForgetsEverythingSentWhileItHadNone() {
+        let flows = NFTablesProxier.staleFlows(before: entry([]), after: entry(["10.244.0.1"]))
+        #expect(
+            flows.contains(StaleFlow(destination: ip("10.96.0.53"), destinationPort: 53, endpoint: nil, endpointPort: nil, family: .ipv4)))
+    }
+
+    @Test func addingAnEndpointOrChangingTCPForgetsNothing() {
+        #expect(NFTablesProxier.staleFlows(before: entry(["10.244.0.1"]), after: entry(["10.244.0.1", "10.244.0.2"])).isEmpty)
+        let tcp = tables(yaml: syntheticYAML(services: 1)).sorted[0]
+        #expect(NFTablesProxier.staleFlows(before: tcp, after: nil).isEmpty)
+    }
+
+    @Test func theProxierHandsStaleFlowsToConntrack() throws {
+        let conntrack = RecordingConntrack()
+        let proxier = NFTablesProxier(netfilter: InMemoryNetfilter(), config: PlannerConfig(), conntrack: conntrack)
+        _ = try proxier.sync(BackendTables([entry(["10.244.0.1", "10.244.0.2"])]))
+        _ = try proxier.sync(BackendTables([entry(["10.244.0.2"])]))
+        #expect(conntrack.requests.count == 1)
+        #expect(conntrack.requests.first?.count == 2)
+    }
+}

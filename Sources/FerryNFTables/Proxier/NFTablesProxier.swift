@@ -13,6 +13,10 @@ public struct NFTablesSyncReport: Sendable {
     /// sending, and reading its replies).
     public var planDuration: Duration
     public var kernelDuration: Duration
+    /// UDP conntrack entries deleted because their endpoint went away.
+    public var flowsDeleted = 0
+    /// Why deleting stale UDP flows failed, if it did (the sync itself succeeded).
+    public var conntrackError: NetfilterError?
 }
 
 /// Keeps Ferry's nftables tables equal to what the backend tables call for.
@@ -26,6 +30,8 @@ public struct NFTablesSyncReport: Sendable {
 public final class NFTablesProxier {
     public let netfilter: Netfilter
     public let config: PlannerConfig
+    /// Deletes conntrack entries of UDP flows whose endpoint went away; `nil` to leave conntrack alone.
+    public let conntrack: ConntrackCleaner?
     /// What is programmed, per service port: the entry it was planned from and its fragments.
     private var programmed: [ServicePortName: (entry: ServicePortTable, fragments: [NFTFamily: ServicePortFragment])] = [:]
     private var families: [NFTFamily] = []
@@ -33,9 +39,10 @@ public final class NFTablesProxier {
     private var lastGeneration: UInt32?
     private var awaitingDeletion: Set<StaleObject> = []
 
-    public init(netfilter: Netfilter, config: PlannerConfig) {
+    public init(netfilter: Netfilter, config: PlannerConfig, conntrack: ConntrackCleaner? = nil) {
         self.netfilter = netfilter
         self.config = config
+        self.conntrack = conntrack
     }
 
     /// Chains or sets are waiting to be deleted: another sync should follow shortly.
@@ -123,6 +130,8 @@ public final class NFTablesProxier {
         }
         let planDuration = clock.now - start
         let kernelDuration = try send(transaction)
+        var previous: [ServicePortName: ServicePortTable] = [:]
+        for name in changed { previous[name] = programmed[name]?.entry }
         for name in changed {
             if let entry = tables.ports[name], let fragments = replanned[name] {
                 programmed[name] = (entry, fragments)
@@ -131,9 +140,50 @@ public final class NFTablesProxier {
             }
         }
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
-        return NFTablesSyncReport(
+        var report = NFTablesSyncReport(
             transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,
             kernelDuration: kernelDuration)
+        let flows = changed.flatMap { name in NFTablesProxier.staleFlows(before: previous[name], after: tables.ports[name]) }
+        if let conntrack, !flows.isEmpty {
+            do {
+                report.flowsDeleted = try conntrack.delete(flows)
+            } catch {
+                report.conntrackError = error
+            }
+        }
+        return report
+    }
+
+    /// The UDP flows to forget when a service port changes from `before` to `after` (kube-proxy's rules):
+    /// flows DNATed to an endpoint no longer reachable; and every flow to the frontends of a port that had
+    /// no endpoint (its datagrams were rejected, and an entry made then would bypass the new endpoints)
+    /// or that is gone.
+    static func staleFlows(before: ServicePortTable?, after: ServicePortTable?) -> [StaleFlow] {
+        guard let before, before.name.protocol == .udp else { return [] }
+        let old = Set(before.categories.allReachable)
+        let new = Set(after?.categories.allReachable ?? [])
+        var flows: [StaleFlow] = []
+        if after != nil && !old.isEmpty {
+            for endpoint in old.subtracting(new).sorted() {
+                for frontend in before.frontends where frontend.address == nil || frontend.address?.family == endpoint.ip.family {
+                    flows.append(
+                        StaleFlow(
+                            destination: frontend.address, destinationPort: frontend.port, endpoint: endpoint.ip,
+                            endpointPort: endpoint.port,
+                            family: endpoint.ip.family))
+                }
+            }
+        } else if after == nil || new != old {
+            for frontend in before.frontends {
+                for family in frontend.address.map({ [$0.family] }) ?? IPFamily.allCases {
+                    flows.append(
+                        StaleFlow(
+                            destination: frontend.address, destinationPort: frontend.port, endpoint: nil, endpointPort: nil, family: family)
+                    )
+                }
+            }
+        }
+        return flows
     }
 
     /// Tables holding only the shared maps (declared, empty) and the given fragments.
