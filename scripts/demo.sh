@@ -25,7 +25,17 @@ step "$ferry" explain --manifests "$examples" "${node[@]}" --to 10.0.0.1:30081 -
 say "Watching a copy of the manifests: edits show up as rows; a broken file keeps its last good state."
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
 watcher=""
-cleanup() { [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+prefix="fd$$"
+bed_up=""
+cleanup() {
+  [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$work"
+  if [ -n "$bed_up" ]; then
+    ip netns exec "$prefix-node" "$ferry" cleanup >/dev/null 2>&1 || true
+    scripts/testbed.sh down "$prefix" >/dev/null 2>&1 || true
+  fi
+}
 trap cleanup EXIT
 cp -r "$examples" "$work/examples"
 "$ferry" get endpoints --manifests "$work/examples" --watch > "$work/watch.out" 2> "$work/watch.err" &
@@ -51,3 +61,23 @@ say "The file is fixed, then deleted: sticky's endpoints go away."
 sed -i 's/port: 70000/port: 8080/' "$work/examples/session-affinity.yaml"
 rm "$work/examples/session-affinity.yaml"
 show
+
+say "nftables mode, for real: a node, a client and the example pods, each in a network namespace of this run."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "(skipped: the traffic part needs root for network namespaces and nftables)"
+  exit 0
+fi
+bed_up=1
+scripts/testbed.sh up "$prefix" >/dev/null
+scripts/testbed.sh serve "$prefix" "$ferry" --tcp 80 --tcp 8080 >/dev/null
+in_node() { ip netns exec "$prefix-node" "$@"; }
+in_client() { ip netns exec "$prefix-client" "$@"; }
+step in_node "$ferry" sync --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16
+say "The rules Ferry wrote over netlink (the dispatch maps; 'nft list table ip ferry' shows all of it):"
+in_node nft list map ip ferry service-ips
+say "300 requests from the client to my-service's ClusterIP 10.96.0.10:80: each pod's share."
+step in_client "$ferry" debug probe --to 10.96.0.10:80 --count 300
+say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
+step in_client "$ferry" debug probe --to 10.0.0.1:30080 --count 300
+say "Removing everything Ferry made:"
+step in_node "$ferry" cleanup

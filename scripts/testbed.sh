@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The network-namespace test bed of Sources/FerryTestbed/Testbed.swift, with `ip` commands, for demos:
-# a node (IPv4 forwarding on), a client and the walk-through's three pods (deploy/examples/my-service.yaml),
+# a node (IPv4 forwarding on), a client, the walk-through's three pods (deploy/examples/my-service.yaml)
+# and web-nodeport's two (deploy/examples/nodeport.yaml),
 # each in its own namespace. Needs root.
 #
 #   scripts/testbed.sh up PREFIX                 create it and print the namespaces
@@ -20,11 +21,13 @@ set -euo pipefail
 
 node_ip=10.0.0.1
 client_ip=10.0.0.2
-# name ip node, as in deploy/examples/my-service.yaml
+# name ip node, as in deploy/examples/my-service.yaml and deploy/examples/nodeport.yaml
 pods=(
   "my-app-7c5ddbdf54-2xkqn 10.244.1.2 node-1"
   "my-app-7c5ddbdf54-9vwtr 10.244.2.2 node-2"
   "my-app-7c5ddbdf54-lh6zp 10.244.2.3 node-2"
+  "web-nodeport-5f7d9c8b64-k2jxw 10.244.1.10 node-1"
+  "web-nodeport-5f7d9c8b64-q8tzm 10.244.2.10 node-2"
 )
 
 usage() {
