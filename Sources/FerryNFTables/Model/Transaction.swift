@@ -88,15 +88,18 @@ public enum RulesetDiff {
             if old == nil { add(.addTable) }
             let oldChains = old?.chains ?? [:]
             let oldSets = old?.sets ?? [:]
+            // Sorted once: the batch's order is deterministic, and sorting 100,000 chains is not free.
+            let newChains = new.chains.values.sorted { $0.name < $1.name }
+            let newSets = new.sets.values.sorted { $0.name < $1.name }
 
-            for chain in new.chains.values.sorted(by: { $0.name < $1.name }) where oldChains[chain.name] == nil {
+            for chain in newChains where oldChains[chain.name] == nil {
                 add(.addChain(Chain(name: chain.name, hook: chain.hook)))
             }
-            for set in new.sets.values.sorted(by: { $0.name < $1.name }) where oldSets[set.name] == nil {
+            for set in newSets where oldSets[set.name] == nil {
                 add(.addSet(set.declaration))
             }
             var rewritten: [Chain] = []
-            for chain in new.chains.values.sorted(by: { $0.name < $1.name }) {
+            for chain in newChains {
                 if let existing = oldChains[chain.name] {
                     // Compared by fingerprint: rules read back from the kernel are known by their stamp only.
                     if existing.rules.map({ RuleFingerprint.of($0, family: family) })
@@ -115,7 +118,7 @@ public enum RulesetDiff {
             for chain in rewritten {
                 for rule in chain.rules { add(.addRule(chain: chain.name, rule)) }
             }
-            for set in new.sets.values.sorted(by: { $0.name < $1.name }) where set.timeoutSeconds == nil {
+            for set in newSets where set.timeoutSeconds == nil {
                 let before = oldSets[set.name]?.elements ?? [:]
                 let removed = before.filter { key, verdict in set.elements[key].map { $0 != verdict } ?? true }
                 let added = set.elements.filter { key, verdict in before[key].map { $0 != verdict } ?? true }
