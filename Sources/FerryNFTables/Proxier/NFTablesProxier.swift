@@ -32,8 +32,10 @@ public final class NFTablesProxier {
     public let config: PlannerConfig
     /// Deletes conntrack entries of UDP flows whose endpoint went away; `nil` to leave conntrack alone.
     public let conntrack: ConntrackCleaner?
-    /// What is programmed, per service port: the entry it was planned from and its fragments.
-    private var programmed: [ServicePortName: (entry: ServicePortTable, fragments: [NFTFamily: ServicePortFragment])] = [:]
+    /// What is programmed, per service port: the entry it was planned from. Its fragments are not kept:
+    /// they are a pure function of the entry, re-derived when the entry changes (memory follows the
+    /// tables, not the ruleset).
+    private var programmed: [ServicePortName: ServicePortTable] = [:]
     private var families: [NFTFamily] = []
     private var trusted = false
     private var lastGeneration: UInt32?
@@ -64,23 +66,20 @@ public final class NFTablesProxier {
         let clock = ContinuousClock()
         let start = clock.now
         let applied = try netfilter.read(table: Planner.tableName)
-        var planned: [ServicePortName: (entry: ServicePortTable, fragments: [NFTFamily: ServicePortFragment])] = [:]
         var byFamily: [NFTFamily: [ServicePortFragment]] = [:]
         for entry in tables.ports.values {
-            let fragments = Planner.fragments(for: entry, config: config)
-            planned[entry.name] = (entry, fragments)
-            for (family, fragment) in fragments { byFamily[family, default: []].append(fragment) }
+            for (family, fragment) in Planner.fragments(for: entry, config: config) { byFamily[family, default: []].append(fragment) }
         }
         let desired = Planner.assemble(byFamily, config: config)
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
         let planDuration = clock.now - start
         let kernelDuration = try send(transaction)
-        programmed = planned
+        programmed = tables.ports
         families = Planner.families(byFamily)
         awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
         return NFTablesSyncReport(
-            transaction: transaction, readBack: true, replannedPorts: planned.count, planDuration: planDuration,
+            transaction: transaction, readBack: true, replannedPorts: tables.count, planDuration: planDuration,
             kernelDuration: kernelDuration)
     }
 
@@ -88,7 +87,7 @@ public final class NFTablesProxier {
         let clock = ContinuousClock()
         let start = clock.now
         var changed: [ServicePortName] = []
-        for (name, entry) in tables.ports where programmed[name]?.entry != entry { changed.append(name) }
+        for (name, entry) in tables.ports where programmed[name] != entry { changed.append(name) }
         for name in programmed.keys where tables.ports[name] == nil { changed.append(name) }
         if changed.isEmpty && awaitingDeletion.isEmpty {
             return NFTablesSyncReport(
@@ -110,7 +109,8 @@ public final class NFTablesProxier {
         var before: [NFTFamily: [ServicePortFragment]] = [:]
         var after: [NFTFamily: [ServicePortFragment]] = [:]
         for name in changed {
-            for (family, fragment) in programmed[name]?.fragments ?? [:] { before[family, default: []].append(fragment) }
+            let old = programmed[name].map { Planner.fragments(for: $0, config: config) } ?? [:]
+            for (family, fragment) in old { before[family, default: []].append(fragment) }
             for (family, fragment) in replanned[name] ?? [:] { after[family, default: []].append(fragment) }
         }
         let old = partial(before)
@@ -131,14 +131,8 @@ public final class NFTablesProxier {
         let planDuration = clock.now - start
         let kernelDuration = try send(transaction)
         var previous: [ServicePortName: ServicePortTable] = [:]
-        for name in changed { previous[name] = programmed[name]?.entry }
-        for name in changed {
-            if let entry = tables.ports[name], let fragments = replanned[name] {
-                programmed[name] = (entry, fragments)
-            } else {
-                programmed[name] = nil
-            }
-        }
+        for name in changed { previous[name] = programmed[name] }
+        for name in changed { programmed[name] = tables.ports[name] }
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
         var report = NFTablesSyncReport(
             transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,
