@@ -407,23 +407,8 @@ enum DebugProbe {
         return output + "\""
     }
 
-    /// `IP:PORT` or `[IPv6]:PORT`; an unbracketed IPv6 address is refused (`fd00::1:80` is itself one).
-    static func parseHostPort(_ text: String) -> (IPAddress, Int)? {
-        let host: Substring
-        let portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            portText = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { return nil }
-            host = text[..<colon]
-            guard !host.contains(":") else { return nil }
-            portText = text[text.index(after: colon)...]
-        }
-        guard let address = IPAddress(host), let port = Int(portText), (1...65_535).contains(port) else { return nil }
-        return (address, port)
-    }
+    /// `IP:PORT` or `[IPv6]:PORT`: the one parser `explain` uses too.
+    static func parseHostPort(_ text: String) -> (IPAddress, Int)? { FerryCLI.parseHostPort(text) }
 
     /// `NAME ADDRESS:PORT` → the name and the address (nil when the line has no parsable second word).
     static func parseAnswer(_ line: Substring) -> Outcome {
