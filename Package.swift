@@ -50,7 +50,8 @@ let package = Package(
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
         .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
         // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).
-        .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry"]),
+        .testTarget(
+            name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry"], exclude: ["Fixtures"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"], exclude: ["Golden"]),
     ]
 )
