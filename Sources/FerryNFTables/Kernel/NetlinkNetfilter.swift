@@ -1,7 +1,9 @@
 import CMnl
 import CNftnl
+import Dispatch
 import FerryCore
 import Glibc
+import Synchronization
 
 /// nftables in the kernel, over a netfilter netlink socket with libnftnl and libmnl.
 ///
@@ -54,24 +56,57 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         guard !transaction.isEmpty else { return }
         let clock = ContinuousClock()
         let encodeStart = clock.now
-        var batch = BatchBuilder(firstSequence: nextSequence())
-        batch.begin()
-        var setID: UInt32 = 1
-        for (index, operation) in transaction.operations.enumerated() {
-            try encode(operation, index: index, into: &batch, setID: &setID)
-        }
-        batch.end()
-        sequence = batch.sequence
+        let (bytes, operationIndex) = try encodeBatch(transaction)
         let commitStart = clock.now
-        try send(batch.bytes)
+        try send(bytes)
         let failures = try collectReplies()
-        lastApply = (commitStart - encodeStart, clock.now - commitStart, batch.bytes.count)
+        lastApply = (commitStart - encodeStart, clock.now - commitStart, bytes.count)
         guard let (code, sequenceNumber) = failures.first else { return }
-        let operation = batch.operationIndex[sequenceNumber].map { transaction.operations[$0] }
+        let operation = operationIndex[sequenceNumber].map { transaction.operations[$0] }
         throw NetlinkNetfilter.kernelError(code, operation: operation, count: failures.count)
     }
 
-    private func encode(_ operation: Operation, index: Int, into batch: inout BatchBuilder, setID: inout UInt32) throws(NetfilterError) {
+    /// The batch for `transaction`, and which operation each message's sequence number belongs to.
+    /// A large transaction is encoded in chunks on all cores (messages are independent; each chunk has
+    /// its own range of sequence numbers), then joined in order between BATCH_BEGIN and BATCH_END.
+    private func encodeBatch(_ transaction: Transaction) throws(NetfilterError) -> ([UInt8], [UInt32: Int]) {
+        let operations = transaction.operations
+        let chunkSize = 8_192
+        let chunks = (operations.count + chunkSize - 1) / chunkSize
+        let base = nextSequence()
+        let stride: UInt32 = 1 << 24
+        let results = Mutex<[Int: Result<BatchBuilder, NetfilterError>]>([:])
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            var builder = BatchBuilder(firstSequence: base &+ 1 &+ UInt32(chunk) &* stride)
+            let range = (chunk * chunkSize)..<min(operations.count, (chunk + 1) * chunkSize)
+            do throws(NetfilterError) {
+                for index in range { try self.encode(operations[index], index: index, into: &builder) }
+                results.withLock { $0[chunk] = .success(builder) }
+            } catch {
+                results.withLock { $0[chunk] = .failure(error) }
+            }
+        }
+        var batch = BatchBuilder(firstSequence: base)
+        batch.begin()
+        var bytes = batch.bytes
+        var operationIndex: [UInt32: Int] = [:]
+        let encoded = results.withLock { $0 }
+        for chunk in 0..<chunks {
+            switch encoded[chunk]! {
+            case .failure(let error): throw error
+            case .success(let builder):
+                bytes += builder.bytes
+                operationIndex.merge(builder.operationIndex) { first, _ in first }
+            }
+        }
+        var end = BatchBuilder(firstSequence: base &+ 1 &+ UInt32(chunks) &* stride)
+        end.end()
+        bytes += end.bytes
+        sequence = end.sequence
+        return (bytes, operationIndex)
+    }
+
+    private func encode(_ operation: Operation, index: Int, into batch: inout BatchBuilder) throws(NetfilterError) {
         let family = UInt16(operation.family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6)
         let table = operation.table
         let create = UInt16(NLM_F_CREATE)
@@ -139,8 +174,8 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 nftnl_set_set_u32(object, UInt16(NFTNL_SET_DESC_SIZE.rawValue), UInt32(NFTSet.dynamicSize))
             }
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), flags)
-            nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), setID)
-            setID += 1
+            // Unique within the batch without a shared counter: the operation's position.
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), UInt32(index + 1))
             batch.message(NFT_MSG_NEWSET, family: family, flags: create, operation: index) { nftnl_set_nlmsg_build_payload($0, object) }
         case .deleteSet(let name):
             let object = setObject(table: table, name: name, family: family)

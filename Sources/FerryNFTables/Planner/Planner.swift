@@ -1,4 +1,6 @@
+import Dispatch
 import FerryCore
+import Synchronization
 
 /// What the planner needs beyond the backend tables.
 public struct PlannerConfig: Sendable, Hashable {
@@ -71,6 +73,25 @@ public enum Planner {
             ruleset.tables[family] = table
         }
         return ruleset
+    }
+
+    /// The fragments of many service ports by family, planned on all cores.
+    public static func fragments(for entries: [ServicePortTable], config: PlannerConfig) -> [NFTFamily: [ServicePortFragment]] {
+        let chunkSize = 1_024
+        let chunks = (entries.count + chunkSize - 1) / chunkSize
+        let results = Mutex<[Int: [NFTFamily: [ServicePortFragment]]]>([:])
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            var local: [NFTFamily: [ServicePortFragment]] = [:]
+            for entry in entries[(chunk * chunkSize)..<min(entries.count, (chunk + 1) * chunkSize)] {
+                for (family, fragment) in fragments(for: entry, config: config) { local[family, default: []].append(fragment) }
+            }
+            results.withLock { $0[chunk] = local }
+        }
+        var merged: [NFTFamily: [ServicePortFragment]] = [:]
+        for (_, part) in results.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+            for (family, list) in part { merged[family, default: []] += list }
+        }
+        return merged
     }
 
     /// What one service port contributes to each family's table.

@@ -66,10 +66,7 @@ public final class NFTablesProxier {
         let clock = ContinuousClock()
         let start = clock.now
         let applied = try netfilter.read(table: Planner.tableName)
-        var byFamily: [NFTFamily: [ServicePortFragment]] = [:]
-        for entry in tables.ports.values {
-            for (family, fragment) in Planner.fragments(for: entry, config: config) { byFamily[family, default: []].append(fragment) }
-        }
+        let byFamily = Planner.fragments(for: Array(tables.ports.values), config: config)
         let desired = Planner.assemble(byFamily, config: config)
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
