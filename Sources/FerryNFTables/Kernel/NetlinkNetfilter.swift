@@ -2,6 +2,7 @@ import CMnl
 import CNftnl
 import Dispatch
 import FerryCore
+import Foundation
 import Glibc
 import Synchronization
 
@@ -41,6 +42,36 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
 
     deinit { mnl_socket_close(socket) }
 
+    /// A socket bound to the network namespace at `path` (e.g. `/run/netns/NAME`), opened from a
+    /// short-lived thread that joins that namespace: the calling thread and the process stay where they
+    /// are, and the socket keeps talking to the namespace it was opened in. For tests and benchmarks.
+    public static func inNamespace(_ path: String) throws(NetfilterError) -> NetlinkNetfilter {
+        let outcome = Mutex<Result<NetlinkNetfilter, NetfilterError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            defer { if descriptor >= 0 { close(descriptor) } }
+            guard descriptor >= 0, ferry_setns_network(descriptor) == 0 else {
+                outcome.withLock { $0 = .failure(NetlinkNetfilter.systemError("setns \(path)")) }
+                done.signal()
+                return
+            }
+            do throws(NetfilterError) {
+                let netfilter = try NetlinkNetfilter()
+                outcome.withLock { $0 = .success(netfilter) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        switch outcome.withLock({ $0 })! {
+        case .success(let netfilter): return netfilter
+        case .failure(let error): throw error
+        }
+    }
+
     private func nextSequence() -> UInt32 {
         sequence &+= 1
         return sequence
@@ -56,10 +87,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         guard !transaction.isEmpty else { return }
         let clock = ContinuousClock()
         let encodeStart = clock.now
-        let (bytes, operationIndex) = try encodeBatch(transaction)
+        let (bytes, operationIndex, first, last) = try encodeBatch(transaction)
         let commitStart = clock.now
         try send(bytes)
-        let failures = try collectReplies()
+        let failures = try collectReplies { $0 &- first <= last &- first }
         lastApply = (commitStart - encodeStart, clock.now - commitStart, bytes.count)
         guard let (code, sequenceNumber) = failures.first else { return }
         let operation = operationIndex[sequenceNumber].map { transaction.operations[$0] }
@@ -69,7 +100,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
     /// The batch for `transaction`, and which operation each message's sequence number belongs to.
     /// A large transaction is encoded in chunks on all cores (messages are independent; each chunk has
     /// its own range of sequence numbers), then joined in order between BATCH_BEGIN and BATCH_END.
-    private func encodeBatch(_ transaction: Transaction) throws(NetfilterError) -> ([UInt8], [UInt32: Int]) {
+    private func encodeBatch(_ transaction: Transaction) throws(NetfilterError) -> ([UInt8], [UInt32: Int], first: UInt32, last: UInt32) {
         let operations = transaction.operations
         let chunkSize = 8_192
         let chunks = (operations.count + chunkSize - 1) / chunkSize
@@ -103,7 +134,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         end.end()
         bytes += end.bytes
         sequence = end.sequence
-        return (bytes, operationIndex)
+        return (bytes, operationIndex, base &+ 1, end.sequence)
     }
 
     private func encode(_ operation: Operation, index: Int, into batch: inout BatchBuilder) throws(NetfilterError) {
@@ -256,8 +287,9 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
     }
 
     /// Reads the batch's replies up to the answer to a GETGEN sent after it; returns (errno, sequence)
-    /// for each message the kernel rejected.
-    private func collectReplies() throws(NetfilterError) -> [(Int32, UInt32)] {
+    /// for each message of the batch (`belongs`) the kernel rejected. Replies to earlier requests still in
+    /// the socket (a dump's trailing ACK) are passed over.
+    private func collectReplies(belongs: (UInt32) -> Bool) throws(NetfilterError) -> [(Int32, UInt32)] {
         let generationSequence = try requestGeneration()
         var failures: [(Int32, UInt32)] = []
         var done = false
@@ -265,7 +297,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             switch Int32(header.nlmsg_type) {
             case NLMSG_ERROR:
                 let code = payload.load(as: Int32.self)
-                if code != 0 { failures.append((-code, header.nlmsg_seq)) }
+                if code != 0 && belongs(header.nlmsg_seq) { failures.append((-code, header.nlmsg_seq)) }
                 if header.nlmsg_seq == generationSequence { done = true }
             default:
                 if header.nlmsg_seq == generationSequence { done = true }
@@ -300,8 +332,9 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             }
             let object = nftnl_gen_alloc()!
             defer { nftnl_gen_free(object) }
-            var mutableHeader = header
-            if nftnl_gen_nlmsg_parse(&mutableHeader, object) >= 0 {
+            // The message itself (header and attributes), not a copy of its header.
+            let message = payload.advanced(by: -MemoryLayout<nlmsghdr>.size).assumingMemoryBound(to: nlmsghdr.self)
+            if nftnl_gen_nlmsg_parse(message, object) >= 0 {
                 result = nftnl_gen_get_u32(object, UInt16(NFTNL_GEN_ID))
             }
             return false
@@ -434,13 +467,17 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         let query = setObject(table: table, name: set.name, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6))
         defer { nftnl_set_free(query) }
         var elements: [ElementKey: Verdict?] = [:]
+        var unreadable = 0
         try dump(
             NFT_MSG_GETSETELEM, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6),
             payload: { nftnl_set_elems_nlmsg_build_payload($0, query) }
         ) { header in
             let parsed = nftnl_set_alloc()!
             defer { nftnl_set_free(parsed) }
-            guard nftnl_set_elems_nlmsg_parse(header, parsed) >= 0, let iterator = nftnl_set_elems_iter_create(parsed) else { return }
+            guard nftnl_set_elems_nlmsg_parse(header, parsed) >= 0, let iterator = nftnl_set_elems_iter_create(parsed) else {
+                unreadable += 1
+                return
+            }
             defer { nftnl_set_elems_iter_destroy(iterator) }
             while let element = nftnl_set_elems_iter_next(iterator) {
                 var length: UInt32 = 0
@@ -457,6 +494,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 }
                 elements[key] = .some(verdict)
             }
+        }
+        // Never a silent partial read: a diff against it would re-add (or leave out) elements.
+        if unreadable > 0 {
+            throw NetfilterError(kind: .system, message: "\(unreadable) element message(s) of set \(set.name) could not be parsed")
         }
         return elements
     }

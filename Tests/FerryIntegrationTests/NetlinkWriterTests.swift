@@ -1,0 +1,95 @@
+import FerryNFTables
+import FerryTestbed
+import Foundation
+import Testing
+
+/// The netlink writer against the kernel, in a network namespace made for the test.
+@Suite("netlink writer: the kernel's answers", .serialized)
+struct NetlinkWriterTests {
+    /// A namespace named for this run, deleted afterwards.
+    final class Namespace {
+        let name = "fyw\(getpid())\(Int.random(in: 0..<1000))"
+        init() throws {
+            _ = try run(["ip", "netns", "add", name])
+        }
+        deinit { _ = try? run(["ip", "netns", "del", name]) }
+        var path: String { "/run/netns/\(name)" }
+
+        @discardableResult
+        func run(_ arguments: [String]) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = arguments
+            let output = NSTemporaryDirectory() + "ferry-writer-\(getpid())-\(UUID().uuidString)"
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            process.standardError = process.standardOutput
+            try Testbed.launch(process)
+            process.waitUntilExit()
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            guard process.terminationStatus == 0 else { throw TrafficTestError("\(arguments.joined(separator: " ")): \(text)") }
+            return text
+        }
+    }
+
+    @Test func aRejectedMessageNamesItsOperationAndNothingIsApplied() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        let bad = Operation(.ip, "ferry", .addRule(chain: "entry", Rule([.verdict(.jump("no-such-chain"))])))
+        let transaction = Transaction([
+            Operation(.ip, "ferry", .addTable),
+            Operation(.ip, "ferry", .addChain(Chain(name: "entry"))),
+            Operation(.ip, "ferry", .addRule(chain: "entry", Rule([.counter]))),
+            bad,
+            Operation(.ip, "ferry", .addRule(chain: "entry", Rule([.verdict(.accept)]))),
+        ])
+        do {
+            try netfilter.apply(transaction)
+            Issue.record("the kernel accepted a jump to a missing chain")
+        } catch {
+            #expect(error.kind == .notFound, "\(error)")
+            #expect(error.operation == bad, "\(error)")
+            #expect(error.description.contains("nothing was applied"))
+        }
+        #expect(try netfilter.read(table: "ferry").tables.isEmpty, "the batch was rolled back whole")
+        #expect(try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "list", "ruleset"]).isEmpty)
+    }
+
+    @Test func aLargeSetIsWrittenWholeAndReadBack() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        // 20,000 elements: one libnftnl message would wrap its 16-bit nest length and lose most of them.
+        var elements: [ElementKey: Verdict?] = [:]
+        for index in 0..<20_000 {
+            elements[ElementKey([.address(.v4(0x0A60_0000 + UInt32(index))), .l4Protocol(.tcp), .port(80)])] = .drop
+        }
+        let map = NFTSet(name: "service-ips", key: [.destinationAddress, .l4Protocol, .destinationPort], isVerdictMap: true)
+        try netfilter.apply(
+            Transaction([
+                Operation(.ip, "ferry", .addTable), Operation(.ip, "ferry", .addSet(map)),
+                Operation(.ip, "ferry", .addElements(set: "service-ips", elements)),
+            ]))
+        let listed = try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "list", "map", "ip", "ferry", "service-ips"])
+        #expect(listed.components(separatedBy: ": drop").count - 1 == 20_000, "the kernel holds every element")
+        let read = try netfilter.read(table: "ferry")
+        #expect(read.tables[.ip]?.sets["service-ips"]?.elements.count == 20_000)
+        #expect(read.tables[.ip]?.sets["service-ips"]?.elements == elements)
+        #expect(try netfilter.deleteTables(named: "ferry") == [.ip])
+        #expect(try netfilter.deleteTables(named: "ferry") == [])
+    }
+
+    @Test func theGenerationMovesWithEveryCommit() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        let before = try netfilter.generation()
+        try netfilter.apply(Transaction([Operation(.ip, "ferry", .addTable)]))
+        let after = try netfilter.generation()
+        #expect(after != before)
+        try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "add", "table", "ip", "someone-else"])
+        #expect(try netfilter.generation() != after, "a change by anyone else moves it too")
+    }
+}
