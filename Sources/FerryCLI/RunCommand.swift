@@ -145,7 +145,7 @@ final class SyncLoop: Sendable {
             lastSync = now
             dirty = false
             do {
-                try syncOnce()
+                try syncOnce(verify: periodic)
                 failures = 0
                 retryAt = nil
             } catch {
@@ -159,12 +159,12 @@ final class SyncLoop: Sendable {
         }
     }
 
-    private func syncOnce() throws {
+    private func syncOnce(verify: Bool) throws {
         try state.withLock { parts in
             let clock = ContinuousClock()
             let start = clock.now
             let result = parts.tracker.sync()
-            let report = try parts.proxier.sync(result.tables)
+            let report = try parts.proxier.sync(result.tables, verify: verify)
             let counts = report.transaction.summary
             let total = clock.now - start
             let level: Logger.Level = report.transaction.isEmpty && !report.readBack ? .debug : .info

@@ -221,6 +221,26 @@ struct NFTablesTrafficTests {
         #expect(moved.answers[first] == nil, "the flow still goes to the removed endpoint \(first): \(moved.answers)")
     }
 
+    /// Someone flushes Ferry's dispatch chain; the periodic resync notices (the nftables generation moved)
+    /// and puts it back.
+    @Test func tamperingIsRepairedAtThePeriodicResync() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let ferry = try bed.bed.spawn(
+            in: bed.bed.node, [bed.ferry, "run", "--min-sync-period", "0.1", "--sync-period", "1"] + bed.nodeFlags, logName: "ferry")
+        defer { kill(ferry.processIdentifier, SIGTERM) }
+        try waitUntil("ferry programs its rules") { bed.bed.log("ferry").stderr.contains("synced") }
+        _ = try bed.bed.run(in: bed.bed.node, ["nft", "flush", "chain", "ip", "ferry", "services"])
+        let broken = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 3, extra: ["--timeout-ms", "300"])
+        #expect(broken.total == 0, "with the dispatch chain flushed, nothing is forwarded")
+        try waitUntil("ferry repairs the chain") {
+            let listed = (try? bed.bed.run(in: bed.bed.node, ["nft", "list", "chain", "ip", "ferry", "services"]))?.stdout ?? ""
+            return listed.contains("vmap @service-ips")
+        }
+        let repaired = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 30)
+        #expect(repaired.total == 30)
+    }
+
     static let restartProbes = 40_000
 
     @Test func aRestartUnderTrafficLosesNoConnection() throws {

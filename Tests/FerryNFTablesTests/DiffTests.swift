@@ -256,3 +256,18 @@ struct StaleFlowTests {
         #expect(conntrack.requests.first?.count == 2)
     }
 }
+
+@Suite("Verifying against the kernel")
+struct VerifyTests {
+    @Test func onlyAVerifyingSyncLooksForOutsideChanges() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        try twin.apply(Transaction([Operation(.ip, "ferry", .flushChain("services"))]))
+        let trusting = try proxier.sync(tables(yaml: syntheticYAML(services: 2)), verify: false)
+        #expect(!trusting.readBack && trusting.transaction.isEmpty)
+        let verifying = try proxier.sync(tables(yaml: syntheticYAML(services: 2)), verify: true)
+        #expect(verifying.readBack)
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
+    }
+}

@@ -55,8 +55,14 @@ public final class NFTablesProxier {
 
     /// Brings the kernel to the ruleset for `tables`. On failure nothing was applied (the kernel rolls
     /// the batch back) and the next sync reads the kernel's state back.
-    public func sync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
-        if trusted, let generation = try? netfilter.generation(), generation == lastGeneration {
+    ///
+    /// With `verify`, the nftables generation is checked first and any commit by someone else since
+    /// Ferry's last one leads to a read-back (the periodic resync: it repairs tampering). Without it, the
+    /// mirror is trusted: the generation is global, and re-reading Ferry's tables after every commit of
+    /// every other nftables user would make each sync as slow as a restart. A wrong mirror still heals:
+    /// a batch built on it fails, and the next sync reads back.
+    public func sync(_ tables: BackendTables, verify: Bool = true) throws(NetfilterError) -> NFTablesSyncReport {
+        if trusted, !verify || (try? netfilter.generation()) == lastGeneration {
             return try incrementalSync(tables)
         }
         return try fullSync(tables)
