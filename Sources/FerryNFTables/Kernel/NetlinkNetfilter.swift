@@ -313,7 +313,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
             let header = nftnl_nlmsg_build_hdr(
                 raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETGEN.rawValue),
-                UInt16(AF_UNSPEC), UInt16(NLM_F_ACK), number)!
+                UInt16(AF_UNSPEC), 0, number)!
             return Int(header.pointee.nlmsg_len)
         }
         try send(Array(buffer.prefix(length)))
@@ -337,7 +337,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             if nftnl_gen_nlmsg_parse(message, object) >= 0 {
                 result = nftnl_gen_get_u32(object, UInt16(NFTNL_GEN_ID))
             }
-            return false
+            return true  // the reply is the answer; no ACK is asked for
         }
         guard let result else { throw NetfilterError(kind: .system, message: "no generation id in the kernel's reply") }
         return result
@@ -514,7 +514,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             let length = request.withUnsafeMutableBytes { raw -> Int in
                 let header = nftnl_nlmsg_build_hdr(
                     raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family,
-                    UInt16(NLM_F_DUMP | NLM_F_ACK), number)!
+                    UInt16(NLM_F_DUMP), number)!
                 payload?(header)
                 return Int(header.pointee.nlmsg_len)
             }
