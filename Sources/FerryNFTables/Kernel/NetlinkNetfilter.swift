@@ -119,11 +119,21 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         }
         var batch = BatchBuilder(firstSequence: base)
         batch.begin()
-        var bytes = batch.bytes
+        // Take the chunks out of the lock's storage and release each once it is copied, so the chunks
+        // and the joined batch are not all alive at once (at 10,000 services the batch is 117 MiB).
+        var encoded = results.withLock { storage in
+            var taken: [Int: Result<BatchBuilder, NetfilterError>] = [:]
+            swap(&taken, &storage)
+            return taken
+        }
+        var total = batch.bytes.count + 64
+        for case .success(let builder) in encoded.values { total += builder.bytes.count }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(total)
+        bytes += batch.bytes
         var operationIndex: [UInt32: Int] = [:]
-        let encoded = results.withLock { $0 }
         for chunk in 0..<chunks {
-            switch encoded[chunk]! {
+            switch encoded.removeValue(forKey: chunk)! {
             case .failure(let error): throw error
             case .success(let builder):
                 bytes += builder.bytes
