@@ -20,9 +20,6 @@
 #include <libnftnl/gen.h>
 #include <libnftnl/udata.h>
 
-/// NFT_JUMP and friends are negative; Swift sees them as Int32.
-static inline uint32_t ferry_verdict_code(int verdict) { return (uint32_t)verdict; }
-
 #include <sys/syscall.h>
 #include <unistd.h>
 /// setns(2) for the calling thread only (not exported by Swift's Glibc module without _GNU_SOURCE).

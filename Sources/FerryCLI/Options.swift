@@ -32,15 +32,16 @@ struct SourceOptions: ParsableArguments {
 struct LoadedManifests {
     var objects: [ManifestObject]
     var state: ClusterState
+    /// Objects as written, by key: `-o json|yaml` looks one up per listed object.
+    private let wireByKey: [ObjectKey: WireObject]
 
     init(objects: [ManifestObject]) {
         self.objects = objects
         self.state = ClusterState(objects.map(\.object))
+        self.wireByKey = Dictionary(objects.map { ($0.object.key, $0.wire) }, uniquingKeysWith: { first, _ in first })
     }
 
-    func wire(for key: ObjectKey) -> WireObject? {
-        objects.first { $0.object.key == key }?.wire
-    }
+    func wire(for key: ObjectKey) -> WireObject? { wireByKey[key] }
 }
 
 /// Which node Ferry stands on.

@@ -73,14 +73,4 @@ public struct ClusterState: Sendable, Hashable {
             return .endpointSlice(slice)
         }
     }
-
-    /// Every object held, sorted by key.
-    public var allObjects: [KubeObject] {
-        var result: [KubeObject] = services.values.map(KubeObject.service)
-        result += slices.values.flatMap { $0.values.map(KubeObject.endpointSlice) }
-        result += endpoints.values.map(KubeObject.endpoints)
-        result += pods.values.flatMap { $0.values.map(KubeObject.pod) }
-        result += nodes.values.map(KubeObject.node)
-        return result.sorted { $0.key < $1.key }
-    }
 }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// Renders rulesets and transactions as nft text: the ruleset in `nft list` layout (for `--dry-run`,
 /// logs and golden tests), a transaction as an `nft -f` script.
 public enum Renderer {
@@ -25,19 +23,24 @@ public enum Renderer {
 
     static func setBlock(_ set: NFTSet, family: NFTFamily) -> String {
         var lines = ["\t\(set.isVerdictMap ? "map" : "set") \(set.name) {"]
-        let type = set.key.map { $0.typeName(family) }.joined(separator: " . ")
-        lines.append("\t\ttype \(type)\(set.isVerdictMap ? " : verdict" : "")")
-        if let timeout = set.timeoutSeconds {
-            lines.append("\t\tsize \(NFTSet.dynamicSize)")
-            lines.append("\t\tflags dynamic,timeout")
-            lines.append("\t\ttimeout \(duration(timeout))")
-        }
+        lines += declarationLines(set, family: family).map { "\t\t" + $0 }
         let elements = elementTexts(set)
         if !elements.isEmpty {
             lines.append("\t\telements = { " + elements.joined(separator: ",\n\t\t\t     ") + " }")
         }
         lines.append("\t}")
         return lines.joined(separator: "\n")
+    }
+
+    /// The lines declaring a set, in `nft list` order: its type, and for a dynamic set its size, flags
+    /// and timeout.
+    static func declarationLines(_ set: NFTSet, family: NFTFamily) -> [String] {
+        let type = set.key.map { $0.typeName(family) }.joined(separator: " . ")
+        var lines = ["type \(type)\(set.isVerdictMap ? " : verdict" : "")"]
+        if let timeout = set.timeoutSeconds {
+            lines += ["size \(NFTSet.dynamicSize)", "flags dynamic,timeout", "timeout \(duration(timeout))"]
+        }
+        return lines
     }
 
     static func elementTexts(_ set: NFTSet) -> [String] {
@@ -77,8 +80,7 @@ public enum Renderer {
             case .addRule(let chain, let rule):
                 return "add rule \(table) \(chain) \(rule.text(operation.family))"
             case .addSet(let set):
-                let body = setBlock(set.declaration, family: operation.family)
-                    .split(separator: "\n").dropFirst().dropLast().map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")
+                let body = declarationLines(set, family: operation.family).joined(separator: "; ")
                 return "add \(set.isVerdictMap ? "map" : "set") \(table) \(set.name) { \(body); }"
             case .deleteSet(let name):
                 return "delete set \(table) \(name)"

@@ -50,9 +50,6 @@ public final class NFTablesProxier {
     /// Chains or sets are waiting to be deleted: another sync should follow shortly.
     public var hasPendingDeletions: Bool { !awaitingDeletion.isEmpty }
 
-    /// Forgets what was programmed, so the next sync reads the kernel back.
-    public func invalidate() { trusted = false }
-
     /// Brings the kernel to the ruleset for `tables`. On failure nothing was applied (the kernel rolls
     /// the batch back) and the next sync reads the kernel's state back.
     ///
