@@ -213,7 +213,7 @@ public final class Testbed: @unchecked Sendable {
 
     /// Runs `ip arguments…` in this (the test's) namespace, throwing when it fails.
     private func ip(_ arguments: [String]) throws {
-        try check(["ip"] + arguments) { try self.execute([self.ip] + arguments, timeout: .seconds(30)) }
+        try check(["ip"] + arguments) { try Testbed.execute([self.ip] + arguments, timeout: .seconds(30)) }
     }
 
     private func check(_ command: [String], _ body: () throws -> CommandResult) throws {
@@ -229,7 +229,7 @@ public final class Testbed: @unchecked Sendable {
     /// Runs `command` in `namespace` (`ip netns exec`) and waits for it, at most `timeout` (then it is
     /// killed and the result says `timedOut`). The command is found on `PATH` inside the namespace.
     public func run(in namespace: Namespace, _ command: [String], timeout: Duration = .seconds(60)) throws -> CommandResult {
-        try execute([ip, "netns", "exec", namespace.name] + command, timeout: timeout)
+        try Testbed.execute([ip, "netns", "exec", namespace.name] + command, timeout: timeout)
     }
 
     /// Starts `command` in `namespace` and returns at once; the process is killed by `teardown()`.
@@ -309,7 +309,7 @@ public final class Testbed: @unchecked Sendable {
 
         Testbed.stop(processes)
         for namespace in namespaces.reversed() {
-            _ = try? execute([ip, "netns", "del", namespace.name], timeout: .seconds(30))
+            _ = try? Testbed.execute([ip, "netns", "del", namespace.name], timeout: .seconds(30))
         }
         try? FileManager.default.removeItem(atPath: logDirectory)
     }
@@ -360,12 +360,9 @@ public final class Testbed: @unchecked Sendable {
     // MARK: Processes
 
     /// Runs `arguments` (the first is the executable's path) with stdin closed, output captured through
-    /// files (no pipe to fill up), killed after `timeout`.
-    private func execute(_ arguments: [String], timeout: Duration) throws -> CommandResult {
-        lock.lock()
-        logCounter += 1
-        let base = "\(logDirectory)/run-\(logCounter)"
-        lock.unlock()
+    /// files (no pipe to fill up), killed after `timeout`. Started with `launch(_:)`, so signals reach it.
+    public static func execute(_ arguments: [String], timeout: Duration = .seconds(60)) throws -> CommandResult {
+        let base = NSTemporaryDirectory() + "ferry-testbed-\(getpid())-\(UUID().uuidString)"
         let outPath = base + ".stdout", errPath = base + ".stderr"
         let out = try Testbed.createFile(outPath)
         let err = try Testbed.createFile(errPath)

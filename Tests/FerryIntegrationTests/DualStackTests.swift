@@ -34,18 +34,8 @@ struct DualStackTests {
 
     /// Runs a shell script in a new network namespace (gone when it exits); throws on failure.
     func runInPrivateNamespace(_ script: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["-n", "sh", "-c", script]
-        let output = NSTemporaryDirectory() + "ferry-dual-stack-\(getpid())-\(UUID().uuidString)"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: output) }
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        process.standardError = process.standardOutput
-        try Testbed.launch(process)
-        process.waitUntilExit()
-        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        guard process.terminationStatus == 0 else { throw TrafficTestError("unshare -n script failed: \(text)") }
-        return text
+        let result = try Testbed.execute(["/usr/bin/unshare", "-n", "sh", "-c", script])
+        guard result.status == 0 else { throw TrafficTestError("unshare -n script failed: \(result)") }
+        return result.stdout + result.stderr
     }
 }

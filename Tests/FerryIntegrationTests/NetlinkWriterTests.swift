@@ -17,19 +17,9 @@ struct NetlinkWriterTests {
 
         @discardableResult
         func run(_ arguments: [String]) throws -> String {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = arguments
-            let output = NSTemporaryDirectory() + "ferry-writer-\(getpid())-\(UUID().uuidString)"
-            _ = FileManager.default.createFile(atPath: output, contents: nil)
-            defer { try? FileManager.default.removeItem(atPath: output) }
-            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-            process.standardError = process.standardOutput
-            try Testbed.launch(process)
-            process.waitUntilExit()
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            guard process.terminationStatus == 0 else { throw TrafficTestError("\(arguments.joined(separator: " ")): \(text)") }
-            return text
+            let result = try Testbed.execute(["/usr/bin/env"] + arguments)
+            guard result.status == 0 else { throw TrafficTestError("\(arguments.joined(separator: " ")): \(result)") }
+            return result.stdout + result.stderr
         }
     }
 

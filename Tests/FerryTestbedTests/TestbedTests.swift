@@ -14,29 +14,8 @@ struct Output: Sendable, CustomStringConvertible {
 
 /// Runs a short-lived command (killed after `timeout`), output through temporary files.
 func runCommand(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) throws -> Output {
-    let base = NSTemporaryDirectory() + "ferry-testbed-tests-\(getpid())-\(UUID().uuidString)"
-    _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
-    _ = FileManager.default.createFile(atPath: base + ".err", contents: nil)
-    defer {
-        try? FileManager.default.removeItem(atPath: base + ".out")
-        try? FileManager.default.removeItem(atPath: base + ".err")
-    }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".out"))
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
-    let exited = DispatchSemaphore(value: 0)
-    process.terminationHandler = { _ in exited.signal() }
-    try process.run()
-    if exited.wait(timeout: .now() + .seconds(Int(timeout.components.seconds))) == .timedOut {
-        kill(process.processIdentifier, SIGKILL)
-        exited.wait()
-    }
-    return Output(
-        status: process.terminationStatus, stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
-        stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
+    let result = try Testbed.execute([executable] + arguments, timeout: timeout)
+    return Output(status: result.status, stdout: result.stdout, stderr: result.stderr)
 }
 
 /// The parts of `ferry debug probe --json` the tests look at.
