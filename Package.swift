@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "FerryCore", targets: ["FerryCore"]),
         .library(name: "FerrySources", targets: ["FerrySources"]),
         .library(name: "FerryNFTables", targets: ["FerryNFTables"]),
+        .library(name: "FerryUserspace", targets: ["FerryUserspace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -28,6 +29,10 @@ let package = Package(
         // The nftables data plane: ruleset values, planner, diff, renderer (pure), and the netlink
         // writer/reader plus an in-memory twin of the kernel.
         .target(name: "FerryNFTables", dependencies: ["FerryCore", "CMnl", "CNftnl"]),
+        // The userspace data plane: epoll event loops relaying TCP with splice, balancers' state,
+        // listeners following the tables, and local routes for service addresses (rtnetlink).
+        .systemLibrary(name: "CLinux"),
+        .target(name: "FerryUserspace", dependencies: ["FerryCore", "CMnl", "CLinux"]),
         // Where objects come from: manifest files and folders (watched).
         .target(
             name: "FerrySources",
@@ -37,7 +42,7 @@ let package = Package(
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables",
+                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -47,6 +52,7 @@ let package = Package(
         .target(name: "FerryTestbed", dependencies: ["FerryCore"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources"]),
+        .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
         .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
         // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).

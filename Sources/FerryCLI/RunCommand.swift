@@ -3,6 +3,7 @@ import Dispatch
 import FerryCore
 import FerryNFTables
 import FerrySources
+import FerryUserspace
 import Foundation
 import Logging
 import Synchronization
@@ -16,12 +17,14 @@ struct RunCommand: AsyncParsableCommand {
             Nothing is programmed before the sources' initial sync. Changes are coalesced (at most one sync \
             per --min-sync-period); a full resync every --sync-period reads Ferry's tables back if anything \
             else changed nftables, and repairs them. SIGTERM/SIGINT stop Ferry and leave the rules in place \
-            (run `ferry cleanup` to remove them).
+            (run `ferry cleanup` to remove them). In userspace mode Ferry itself accepts and relays TCP \
+            connections; on exit it closes its listeners and removes its local routes.
             """)
 
     @OptionGroup var source: SourceOptions
     @OptionGroup var node: NodeOptions
     @OptionGroup var nftables: NFTablesOptions
+    @OptionGroup var userspace: UserspaceOptions
 
     @Option(help: "The data plane.")
     var mode: DataPlaneMode = .nftables
@@ -36,7 +39,6 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
-        if mode == .userspace { throw ValidationError("--mode userspace is not available yet; use --mode nftables") }
         guard syncPeriod >= 1, minSyncPeriod >= 0, minSyncPeriod <= syncPeriod else {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
         }
@@ -51,16 +53,36 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "ferry")
         let objects: ObjectSource = source.manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
-        let netfilter = try openNetfilter()
         let context = try node.context(state: ClusterState())
-        let proxier = NFTablesProxier(
-            netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context), conntrack: try? NetlinkConntrack())
+        let plane: DataPlaneDriver
+        switch mode {
+        case .nftables:
+            let netfilter = try openNetfilter()
+            if let removed = try? UserspaceProxier.removeRoutes(NetlinkRouteTable()), removed > 0 {
+                logger.info("removed the userspace mode's local routes", metadata: ["routes": "\(removed)"])
+            }
+            plane = NFTablesDriver(
+                NFTablesProxier(
+                    netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context),
+                    conntrack: try? NetlinkConntrack()))
+        case .userspace:
+            // The nftables mode's rules would DNAT service traffic before it reaches Ferry's sockets.
+            if let removed = try? openNetfilter().deleteTables(named: Planner.tableName), !removed.isEmpty {
+                logger.info("removed the nftables mode's tables", metadata: ["tables": "\(removed.map(\.rawValue))"])
+            }
+            plane = try userspace.driver(node: context, nodePortAddresses: try nftables.parsedNodePortAddresses())
+        }
         let loop = SyncLoop(
-            source: objects, tracker: ChangeTracker(node: context), proxier: proxier, logger: logger,
+            source: objects, tracker: ChangeTracker(node: context), plane: plane, logger: logger,
             syncPeriod: .milliseconds(Int64(syncPeriod * 1000)), minSyncPeriod: .milliseconds(Int64(minSyncPeriod * 1000)))
         logger.info("ferry starting", metadata: ["mode": "\(mode.rawValue)", "source": "\(objects.name)", "node": "\(context.name)"])
         await loop.run()
-        logger.info("ferry stopped; rules left in place")
+        switch mode {
+        case .nftables: logger.info("ferry stopped; rules left in place")
+        case .userspace:
+            loop.shutdown()
+            logger.info("ferry stopped; listeners closed and local routes removed")
+        }
     }
 }
 
@@ -73,17 +95,17 @@ final class SyncLoop: Sendable {
     }
 
     private let source: ObjectSource
-    private let state: Mutex<(tracker: ChangeTracker, proxier: NFTablesProxier)>
+    private let state: Mutex<(tracker: ChangeTracker, plane: DataPlaneDriver)>
     private let logger: Logger
     private let syncPeriod: Duration
     private let minSyncPeriod: Duration
 
     init(
-        source: ObjectSource, tracker: ChangeTracker, proxier: sending NFTablesProxier, logger: Logger, syncPeriod: Duration,
+        source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, logger: Logger, syncPeriod: Duration,
         minSyncPeriod: Duration
     ) {
         self.source = source
-        self.state = Mutex((tracker, proxier))
+        self.state = Mutex((tracker, plane))
         self.logger = logger
         self.syncPeriod = syncPeriod
         self.minSyncPeriod = minSyncPeriod
@@ -139,7 +161,7 @@ final class SyncLoop: Sendable {
             guard synced else { continue }
             let now = clock.now
             let periodic = now - lastSync >= syncPeriod
-            let pendingDeletion = state.withLock { $0.proxier.hasPendingDeletions } && now - lastSync >= .seconds(1)
+            let pendingDeletion = state.withLock { $0.plane.hasPendingWork } && now - lastSync >= .seconds(1)
             let retry = retryAt.map { now >= $0 } ?? false
             guard (dirty && now - lastSync >= minSyncPeriod) || periodic || pendingDeletion || retry else { continue }
             lastSync = now
@@ -159,25 +181,31 @@ final class SyncLoop: Sendable {
         }
     }
 
+    /// Lets the data plane remove what it set up (userspace: listeners and routes).
+    func shutdown() {
+        state.withLock { parts in
+            do {
+                try parts.plane.shutdown()
+            } catch {
+                logger.error("cleaning up on exit failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     private func syncOnce(verify: Bool) throws {
         try state.withLock { parts in
             let clock = ContinuousClock()
             let start = clock.now
             let result = parts.tracker.sync()
-            let report = try parts.proxier.sync(result.tables, verify: verify)
-            let counts = report.transaction.summary
-            let total = clock.now - start
-            let level: Logger.Level = report.transaction.isEmpty && !report.readBack ? .debug : .info
-            logger.log(
-                level: level, "synced",
-                metadata: [
-                    "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
-                    "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
-                    "operations": "\(report.transaction.operations.count)", "elements+": "\(counts.elementsAdded)",
-                    "elements-": "\(counts.elementsDeleted)",
-                    "rules": "\(counts.rules)", "chains-": "\(counts.chainsDeleted)", "read-back": "\(report.readBack)",
-                    "duration": "\(total)", "kernel": "\(report.kernelDuration)", "udp-flows-deleted": "\(report.flowsDeleted)",
-                ])
+            let outcome = try parts.plane.sync(result.tables, verify: verify)
+            for problem in outcome.problems { logger.error("\(problem)") }
+            var metadata: Logger.Metadata = [
+                "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
+                "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
+                "duration": "\(clock.now - start)",
+            ]
+            for (key, value) in outcome.fields { metadata[key] = "\(value)" }
+            logger.log(level: outcome.quiet ? .debug : .info, "synced", metadata: metadata)
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryCore
 import FerryNFTables
+import FerryUserspace
 import Foundation
 
 /// Options of the nftables data plane, shared by `sync` and `run`.
@@ -91,14 +92,20 @@ struct SyncCommand: AsyncParsableCommand {
 /// `ferry cleanup`: remove everything Ferry made.
 struct CleanupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cleanup", abstract: "Delete Ferry's nftables tables (ip ferry, ip6 ferry). Safe to run again.")
+        commandName: "cleanup",
+        abstract: "Delete what Ferry made: its nftables tables (ip ferry, ip6 ferry) and the userspace mode's local routes. Safe to run again.")
 
     func run() async throws {
         let netfilter = try openNetfilter()
         let removed = try netfilter.deleteTables(named: Planner.tableName)
-        print(
-            removed.isEmpty
-                ? "nothing to remove" : "removed " + removed.map { "table \($0.rawValue) \(Planner.tableName)" }.joined(separator: ", "))
+        var parts = removed.map { "table \($0.rawValue) \(Planner.tableName)" }
+        do {
+            let routes = try UserspaceProxier.removeRoutes(NetlinkRouteTable())
+            if routes > 0 { parts.append("\(routes) local route\(routes == 1 ? "" : "s") (proto \(NetlinkRouteTable.routeProtocol))") }
+        } catch {
+            throw CommandFailure.runtime("error: removing the userspace mode's local routes: \(error)")
+        }
+        print(parts.isEmpty ? "nothing to remove" : "removed " + parts.joined(separator: ", "))
     }
 }
 

@@ -131,12 +131,21 @@ public enum ManifestValidator {
             let mode = try enumValue(entry.ipMode, "\(path).ipMode", default: LoadBalancerIngress.Mode.vip)
             ingress.append(LoadBalancerIngress(ip: address, hostname: entry.hostname, ipMode: mode))
         }
+        var balancer: BalancerKind? = nil
+        if let text = meta.annotations[BalancerKind.annotation] {
+            guard let kind = BalancerKind(rawValue: text) else {
+                throw FieldError(
+                    "metadata.annotations[\"\(BalancerKind.annotation)\"]", "unknown balancer \"\(text)\": expected \(BalancerKind.choices)")
+            }
+            balancer = kind
+        }
         return Service(
             meta: meta, type: type, clusterIPs: clusterIPs, isHeadless: headless, ipFamilies: families, ports: ports,
             selector: spec.selector, externalIPs: externalIPs, externalName: spec.externalName,
             sessionAffinity: affinity, externalTrafficPolicy: externalPolicy, internalTrafficPolicy: internalPolicy,
             healthCheckNodePort: healthCheck, trafficDistribution: spec.trafficDistribution,
-            publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false, loadBalancerIngress: ingress)
+            publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false, loadBalancerIngress: ingress,
+            userspaceBalancer: balancer)
     }
 
     // MARK: EndpointSlice

@@ -36,6 +36,20 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
         self = .v6(high: high, low: low)
     }
 
+    /// An address from its network-byte-order bytes (4 or 16); `nil` for any other length.
+    public init?(bytes: some Collection<UInt8>) {
+        switch bytes.count {
+        case 4:
+            self = .v4(bytes.reduce(0) { $0 << 8 | UInt32($1) })
+        case 16:
+            let all = Array(bytes)
+            self = .v6(
+                high: all[0..<8].reduce(0) { $0 << 8 | UInt64($1) }, low: all[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
+        default:
+            return nil
+        }
+    }
+
     private static func parseIPv4(_ utf8: some Collection<UInt8>) -> UInt32? {
         var result: UInt32 = 0
         var octet: UInt32 = 0

@@ -94,6 +94,8 @@ public struct Service: Sendable, Hashable {
     public var trafficDistribution: String?
     public var publishNotReadyAddresses: Bool
     public var loadBalancerIngress: [LoadBalancerIngress]
+    /// The userspace balancer asked for by the `ferry.io/userspace-balancer` annotation.
+    public var userspaceBalancer: BalancerKind?
 
     public init(
         meta: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
@@ -101,8 +103,9 @@ public struct Service: Sendable, Hashable {
         externalIPs: [IPAddress] = [], externalName: String? = nil, sessionAffinity: SessionAffinity = .none,
         externalTrafficPolicy: TrafficPolicy = .cluster, internalTrafficPolicy: TrafficPolicy = .cluster,
         healthCheckNodePort: Int? = nil, trafficDistribution: String? = nil, publishNotReadyAddresses: Bool = false,
-        loadBalancerIngress: [LoadBalancerIngress] = []
+        loadBalancerIngress: [LoadBalancerIngress] = [], userspaceBalancer: BalancerKind? = nil
     ) {
+        self.userspaceBalancer = userspaceBalancer
         self.meta = meta
         self.type = type
         self.clusterIPs = clusterIPs

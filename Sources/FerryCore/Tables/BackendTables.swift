@@ -62,6 +62,9 @@ public struct ServicePortTable: Sendable, Hashable {
     public var unmatched: [UnmatchedEndpoint]
     /// Where the endpoints came from (slices, mirrored Endpoints, or Pods); `nil` when there are none.
     public var origin: SliceOrigin?
+    /// The userspace balancer the Service asks for (annotation `ferry.io/userspace-balancer`); `nil`:
+    /// the proxy's default.
+    public var balancer: BalancerKind? = nil
 
     /// The endpoints traffic to the ClusterIP may go to.
     public var internalBackends: [Backend] { policy.internalLocal ? categories.local : categories.cluster }

@@ -1,0 +1,118 @@
+import ArgumentParser
+import FerryCore
+import FerryNFTables
+import FerryUserspace
+import Foundation
+
+/// What one sync of a data plane reports to the daemon's log.
+struct DataPlaneOutcome {
+    /// Nothing happened worth an info line.
+    var quiet: Bool
+    var fields: [(String, String)]
+    /// Parts that could not be applied (the rest was).
+    var problems: [String] = []
+}
+
+/// A data plane as the daemon drives it: the nftables proxier or the userspace proxier.
+protocol DataPlaneDriver: AnyObject {
+    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome
+    /// Something is left to do soon (stale chains to delete, listeners to retry).
+    var hasPendingWork: Bool { get }
+    /// Removes what this plane set up that must not outlive Ferry.
+    func shutdown() throws
+}
+
+/// The nftables mode.
+final class NFTablesDriver: DataPlaneDriver {
+    let proxier: NFTablesProxier
+
+    init(_ proxier: NFTablesProxier) { self.proxier = proxier }
+
+    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
+        let report = try proxier.sync(tables, verify: verify)
+        let counts = report.transaction.summary
+        return DataPlaneOutcome(
+            quiet: report.transaction.isEmpty && !report.readBack,
+            fields: [
+                ("operations", "\(report.transaction.operations.count)"), ("elements+", "\(counts.elementsAdded)"),
+                ("elements-", "\(counts.elementsDeleted)"), ("rules", "\(counts.rules)"), ("chains-", "\(counts.chainsDeleted)"),
+                ("read-back", "\(report.readBack)"), ("kernel", "\(report.kernelDuration)"), ("udp-flows-deleted", "\(report.flowsDeleted)"),
+            ])
+    }
+
+    var hasPendingWork: Bool { proxier.hasPendingDeletions }
+
+    /// The rules stay: they keep forwarding while Ferry restarts.
+    func shutdown() throws {}
+}
+
+/// The userspace mode.
+final class UserspaceDriver: DataPlaneDriver {
+    let proxier: UserspaceProxier
+    private var retry = false
+
+    init(_ proxier: UserspaceProxier) { self.proxier = proxier }
+
+    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
+        let report = try proxier.sync(tables)
+        retry = !report.problems.isEmpty
+        let stats = proxier.forwarder.stats
+        return DataPlaneOutcome(
+            quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0 && !retry,
+            fields: [
+                ("listeners+", "\(report.opened)"), ("listeners-", "\(report.closed)"), ("routes+", "\(report.routesAdded)"),
+                ("routes-", "\(report.routesDeleted)"), ("pools", "\(report.poolsUpdated)"),
+                ("connections", "\(stats.active.load(ordering: .relaxed))"),
+            ],
+            problems: report.problems.map(\.description))
+    }
+
+    var hasPendingWork: Bool { retry }
+
+    func shutdown() throws {
+        try proxier.shutdown()
+        proxier.forwarder.stop()
+    }
+}
+
+/// Options of the userspace mode.
+struct UserspaceOptions: ParsableArguments {
+    @Option(name: .customLong("userspace-balancer"), help: "round-robin, least-connections, random or maglev (per service: annotation ferry.io/userspace-balancer).")
+    var balancer: String = BalancerKind.roundRobin.rawValue
+
+    @Option(name: .customLong("userspace-workers"), help: "Event-loop threads (default: one per core).")
+    var workers: Int?
+
+    @Option(name: .customLong("userspace-idle-timeout"), help: "Seconds without traffic before a relayed connection is reset.")
+    var idleTimeout: Double = 3600
+
+    @Flag(name: .customLong("userspace-copy"), help: "Relay with read/write through a buffer instead of splice.")
+    var copy = false
+
+    func validate() throws {
+        guard BalancerKind(rawValue: balancer) != nil else {
+            throw ValidationError("--userspace-balancer: unknown balancer \"\(balancer)\": expected \(BalancerKind.choices)")
+        }
+        if let workers, !(1...256).contains(workers) { throw ValidationError("--userspace-workers must be between 1 and 256") }
+        guard idleTimeout > 0 else { throw ValidationError("--userspace-idle-timeout must be positive") }
+    }
+
+    func forwarderConfig() -> ForwarderConfig {
+        ForwarderConfig(
+            workers: workers ?? ProcessInfo.processInfo.activeProcessorCount, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+            splice: !copy)
+    }
+
+    func driver(node: NodeContext, nodePortAddresses: [CIDR]) throws -> UserspaceDriver {
+        do {
+            let routes = try NetlinkRouteTable()
+            let forwarder = try Forwarder(config: forwarderConfig())
+            let config = UserspaceConfig(
+                defaultBalancer: BalancerKind(rawValue: balancer) ?? .roundRobin, nodeAddresses: node.addresses,
+                nodePortAddresses: nodePortAddresses)
+            return UserspaceDriver(UserspaceProxier(forwarder: forwarder, routes: routes, config: config))
+        } catch {
+            throw CommandFailure.runtime("error: cannot start the userspace data plane: \(error) (Ferry needs root or CAP_NET_ADMIN)")
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import FerryCore
+import Foundation
+import Glibc
+import Synchronization
+
+/// Settings of the userspace forwarder.
+public struct ForwarderConfig: Sendable, Hashable {
+    /// Event loops (threads); each accepts and relays its own connections. Default: one per core.
+    public var workers: Int
+    /// Connect attempts per client connection, each to another backend, with these timeouts (the
+    /// legacy userspace proxy's 250 ms, 500 ms, 1 s, 2 s).
+    public var connectTimeouts: [Duration]
+    /// A connection with no bytes moving either way for this long is reset.
+    public var idleTimeout: Duration
+    /// Relay with `splice` through pipes (zero-copy); false: read/write through a buffer.
+    public var splice: Bool
+    /// Bytes held per direction (the pipe's or buffer's size).
+    public var bufferSize: Int
+
+    public init(
+        workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+        connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
+        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 65_536
+    ) {
+        self.workers = max(1, workers)
+        self.connectTimeouts = connectTimeouts.isEmpty ? [.seconds(1)] : connectTimeouts
+        self.idleTimeout = idleTimeout
+        self.splice = splice
+        self.bufferSize = bufferSize
+    }
+}
+
+/// Counters of the forwarder, read by metrics and tests.
+public final class ForwarderStats: Sendable {
+    public let accepted = Atomic<Int>(0)
+    public let established = Atomic<Int>(0)
+    public let active = Atomic<Int>(0)
+    /// Connect attempts that failed (refused, unreachable, timed out); each one was retried elsewhere if possible.
+    public let connectFailures = Atomic<Int>(0)
+    /// Client connections closed because no backend could be reached.
+    public let noBackend = Atomic<Int>(0)
+    /// Times a worker stopped accepting because descriptors ran out.
+    public let acceptPauses = Atomic<Int>(0)
+    public let idleTimeouts = Atomic<Int>(0)
+    public let bytes = Atomic<Int>(0)
+    init() {}
+}
+
+/// The backends of one frontend group, shared by the listeners that lead to it and the connections
+/// that use it.
+public final class PoolHandle: Sendable {
+    public let name: String
+    public let pool: Mutex<BackendPool>
+
+    public init(name: String, pool: BackendPool) {
+        self.name = name
+        self.pool = Mutex(pool)
+    }
+}
+
+/// The userspace data plane's engine: listening sockets for service frontends, one epoll event loop per
+/// worker thread, non-blocking connects with retry, and a splice relay per connection driven by
+/// `RelayMachine`.
+public final class Forwarder: @unchecked Sendable {
+    public let config: ForwarderConfig
+    public let stats = ForwarderStats()
+    private let workers: [Worker]
+    private let listeners = ListenerRegistry()
+    private let nextListenerID = Atomic<UInt64>(1)
+
+    public init(config: ForwarderConfig = ForwarderConfig()) throws(SystemError) {
+        self.config = config
+        System.raiseFileLimit()
+        var workers: [Worker] = []
+        for index in 0..<config.workers { workers.append(try Worker(index: index, config: config, stats: stats)) }
+        self.workers = workers
+        for worker in workers { worker.listeners = listeners }
+        for worker in workers { worker.start() }
+    }
+
+    deinit { stop() }
+
+    /// Stops every worker and closes every socket (listeners and connections).
+    public func stop() {
+        for worker in workers { worker.stop() }
+        let all = listeners.removeAll()
+        for listener in all { listener.close() }
+    }
+
+    /// Opens a listening socket on `address` leading to `pool`.
+    public func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64 {
+        let fd = try System.tcpSocket(address.ip.family)
+        do {
+            try System.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
+            if address.ip.family == .ipv6 { try System.setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY") }
+            // Service addresses are made local by routes; FREEBIND lets the bind succeed even in the
+            // moment before the route exists.
+            if address.ip.family == .ipv4 {
+                try System.setOption(fd, Int32(IPPROTO_IP), IP_FREEBIND, 1, "IP_FREEBIND")
+            } else {
+                try System.setOption(fd, Int32(IPPROTO_IPV6), 78 /* IPV6_FREEBIND */, 1, "IPV6_FREEBIND")
+            }
+            _ = try address.withSockaddr { (pointer, length) throws(SystemError) in
+                try System.call("bind(\(address))") { bind(fd, pointer, length) }
+            }
+            try System.call("listen(\(address))") { Glibc.listen(fd, 4096) }
+        } catch {
+            System.close(fd)
+            throw error
+        }
+        let id = nextListenerID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let listener = Listener(id: id, fd: fd, address: address, pool: pool)
+        listeners.insert(listener)
+        for worker in workers { worker.watch(listener) }
+        return id
+    }
+
+    /// Closes a listening socket; its established connections go on.
+    public func closeListener(_ id: UInt64) {
+        guard let listener = listeners.remove(id) else { return }
+        for worker in workers { worker.unwatch(listener) }
+        listener.close()
+    }
+
+    /// Open relayed connections, over all workers.
+    public var activeConnections: Int { stats.active.load(ordering: .relaxed) }
+}
+
+/// A listening socket and the pool its connections balance over.
+final class Listener: @unchecked Sendable {
+    let id: UInt64
+    let address: SocketAddress
+    let pool: PoolHandle
+    private let state: Mutex<Int32>
+
+    init(id: UInt64, fd: Int32, address: SocketAddress, pool: PoolHandle) {
+        self.id = id
+        self.address = address
+        self.pool = pool
+        self.state = Mutex(fd)
+    }
+
+    /// The descriptor while open (-1 after `close`). Accepting under the lock keeps a closed descriptor
+    /// number from being reused under a worker's feet.
+    func withDescriptor<R>(_ body: (Int32) -> R) -> R { state.withLock { body($0) } }
+
+    var descriptor: Int32 { state.withLock { $0 } }
+
+    func close() {
+        state.withLock { fd in
+            if fd >= 0 { System.close(fd) }
+            fd = -1
+        }
+    }
+}
+
+/// The open listeners by id, shared by the forwarder and its workers.
+final class ListenerRegistry: Sendable {
+    private let table = Mutex<[UInt64: Listener]>([:])
+
+    func insert(_ listener: Listener) { table.withLock { $0[listener.id] = listener } }
+    func lookup(_ id: UInt64) -> Listener? { table.withLock { $0[id] } }
+    func remove(_ id: UInt64) -> Listener? { table.withLock { $0.removeValue(forKey: id) } }
+    func removeAll() -> [Listener] {
+        table.withLock { entries in
+            defer { entries = [:] }
+            return Array(entries.values)
+        }
+    }
+}

@@ -1,0 +1,167 @@
+import FerryCore
+import Glibc
+
+/// What the userspace proxier needs beyond the backend tables.
+public struct UserspaceConfig: Sendable, Hashable {
+    /// The balancer for services without the `ferry.io/userspace-balancer` annotation.
+    public var defaultBalancer: BalancerKind
+    /// NodePorts listen on these node addresses.
+    public var nodeAddresses: [IPAddress]
+    /// When set, only node addresses inside these prefixes get NodePort listeners.
+    public var nodePortAddresses: [CIDR]
+
+    public init(defaultBalancer: BalancerKind = .roundRobin, nodeAddresses: [IPAddress] = [], nodePortAddresses: [CIDR] = []) {
+        self.defaultBalancer = defaultBalancer
+        self.nodeAddresses = nodeAddresses
+        self.nodePortAddresses = nodePortAddresses
+    }
+
+    /// The node addresses NodePorts listen on.
+    public var nodePortListenAddresses: [IPAddress] {
+        nodePortAddresses.isEmpty ? nodeAddresses : nodeAddresses.filter { address in nodePortAddresses.contains { $0.contains(address) } }
+    }
+}
+
+/// A frontend the userspace data plane could not open (the rest keep working).
+public struct ListenerProblem: Error, Sendable, Hashable, CustomStringConvertible {
+    public var servicePort: ServicePortName
+    public var address: String
+    public var error: SystemError
+
+    public var description: String { "Service \(servicePort): listening on \(address): \(error)" }
+}
+
+/// What one userspace sync did.
+public struct UserspaceSyncReport: Sendable {
+    public var opened = 0
+    public var closed = 0
+    public var routesAdded = 0
+    public var routesDeleted = 0
+    public var poolsUpdated = 0
+    public var problems: [ListenerProblem] = []
+}
+
+/// Keeps the forwarder's listeners, backend pools and local routes equal to what the backend tables
+/// call for (TCP service ports only: the userspace mode relays TCP). A listener per frontend address:
+/// each ClusterIP, external IP and load-balancer IP on the service port, and each NodePort on every
+/// NodePort address of the node. Listeners follow the tables: a new service opens its listeners, a
+/// removed one closes them (established connections drain), a changed port moves.
+public final class UserspaceProxier {
+    /// A pool's identity: the service port and whether it serves external frontends (their backends
+    /// follow externalTrafficPolicy, the ClusterIP's internalTrafficPolicy).
+    struct PoolKey: Hashable {
+        var port: ServicePortName
+        var external: Bool
+    }
+
+    struct ListenKey: Hashable {
+        var address: SocketAddress
+        var pool: PoolKey
+    }
+
+    public let forwarder: Forwarder
+    public let routes: LocalRouteTable
+    public let config: UserspaceConfig
+    private var pools: [PoolKey: PoolHandle] = [:]
+    private var open: [ListenKey: UInt64] = [:]
+    private var routed: Set<IPAddress> = []
+    private var routesRead = false
+
+    public init(forwarder: Forwarder, routes: LocalRouteTable, config: UserspaceConfig) {
+        self.forwarder = forwarder
+        self.routes = routes
+        self.config = config
+    }
+
+    /// The listening addresses, for display and tests.
+    public var listening: [String] { open.keys.map { "\($0.address) -> \($0.pool.port)" }.sorted() }
+
+    /// Brings listeners, pools and routes to `tables`. A frontend that cannot be opened is reported
+    /// and retried on the next sync; everything else is applied.
+    public func sync(_ tables: BackendTables) throws(SystemError) -> UserspaceSyncReport {
+        var report = UserspaceSyncReport()
+        if !routesRead {
+            routed = try routes.list()
+            routesRead = true
+        }
+        var wantedListeners: [ListenKey: Void] = [:]
+        var wantedRoutes: Set<IPAddress> = []
+        var wantedPools: [PoolKey: (ServicePortTable, [Backend])] = [:]
+        for entry in tables.ports.values where entry.name.protocol == .tcp {
+            for frontend in entry.frontends {
+                let key = PoolKey(port: entry.name, external: frontend.kind.isExternal)
+                wantedPools[key] = (entry, entry.backends(for: frontend.kind))
+                if let address = frontend.address {
+                    wantedRoutes.insert(address)
+                    wantedListeners[ListenKey(address: SocketAddress(ip: address, port: frontend.port), pool: key)] = ()
+                } else {
+                    for address in config.nodePortListenAddresses {
+                        wantedListeners[ListenKey(address: SocketAddress(ip: address, port: frontend.port), pool: key)] = ()
+                    }
+                }
+            }
+        }
+        // Routes first, so new listeners receive traffic at once. An address already local (a node
+        // address used as an external IP) keeps its own route: the kernel answers EEXIST.
+        for address in wantedRoutes.subtracting(routed).sorted() {
+            do {
+                try routes.add(address)
+                routed.insert(address)
+                report.routesAdded += 1
+            } catch where error.errno == EEXIST {
+                // Already local.
+            }
+        }
+        for (key, value) in wantedPools {
+            let (entry, backends) = value
+            let kind = entry.balancer ?? config.defaultBalancer
+            if let handle = pools[key] {
+                handle.pool.withLock { $0.update(backends: backends, kind: kind, affinity: entry.sessionAffinity) }
+            } else {
+                pools[key] = PoolHandle(
+                    name: "\(key.port)\(key.external ? " (external)" : "")",
+                    pool: BackendPool(backends: backends, kind: kind, affinity: entry.sessionAffinity))
+            }
+            report.poolsUpdated += 1
+        }
+        for (key, id) in open where wantedListeners[key] == nil {
+            forwarder.closeListener(id)
+            open[key] = nil
+            report.closed += 1
+        }
+        for key in wantedListeners.keys.sorted(by: { $0.address.description < $1.address.description }) where open[key] == nil {
+            guard let pool = pools[key.pool] else { continue }
+            do {
+                open[key] = try forwarder.listen(on: key.address, pool: pool)
+                report.opened += 1
+            } catch {
+                report.problems.append(ListenerProblem(servicePort: key.pool.port, address: key.address.description, error: error))
+            }
+        }
+        for key in pools.keys where wantedPools[key] == nil { pools[key] = nil }
+        for address in routed.subtracting(wantedRoutes).sorted() {
+            try routes.delete(address)
+            routed.remove(address)
+            report.routesDeleted += 1
+        }
+        return report
+    }
+
+    /// Closes every listener and removes Ferry's routes (on exit and for `ferry cleanup`).
+    public func shutdown() throws(SystemError) {
+        for id in open.values { forwarder.closeListener(id) }
+        open = [:]
+        try UserspaceProxier.removeRoutes(routes)
+        routed = []
+    }
+
+    /// Removes every route Ferry made, including those of an earlier run.
+    @discardableResult
+    public static func removeRoutes(_ routes: LocalRouteTable) throws(SystemError) -> Int {
+        let all = try routes.list()
+        for address in all { try routes.delete(address) }
+        return all.count
+    }
+}
+
+

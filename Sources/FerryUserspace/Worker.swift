@@ -1,0 +1,404 @@
+import CLinux
+import FerryCore
+import Foundation
+import Glibc
+import Synchronization
+
+/// One event loop: its own epoll instance, every listener (with EPOLLEXCLUSIVE, so one worker wakes per
+/// new connection) and the connections it accepted. Connection sockets are edge-triggered: each event
+/// runs the connection's relay until it would block.
+final class Worker: @unchecked Sendable {
+    private static let listenerTag: UInt64 = 1 << 63
+    private static let wakeTag: UInt64 = 1 << 62
+    private static let edgeEvents = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | EPOLLET.rawValue
+
+    let index: Int
+    private let config: ForwarderConfig
+    private let stats: ForwarderStats
+    private let epoll: Int32
+    private let wake: Int32
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+    var listeners: ListenerRegistry?
+
+    // Owned by the worker thread only.
+    private var connections: [UInt64: Connection] = [:]
+    private var nextConnectionID: UInt64 = 1
+    private var paused: [(listener: Listener, until: ContinuousClock.Instant)] = []
+    private var random = SystemRandomNumberGenerator()
+    private let clock = ContinuousClock()
+
+    init(index: Int, config: ForwarderConfig, stats: ForwarderStats) throws(SystemError) {
+        self.index = index
+        self.config = config
+        self.stats = stats
+        epoll = try System.call("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        wake = try System.call("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
+        let epoll = self.epoll
+        let wake = self.wake
+        try System.call("epoll_ctl(eventfd)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, wake, UInt32(EPOLLIN.rawValue), Worker.wakeTag) }
+    }
+
+    deinit {
+        System.close(epoll)
+        System.close(wake)
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            done.signal()
+        }
+        thread.name = "ferry-worker-\(index)"
+        thread.start()
+        self.thread = thread
+    }
+
+    func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var one: UInt64 = 1
+        _ = write(wake, &one, 8)
+        done.wait()
+    }
+
+    func watch(_ listener: Listener) {
+        _ = ferry_epoll_ctl(
+            epoll, EPOLL_CTL_ADD, listener.descriptor, UInt32(EPOLLIN.rawValue) | EPOLLEXCLUSIVE.rawValue, Worker.listenerTag | listener.id)
+    }
+
+    func unwatch(_ listener: Listener) {
+        _ = ferry_epoll_ctl(epoll, EPOLL_CTL_DEL, listener.descriptor, 0, 0)
+    }
+
+    // MARK: The loop
+
+    private func run() {
+        var events = [epoll_event](repeating: epoll_event(), count: 256)
+        let epoll = self.epoll
+        var lastSweep = clock.now
+        while !stopping.load(ordering: .acquiring) {
+            let count = events.withUnsafeMutableBufferPointer { epoll_wait(epoll, $0.baseAddress, 256, 50) }
+            if count < 0 && errno != EINTR { break }
+            for position in 0..<max(0, Int(count)) {
+                let tag = ferry_epoll_data(&events[position])
+                let eventBits = ferry_epoll_events(&events[position])
+                if tag == Worker.wakeTag {
+                    var value: UInt64 = 0
+                    _ = read(wake, &value, 8)
+                } else if tag & Worker.listenerTag != 0 {
+                    accept(listenerID: tag & ~Worker.listenerTag)
+                } else {
+                    handle(connectionID: tag >> 1, side: tag & 1 == 0 ? .client : .backend, events: eventBits)
+                }
+            }
+            let now = clock.now
+            if now - lastSweep >= .milliseconds(50) {
+                lastSweep = now
+                sweep(now: now)
+            }
+        }
+        for connection in connections.values { connection.closeAll(reset: true) }
+        connections = [:]
+    }
+
+    /// Connect timeouts, idle timeouts, and listeners to resume after descriptors ran out.
+    private func sweep(now: ContinuousClock.Instant) {
+        for connection in Array(connections.values) {
+            switch connection.phase {
+            case .connecting:
+                if let deadline = connection.connectDeadline, now >= deadline { connectFailed(connection, now: now) }
+            case .relaying:
+                if now - connection.lastActivity >= config.idleTimeout {
+                    stats.idleTimeouts.add(1, ordering: .relaxed)
+                    connection.machine.timedOut()
+                    pump(connection)
+                }
+            case .closed:
+                break
+            }
+        }
+        if !paused.isEmpty {
+            let (resume, wait) = paused.reduce(into: ([Listener](), [(listener: Listener, until: ContinuousClock.Instant)]())) {
+                if now >= $1.until { $0.0.append($1.listener) } else { $0.1.append($1) }
+            }
+            paused = wait
+            for listener in resume where listener.descriptor >= 0 { watch(listener) }
+        }
+    }
+
+    // MARK: Accepting
+
+    private func accept(listenerID: UInt64) {
+        guard let listener = listeners?.lookup(listenerID) else { return }
+        for _ in 0..<64 {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let result: Int32 = listener.withDescriptor { fd in
+                guard fd >= 0 else { return -1 }
+                return withUnsafeMutablePointer(to: &storage) { pointer in
+                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        ferry_accept4(fd, $0, &length)
+                    }
+                }
+            }
+            if result < 0 {
+                let code = errno
+                if code == EINTR || code == ECONNABORTED { continue }
+                if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    // Out of descriptors: stop accepting on this listener for a moment, the backlog waits.
+                    stats.acceptPauses.add(1, ordering: .relaxed)
+                    unwatch(listener)
+                    paused.append((listener, clock.now + .milliseconds(100)))
+                }
+                return
+            }
+            stats.accepted.add(1, ordering: .relaxed)
+            guard let client = SocketAddress(storage) else {
+                System.close(result)
+                continue
+            }
+            _ = try? System.setOption(result, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
+            let connection = Connection(id: nextConnectionID, client: result, clientAddress: client, pool: listener.pool)
+            nextConnectionID += 1
+            connections[connection.id] = connection
+            stats.active.add(1, ordering: .relaxed)
+            connectNext(connection, now: clock.now)
+        }
+    }
+
+    // MARK: Connecting
+
+    /// Starts a connect to the next backend the pool offers, or gives up.
+    private func connectNext(_ connection: Connection, now: ContinuousClock.Instant) {
+        while connection.attempts < config.connectTimeouts.count {
+            let picked = connection.pool.pool.withLock {
+                $0.pick(client: connection.clientAddress.ip, now: now, excluding: connection.tried, using: &random)
+            }
+            guard let backend = picked else { break }
+            connection.tried.insert(backend)
+            connection.connectDeadline = now + config.connectTimeouts[connection.attempts]
+            connection.attempts += 1
+            connection.backendAddress = backend
+            do {
+                let fd = try System.tcpSocket(backend.ip.family)
+                connection.backend = fd
+                try System.call("epoll_ctl(backend)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, Worker.edgeEvents, connection.id << 1 | 1) }
+                let target = SocketAddress(ip: backend.ip, port: backend.port)
+                let started = try target.withSockaddr { (pointer, length) throws(SystemError) -> Bool in
+                    let result = connect(fd, pointer, length)
+                    if result == 0 { return true }
+                    if errno == EINPROGRESS || errno == EINTR { return false }
+                    throw SystemError("connect(\(target))", errno)
+                }
+                if started { connected(connection, now: now) }
+                return
+            } catch {
+                // Refused or unreachable at once: count it and try another backend.
+                stats.connectFailures.add(1, ordering: .relaxed)
+                connection.pool.pool.withLock { $0.failed(backend, now: now) }
+                connection.closeBackend()
+            }
+        }
+        // Nothing left to try: reset the client, as a closed port would.
+        stats.noBackend.add(1, ordering: .relaxed)
+        finish(connection, reset: true)
+    }
+
+    private func connectFailed(_ connection: Connection, now: ContinuousClock.Instant) {
+        stats.connectFailures.add(1, ordering: .relaxed)
+        if let backend = connection.backendAddress { connection.pool.pool.withLock { $0.failed(backend, now: now) } }
+        connection.closeBackend()
+        connectNext(connection, now: now)
+    }
+
+    private func connected(_ connection: Connection, now: ContinuousClock.Instant) {
+        guard let backend = connection.backendAddress, let backendFD = connection.backend else { return }
+        connection.phase = .relaying
+        connection.connectDeadline = nil
+        connection.lastActivity = now
+        connection.pool.pool.withLock { $0.connected(backend, client: connection.clientAddress.ip, now: now) }
+        connection.counted = true
+        stats.established.add(1, ordering: .relaxed)
+        _ = try? System.setOption(backendFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
+        do {
+            try connection.openChannels(splice: config.splice, size: config.bufferSize)
+            let client = connection.client
+            try System.call("epoll_ctl(client)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, client, Worker.edgeEvents, connection.id << 1) }
+        } catch {
+            finish(connection, reset: true)
+            return
+        }
+        pump(connection)
+    }
+
+    // MARK: Relaying
+
+    private func handle(connectionID: UInt64, side: RelayMachine.Side, events: UInt32) {
+        guard let connection = connections[connectionID] else { return }
+        switch connection.phase {
+        case .connecting:
+            guard side == .backend, let fd = connection.backend else { return }
+            let error = System.socketError(fd)
+            if error == 0 && events & UInt32(EPOLLOUT.rawValue) != 0 {
+                connected(connection, now: clock.now)
+            } else if error != 0 || events & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
+                connectFailed(connection, now: clock.now)
+            }
+        case .relaying:
+            let trouble = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
+            if events & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | trouble) != 0 { connection.machine.readable(side) }
+            if events & (UInt32(EPOLLOUT.rawValue) | trouble) != 0 { connection.machine.writable(side) }
+            pump(connection)
+        case .closed:
+            break
+        }
+    }
+
+    /// Runs the relay until it would block or is done.
+    private func pump(_ connection: Connection) {
+        var moved = 0
+        while true {
+            let action = connection.machine.next()
+            switch action {
+            case .wait:
+                if moved > 0 {
+                    connection.lastActivity = clock.now
+                    stats.bytes.add(moved, ordering: .relaxed)
+                }
+                return
+            case .close:
+                stats.bytes.add(moved, ordering: .relaxed)
+                finish(connection, reset: false)
+                return
+            default:
+                let outcome = connection.perform(action)
+                if case .write = action, case .transferred(let count) = outcome { moved += count }
+                connection.machine.record(action, outcome)
+            }
+        }
+    }
+
+    private func finish(_ connection: Connection, reset: Bool) {
+        guard connection.phase != .closed else { return }
+        if connection.counted, let backend = connection.backendAddress {
+            connection.pool.pool.withLock { $0.released(backend) }
+        }
+        connection.closeAll(reset: reset)
+        connections[connection.id] = nil
+        stats.active.subtract(1, ordering: .relaxed)
+    }
+}
+
+/// One client connection and its backend: descriptors, pipes or buffers, and its relay machine.
+final class Connection {
+    enum Phase { case connecting, relaying, closed }
+
+    let id: UInt64
+    let client: Int32
+    let clientAddress: SocketAddress
+    let pool: PoolHandle
+    var backend: Int32?
+    var backendAddress: BackendAddress?
+    var tried: Set<BackendAddress> = []
+    var attempts = 0
+    var connectDeadline: ContinuousClock.Instant?
+    var phase = Phase.connecting
+    var lastActivity: ContinuousClock.Instant
+    var counted = false
+    var machine = RelayMachine()
+    /// Per direction (indexed by the side bytes come from): a pipe for splice, or a buffer for copies.
+    private var pipes: [(read: Int32, write: Int32)] = []
+    private var buffers: [UnsafeMutableRawBufferPointer] = []
+
+    init(id: UInt64, client: Int32, clientAddress: SocketAddress, pool: PoolHandle) {
+        self.id = id
+        self.client = client
+        self.clientAddress = clientAddress
+        self.pool = pool
+        self.lastActivity = ContinuousClock.now
+    }
+
+    func openChannels(splice: Bool, size: Int) throws(SystemError) {
+        machine = RelayMachine(capacity: size)
+        if splice {
+            for _ in 0..<2 {
+                let pipe = try System.pipe()
+                pipes.append(pipe)
+                if size > 65_536 { _ = fcntl(pipe.write, FERRY_F_SETPIPE_SZ, Int32(size)) }
+            }
+        } else {
+            for _ in 0..<2 { buffers.append(.allocate(byteCount: size, alignment: 16)) }
+        }
+    }
+
+    func descriptor(_ side: RelayMachine.Side) -> Int32 { side == .client ? client : (backend ?? -1) }
+
+    /// Performs one relay action on the sockets.
+    func perform(_ action: RelayMachine.Action) -> RelayMachine.Outcome {
+        switch action {
+        case .read(let side, let max):
+            let fd = descriptor(side)
+            if !pipes.isEmpty {
+                let pipe = pipes[side.rawValue].write
+                return outcome("splice") { ferry_splice(fd, pipe, UInt(max)) }
+            }
+            let held = machine.heldBytes(from: side)
+            return outcome("read") { read(fd, buffers[side.rawValue].baseAddress! + held, max) }
+        case .write(let side, let count):
+            let fd = descriptor(side)
+            let source = side.other.rawValue
+            if !pipes.isEmpty {
+                let pipe = pipes[source].read
+                return outcome("splice") { ferry_splice(pipe, fd, UInt(count)) }
+            }
+            let result = outcome("write") { send(fd, buffers[source].baseAddress!, count, Int32(MSG_NOSIGNAL)) }
+            if case .transferred(let written) = result, written < count {
+                let base = buffers[source].baseAddress!
+                memmove(base, base + written, count - written)
+            }
+            return result
+        case .shutdownWrite(let side):
+            return shutdown(descriptor(side), Int32(SHUT_WR)) == 0 || errno == ENOTCONN ? .transferred(0) : .failed
+        case .reset(let side):
+            System.lingerZero(descriptor(side))
+            return .transferred(0)
+        case .close, .wait:
+            return .transferred(0)
+        }
+    }
+
+    private func outcome(_ name: String, _ body: () -> Int) -> RelayMachine.Outcome {
+        do {
+            switch try System.nonBlocking(name, body) {
+            case .done(0): return .endOfStream
+            case .done(let count): return .transferred(count)
+            case .wouldBlock: return .wouldBlock
+            }
+        } catch {
+            return .failed
+        }
+    }
+
+    func closeBackend() {
+        if let backend { System.close(backend) }
+        backend = nil
+    }
+
+    func closeAll(reset: Bool) {
+        if reset {
+            System.lingerZero(client)
+            if let backend { System.lingerZero(backend) }
+        }
+        System.close(client)
+        closeBackend()
+        for pipe in pipes {
+            System.close(pipe.read)
+            System.close(pipe.write)
+        }
+        pipes = []
+        for buffer in buffers { buffer.deallocate() }
+        buffers = []
+        phase = .closed
+    }
+}
