@@ -49,14 +49,18 @@ final class NFTablesDriver: DataPlaneDriver {
 /// The userspace mode.
 final class UserspaceDriver: DataPlaneDriver {
     let proxier: UserspaceProxier
+    let forwarder: Forwarder
     private var retry = false
 
-    init(_ proxier: UserspaceProxier) { self.proxier = proxier }
+    init(_ proxier: UserspaceProxier, forwarder: Forwarder) {
+        self.proxier = proxier
+        self.forwarder = forwarder
+    }
 
     func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
         let report = try proxier.sync(tables)
         retry = !report.problems.isEmpty
-        let stats = proxier.forwarder.stats
+        let stats = forwarder.stats
         return DataPlaneOutcome(
             quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0 && !retry,
             fields: [
@@ -71,7 +75,7 @@ final class UserspaceDriver: DataPlaneDriver {
 
     func shutdown() throws {
         try proxier.shutdown()
-        proxier.forwarder.stop()
+        forwarder.stop()
     }
 }
 
@@ -110,7 +114,7 @@ struct UserspaceOptions: ParsableArguments {
             let config = UserspaceConfig(
                 defaultBalancer: BalancerKind(rawValue: balancer) ?? .roundRobin, nodeAddresses: node.addresses,
                 nodePortAddresses: nodePortAddresses)
-            return UserspaceDriver(UserspaceProxier(forwarder: forwarder, routes: routes, config: config))
+            return UserspaceDriver(UserspaceProxier(listeners: forwarder, routes: routes, config: config), forwarder: forwarder)
         } catch {
             throw CommandFailure.runtime("error: cannot start the userspace data plane: \(error) (Ferry needs root or CAP_NET_ADMIN)")
         }

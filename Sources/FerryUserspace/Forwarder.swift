@@ -61,7 +61,7 @@ public final class PoolHandle: Sendable {
 /// The userspace data plane's engine: listening sockets for service frontends, one epoll event loop per
 /// worker thread, non-blocking connects with retry, and a splice relay per connection driven by
 /// `RelayMachine`.
-public final class Forwarder: @unchecked Sendable {
+public final class Forwarder: ListenerHost, @unchecked Sendable {
     public let config: ForwarderConfig
     public let stats = ForwarderStats()
     private let workers: [Worker]

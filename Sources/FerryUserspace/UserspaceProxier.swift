@@ -1,6 +1,36 @@
 import FerryCore
 import Glibc
 
+/// Where listening sockets are opened: the forwarder, or an in-memory twin in tests.
+public protocol ListenerHost: AnyObject {
+    /// Starts accepting on `address`, balancing over `pool`; returns an id for `closeListener`.
+    func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64
+    /// Stops accepting; established connections go on.
+    func closeListener(_ id: UInt64)
+}
+
+/// The in-memory twin of the forwarder's listeners: records what is open, and fails binds it is told to.
+public final class InMemoryListenerHost: ListenerHost, @unchecked Sendable {
+    public private(set) var open: [UInt64: (address: SocketAddress, pool: PoolHandle)] = [:]
+    /// Addresses whose bind fails with EADDRINUSE.
+    public var taken: Set<SocketAddress> = []
+    private var next: UInt64 = 1
+
+    public init() {}
+
+    public func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64 {
+        if taken.contains(address) { throw SystemError("bind(\(address))", EADDRINUSE) }
+        defer { next += 1 }
+        open[next] = (address, pool)
+        return next
+    }
+
+    public func closeListener(_ id: UInt64) { open[id] = nil }
+
+    /// The open addresses, sorted, as text.
+    public var addresses: [String] { open.values.map(\.address.description).sorted() }
+}
+
 /// What the userspace proxier needs beyond the backend tables.
 public struct UserspaceConfig: Sendable, Hashable {
     /// The balancer for services without the `ferry.io/userspace-balancer` annotation.
@@ -59,7 +89,7 @@ public final class UserspaceProxier {
         var pool: PoolKey
     }
 
-    public let forwarder: Forwarder
+    public let listeners: ListenerHost
     public let routes: LocalRouteTable
     public let config: UserspaceConfig
     private var pools: [PoolKey: PoolHandle] = [:]
@@ -67,8 +97,8 @@ public final class UserspaceProxier {
     private var routed: Set<IPAddress> = []
     private var routesRead = false
 
-    public init(forwarder: Forwarder, routes: LocalRouteTable, config: UserspaceConfig) {
-        self.forwarder = forwarder
+    public init(listeners: ListenerHost, routes: LocalRouteTable, config: UserspaceConfig) {
+        self.listeners = listeners
         self.routes = routes
         self.config = config
     }
@@ -125,14 +155,14 @@ public final class UserspaceProxier {
             report.poolsUpdated += 1
         }
         for (key, id) in open where wantedListeners[key] == nil {
-            forwarder.closeListener(id)
+            listeners.closeListener(id)
             open[key] = nil
             report.closed += 1
         }
         for key in wantedListeners.keys.sorted(by: { $0.address.description < $1.address.description }) where open[key] == nil {
             guard let pool = pools[key.pool] else { continue }
             do {
-                open[key] = try forwarder.listen(on: key.address, pool: pool)
+                open[key] = try listeners.listen(on: key.address, pool: pool)
                 report.opened += 1
             } catch {
                 report.problems.append(ListenerProblem(servicePort: key.pool.port, address: key.address.description, error: error))
@@ -149,7 +179,7 @@ public final class UserspaceProxier {
 
     /// Closes every listener and removes Ferry's routes (on exit and for `ferry cleanup`).
     public func shutdown() throws(SystemError) {
-        for id in open.values { forwarder.closeListener(id) }
+        for id in open.values { listeners.closeListener(id) }
         open = [:]
         try UserspaceProxier.removeRoutes(routes)
         routed = []

@@ -1,0 +1,229 @@
+import FerryCore
+import FerryUserspace
+import Foundation
+import Glibc
+import Testing
+
+/// Blocking-socket helpers for relaying tests on loopback (no root needed).
+enum Loopback {
+    /// A listening socket on 127.0.0.1 with a kernel-chosen port.
+    static func listener() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound, listen(fd, 512) == 0 else { throw SystemError("bind/listen", errno) }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    /// A free port on 127.0.0.1 (bound once, then released).
+    static func freePort() throws -> Int {
+        let (fd, port) = try listener()
+        close(fd)
+        return port
+    }
+
+    /// Serves each connection by echoing every byte and ending its stream when the client ends its own.
+    static func echoServer() throws -> (port: Int, stop: () -> Void) {
+        let (fd, port) = try listener()
+        let thread = Thread {
+            while true {
+                let client = accept(fd, nil, nil)
+                if client < 0 { return }
+                Thread.detachNewThread {
+                    var buffer = [UInt8](repeating: 0, count: 65_536)
+                    while true {
+                        let count = read(client, &buffer, buffer.count)
+                        if count <= 0 { break }
+                        var offset = 0
+                        while offset < count {
+                            let written = buffer[offset..<count].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                            if written <= 0 { break }
+                            offset += written
+                        }
+                    }
+                    shutdown(client, Int32(SHUT_WR))
+                    close(client)
+                }
+            }
+        }
+        thread.start()
+        return (port, { shutdown(fd, Int32(SHUT_RDWR)); close(fd) })
+    }
+
+    static func connect(to port: Int, host: UInt32 = 0x7f00_0002) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = host.bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if result != 0 {
+            let code = errno
+            close(fd)
+            throw SystemError("connect", code)
+        }
+        return fd
+    }
+
+    /// Sends `count` pseudo-random bytes, ends the stream (half-close), reads until the peer ends its
+    /// stream; returns hashes of what was sent and what came back.
+    static func echoRoundTrip(port: Int, bytes count: Int, seed: UInt64) throws -> (sent: UInt64, received: UInt64, receivedCount: Int) {
+        let fd = try connect(to: port)
+        defer { close(fd) }
+        let sentHash = Atomic64()
+        let writer = Thread {
+            var state = seed
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            var chunk = [UInt8](repeating: 0, count: 32_768)
+            var remaining = count
+            while remaining > 0 {
+                let size = min(remaining, chunk.count)
+                for index in 0..<size {
+                    state = state &* 6_364_136_223_846_793_005 &+ 1
+                    chunk[index] = UInt8(truncatingIfNeeded: state >> 33)
+                    hash = (hash ^ UInt64(chunk[index])) &* 0x100_0000_01b3
+                }
+                var offset = 0
+                while offset < size {
+                    let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    if written <= 0 { return }
+                    offset += written
+                }
+                remaining -= size
+            }
+            shutdown(fd, Int32(SHUT_WR))
+            sentHash.set(hash)
+        }
+        writer.start()
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var total = 0
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        while true {
+            let received = read(fd, &buffer, buffer.count)
+            if received <= 0 { break }
+            for byte in buffer[0..<received] { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            total += received
+        }
+        for _ in 0..<200 where sentHash.get() == nil { usleep(10_000) }
+        return (sentHash.get() ?? 0, hash, total)
+    }
+}
+
+/// A value set by one thread and read by another.
+final class Atomic64: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: UInt64?
+    func set(_ new: UInt64) { lock.withLock { value = new } }
+    func get() -> UInt64? { lock.withLock { value } }
+}
+
+@Suite("Forwarder on loopback: real sockets, splice and copy", .serialized)
+struct ForwarderLoopbackTests {
+    func pool(_ ports: [Int], kind: BalancerKind = .roundRobin) -> PoolHandle {
+        PoolHandle(
+            name: "test", pool: BackendPool(backends: ports.map { Backend(ip: IPAddress("127.0.0.1")!, port: $0) }, kind: kind))
+    }
+
+    @Test(arguments: [true, false])
+    func payloadIntegrityBothWaysWithHalfClose(splice: Bool) throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 2, splice: splice))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
+        // 24 MiB through the relay and back; the client half-closes and still reads the whole echo.
+        let result = try Loopback.echoRoundTrip(port: port, bytes: 24 << 20, seed: 7)
+        #expect(result.receivedCount == 24 << 20)
+        #expect(result.sent == result.received)
+        // Several at once.
+        let results = Atomic64()
+        DispatchQueue.concurrentPerform(iterations: 8) { index in
+            if let round = try? Loopback.echoRoundTrip(port: port, bytes: 1 << 20, seed: UInt64(index)), round.sent == round.received,
+                round.receivedCount == 1 << 20
+            {
+            } else {
+                results.set(1)
+            }
+        }
+        #expect(results.get() == nil, "a concurrent round trip failed")
+        for _ in 0..<100 where forwarder.activeConnections > 0 { usleep(10_000) }
+        #expect(forwarder.activeConnections == 0)
+    }
+
+    @Test func aRefusingBackendIsSkippedAndBackedOff() throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let dead = try Loopback.freePort()
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        let handle = pool([dead, echo.port])
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: handle)
+        for index in 0..<20 {
+            let result = try Loopback.echoRoundTrip(port: port, bytes: 1_000, seed: UInt64(index))
+            #expect(result.receivedCount == 1_000 && result.sent == result.received)
+        }
+        // The first connection that met the dead backend retried on the live one; then it was backed off.
+        #expect(forwarder.stats.connectFailures.load(ordering: .relaxed) == 1)
+        #expect(forwarder.stats.noBackend.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func noReachableBackendResetsTheClient() throws {
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([try Loopback.freePort()]))
+        let fd = try Loopback.connect(to: port)
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        let result = read(fd, &byte, 1)
+        #expect(result <= 0, "the client gets no data: reset or end of stream")
+        #expect(forwarder.stats.noBackend.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func idleConnectionsAreReset() throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1, idleTimeout: .milliseconds(300)))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
+        let fd = try Loopback.connect(to: port)
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        let start = ContinuousClock.now
+        let result = read(fd, &byte, 1)
+        #expect(result <= 0)
+        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(forwarder.stats.idleTimeouts.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func closingAListenerLeavesEstablishedConnectionsAlone() throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 2))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        let id = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
+        let fd = try Loopback.connect(to: port)
+        defer { close(fd) }
+        for _ in 0..<100 where forwarder.stats.established.load(ordering: .relaxed) == 0 { usleep(10_000) }
+        forwarder.closeListener(id)
+        #expect(throws: SystemError.self) { _ = try Loopback.connect(to: port) }
+        let message: [UInt8] = Array("still here".utf8)
+        _ = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = read(fd, &buffer, buffer.count)
+        #expect(Array(buffer.prefix(max(0, count))) == message)
+    }
+}

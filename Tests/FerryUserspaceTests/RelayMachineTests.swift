@@ -1,0 +1,190 @@
+import FerryUserspace
+import Testing
+
+/// Drives a relay machine against scripted sockets: each side has bytes to send, may end its stream
+/// (FIN) or reset at a point, and accepts writes up to a window.
+struct ScriptedRelay {
+    struct Peer {
+        var outgoing: Int
+        var finishes: Bool
+        var resetsAfter: Int?
+        var received = 0
+        var sentSoFar = 0
+        var writeWindow = Int.max
+        var gotShutdown = false
+        var gotReset = false
+    }
+
+    var machine = RelayMachine(capacity: 1_000)
+    var peers: [Peer]
+    var actions: [RelayMachine.Action] = []
+    var closed = false
+
+    init(client: Peer, backend: Peer) { peers = [client, backend] }
+
+    mutating func run(maxSteps: Int = 10_000) {
+        for _ in 0..<maxSteps {
+            let action = machine.next()
+            actions.append(action)
+            switch action {
+            case .wait:
+                // Everything would block: let blocked peers make room and signal, or stop.
+                var woke = false
+                for side in RelayMachine.Side.allCases where peers[side.rawValue].writeWindow == 0 {
+                    peers[side.rawValue].writeWindow = 700
+                    machine.writable(side)
+                    woke = true
+                }
+                if !woke { return }
+            case .close:
+                closed = true
+                return
+            case .read(let side, let max):
+                var peer = peers[side.rawValue]
+                if let limit = peer.resetsAfter, peer.sentSoFar >= limit {
+                    machine.record(action, .failed)
+                } else if peer.sentSoFar < peer.outgoing {
+                    let count = min(max, peer.outgoing - peer.sentSoFar, 300)
+                    peer.sentSoFar += count
+                    machine.record(action, .transferred(count))
+                } else if peer.finishes {
+                    machine.record(action, .endOfStream)
+                } else {
+                    machine.record(action, .wouldBlock)
+                }
+                peers[side.rawValue] = peer
+            case .write(let side, let count):
+                var peer = peers[side.rawValue]
+                let accepted = min(count, peer.writeWindow)
+                if accepted == 0 {
+                    machine.record(action, .wouldBlock)
+                } else {
+                    if peer.writeWindow != Int.max { peer.writeWindow -= accepted }
+                    peer.received += accepted
+                    machine.record(action, .transferred(accepted))
+                }
+                peers[side.rawValue] = peer
+            case .shutdownWrite(let side):
+                peers[side.rawValue].gotShutdown = true
+                machine.record(action, .transferred(0))
+            case .reset(let side):
+                peers[side.rawValue].gotReset = true
+            }
+        }
+        Issue.record("the relay did not settle")
+    }
+}
+
+@Suite("Relay state machine: half-close, reset and timeout orders")
+struct RelayMachineTests {
+    typealias Peer = ScriptedRelay.Peer
+
+    @Test func requestThenResponseWithClientHalfCloseFirst() {
+        var relay = ScriptedRelay(client: Peer(outgoing: 2_500, finishes: true), backend: Peer(outgoing: 4_000, finishes: true))
+        relay.run()
+        #expect(relay.closed)
+        #expect(relay.peers[1].received == 2_500)
+        #expect(relay.peers[0].received == 4_000)
+        #expect(relay.peers[0].gotShutdown && relay.peers[1].gotShutdown)
+        #expect(!relay.peers[0].gotReset && !relay.peers[1].gotReset)
+    }
+
+    @Test func clientHalfClosesAndStillReadsTheWholeReply() {
+        // The client ends its stream; the backend keeps answering and then ends: the client gets it all.
+        var relay = ScriptedRelay(client: Peer(outgoing: 10, finishes: true), backend: Peer(outgoing: 0, finishes: false))
+        relay.run()
+        #expect(relay.peers[1].gotShutdown, "the backend is told the client finished")
+        #expect(!relay.closed, "the connection stays open for the reply")
+        relay.peers[1].outgoing = 5_000
+        relay.peers[1].finishes = true
+        relay.machine.readable(.backend)
+        relay.run()
+        #expect(relay.peers[0].received == 5_000)
+        #expect(relay.peers[0].gotShutdown)
+        #expect(relay.closed)
+    }
+
+    @Test func backendFinishesFirst() {
+        var relay = ScriptedRelay(client: Peer(outgoing: 0, finishes: false), backend: Peer(outgoing: 1_200, finishes: true))
+        relay.run()
+        #expect(relay.peers[0].received == 1_200)
+        #expect(relay.peers[0].gotShutdown)
+        #expect(!relay.closed)
+        relay.peers[0].finishes = true
+        relay.machine.readable(.client)
+        relay.run()
+        #expect(relay.peers[1].gotShutdown)
+        #expect(relay.closed)
+    }
+
+    @Test func shutdownWaitsUntilHeldBytesAreDelivered() {
+        // The backend reads slowly: the client's FIN must not overtake the bytes still held.
+        var backend = Peer(outgoing: 0, finishes: true)
+        backend.writeWindow = 0
+        var relay = ScriptedRelay(client: Peer(outgoing: 900, finishes: true), backend: backend)
+        var sawShutdownBeforeAllBytes = false
+        for _ in 0..<50 {
+            let action = relay.machine.next()
+            if case .shutdownWrite(.backend) = action, relay.peers[1].received < 900 { sawShutdownBeforeAllBytes = true }
+            relay.machine.record(action, .wouldBlock)
+            if action == .wait { break }
+        }
+        #expect(!sawShutdownBeforeAllBytes)
+        relay = ScriptedRelay(client: Peer(outgoing: 900, finishes: true), backend: backend)
+        relay.run()
+        #expect(relay.peers[1].received == 900)
+        #expect(relay.peers[1].gotShutdown)
+    }
+
+    @Test func clientResetIsPropagatedToTheBackend() {
+        var client = Peer(outgoing: 2_000, finishes: false)
+        client.resetsAfter = 600
+        var relay = ScriptedRelay(client: client, backend: Peer(outgoing: 0, finishes: false))
+        relay.run()
+        #expect(relay.peers[1].gotReset)
+        #expect(!relay.peers[0].gotReset)
+        #expect(relay.closed)
+    }
+
+    @Test func backendResetIsPropagatedToTheClient() {
+        var backend = Peer(outgoing: 500, finishes: false)
+        backend.resetsAfter = 300
+        var relay = ScriptedRelay(client: Peer(outgoing: 0, finishes: false), backend: backend)
+        relay.run()
+        #expect(relay.peers[0].gotReset)
+        #expect(relay.closed)
+    }
+
+    @Test func resetAfterHalfCloseStillAborts() {
+        var backend = Peer(outgoing: 100, finishes: false)
+        backend.resetsAfter = 100
+        var relay = ScriptedRelay(client: Peer(outgoing: 50, finishes: true), backend: backend)
+        relay.run()
+        #expect(relay.peers[1].gotShutdown)
+        #expect(relay.peers[0].gotReset)
+        #expect(relay.closed)
+    }
+
+    @Test func idleTimeoutResetsBothSides() {
+        var relay = ScriptedRelay(client: Peer(outgoing: 10, finishes: false), backend: Peer(outgoing: 10, finishes: false))
+        relay.run()
+        #expect(!relay.closed)
+        relay.machine.timedOut()
+        relay.run()
+        #expect(relay.peers[0].gotReset && relay.peers[1].gotReset)
+        #expect(relay.closed)
+    }
+
+    @Test func neverHoldsMoreThanItsCapacity() {
+        var backend = Peer(outgoing: 0, finishes: false)
+        backend.writeWindow = 0
+        var relay = ScriptedRelay(client: Peer(outgoing: 50_000, finishes: false), backend: backend)
+        for _ in 0..<200 {
+            let action = relay.machine.next()
+            if case .read(_, let max) = action { #expect(max <= 1_000) }
+            if action == .wait { break }
+            if case .read(_, let max) = action { relay.machine.record(action, .transferred(min(300, max))) } else { relay.machine.record(action, .wouldBlock) }
+            #expect(relay.machine.heldBytes(from: .client) <= 1_000)
+        }
+    }
+}
