@@ -62,7 +62,8 @@ final class UserspaceDriver: DataPlaneDriver {
         retry = !report.problems.isEmpty
         let stats = forwarder.stats
         return DataPlaneOutcome(
-            quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0 && !retry,
+            quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0 && report.poolsUpdated == 0
+                && !retry,
             fields: [
                 ("listeners+", "\(report.opened)"), ("listeners-", "\(report.closed)"), ("routes+", "\(report.routesAdded)"),
                 ("routes-", "\(report.routesDeleted)"), ("pools", "\(report.poolsUpdated)"),

@@ -67,6 +67,7 @@ public struct UserspaceSyncReport: Sendable {
     public var closed = 0
     public var routesAdded = 0
     public var routesDeleted = 0
+    /// Pools created or whose backends, balancer or affinity changed.
     public var poolsUpdated = 0
     public var problems: [ListenerProblem] = []
 }
@@ -146,13 +147,15 @@ public final class UserspaceProxier {
             let (entry, backends) = value
             let kind = entry.balancer ?? config.defaultBalancer
             if let handle = pools[key] {
-                handle.pool.withLock { $0.update(backends: backends, kind: kind, affinity: entry.sessionAffinity) }
+                if handle.pool.withLock({ $0.update(backends: backends, kind: kind, affinity: entry.sessionAffinity) }) {
+                    report.poolsUpdated += 1
+                }
             } else {
                 pools[key] = PoolHandle(
                     name: "\(key.port)\(key.external ? " (external)" : "")",
                     pool: BackendPool(backends: backends, kind: kind, affinity: entry.sessionAffinity))
+                report.poolsUpdated += 1
             }
-            report.poolsUpdated += 1
         }
         for (key, id) in open where wantedListeners[key] == nil {
             listeners.closeListener(id)

@@ -22,9 +22,12 @@ public struct BackendPool: Sendable {
         update(backends: backends, kind: kind, affinity: affinity)
     }
 
-    /// Follows a new backend set. Affinity to a backend that left is dropped; open connections to it
-    /// are left to drain (they are counted until they close).
-    public mutating func update(backends newBackends: [Backend], kind newKind: BalancerKind, affinity newAffinity: SessionAffinity) {
+    /// Follows a new backend set; true when the backends, the balancer or the affinity changed. Affinity
+    /// to a backend that left is dropped; open connections to it are left to drain (they are counted
+    /// until they close).
+    @discardableResult
+    public mutating func update(backends newBackends: [Backend], kind newKind: BalancerKind, affinity newAffinity: SessionAffinity) -> Bool {
+        let before = (backends, kind, affinityTimeout)
         let addresses = newBackends.map(BackendAddress.init).sorted()
         var unique: [BackendAddress] = []
         for address in addresses where unique.last != address { unique.append(address) }
@@ -44,6 +47,7 @@ public struct BackendPool: Sendable {
         case .clientIP(let seconds):
             affinityTimeout = .seconds(seconds)
         }
+        return before != (backends, kind, affinityTimeout)
     }
 
     /// The backend for a new connection from `client`, or `nil` when none is left to try. `excluding`
@@ -59,6 +63,15 @@ public struct BackendPool: Sendable {
             }
             affinity[client] = nil
         }
+        let chosen = choose(client: client, now: now, excluding: excluding, using: &generator)
+        // Pinned at once, so a client's concurrent first connections agree (connect refreshes it).
+        if let chosen, affinityTimeout != nil { affinity[client] = (chosen, now) }
+        return chosen
+    }
+
+    private mutating func choose(
+        client: IPAddress, now: ContinuousClock.Instant, excluding: Set<BackendAddress>, using generator: inout some RandomNumberGenerator
+    ) -> BackendAddress? {
         let candidates = backends.filter { !excluding.contains($0) }
         guard !candidates.isEmpty else { return nil }
         let healthy = candidates.filter { !isBackedOff($0, now: now) }

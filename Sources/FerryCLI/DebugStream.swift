@@ -1,0 +1,190 @@
+import ArgumentParser
+import FerryCore
+import FerryUserspace
+import Foundation
+import Glibc
+
+/// `ferry debug stream`: many connections held open at once, each streaming a pseudo-random payload
+/// through a `ferry debug serve` pod and checking the echo: payload integrity both ways, half-close
+/// (the client ends its stream and still reads the whole echo), and concurrency.
+struct StreamCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stream",
+        abstract: "Open connections at once, stream a payload through each, check the echo (needs ferry debug serve).",
+        discussion: """
+            Phase 1 opens every connection and reads each pod's greeting, so all are open at the same time. \
+            Phase 2 sends --bytes of pseudo-random data on each (after the first half, waits --pause-ms), \
+            shuts down writing (half-close), reads the echo to its end, and compares hashes. Prints \
+            "connected POD" lines as phase 1 goes (with --pause-ms), then a JSON report.
+            """)
+
+    @Option(help: ArgumentHelp("Where to connect.", valueName: "ip:port"))
+    var to: String
+
+    @Option(help: "Connections held open at once.")
+    var connections: Int = 1
+
+    @Option(help: "Bytes streamed through each connection.")
+    var bytes: Int = 1_000
+
+    @Option(name: .customLong("pause-ms"), help: "Pause after the first half of the payload (one connection's stream outlives a change).")
+    var pauseMilliseconds: Int = 0
+
+    @Option(name: .customLong("timeout-ms"), help: "Connect and read timeout per connection.")
+    var timeoutMilliseconds: Int = 10_000
+
+    func validate() throws {
+        guard parseHostPort(to) != nil else { throw ValidationError("--to: \"\(to)\" is not IP:PORT") }
+        guard (1...20_000).contains(connections) else { throw ValidationError("--connections must be between 1 and 20000") }
+        guard bytes >= 0, pauseMilliseconds >= 0, timeoutMilliseconds > 0 else { throw ValidationError("negative values are not allowed") }
+    }
+
+    struct Report: Encodable {
+        var connections: Int
+        var opened = 0
+        var verified = 0
+        var failed: [String] = []
+        var pods: [String: Int] = [:]
+        var bytesEchoed = 0
+    }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        System.raiseFileLimit()
+        let (ip, port) = parseHostPort(to)!
+        let target = SocketAddress(ip: ip, port: port)
+        var report = Report(connections: connections)
+        var open: [(fd: Int32, pod: String)] = []
+        for _ in 0..<connections {
+            do {
+                let fd = try connect(target)
+                let greeting = try readLine(fd)
+                let pod = String(greeting.split(separator: " ").first ?? "?")
+                open.append((fd, pod))
+                report.pods[pod, default: 0] += 1
+                if pauseMilliseconds > 0 {
+                    print("connected \(pod)")
+                    fflush(nil)
+                }
+            } catch {
+                report.failed.append("connect: \(error)")
+            }
+        }
+        report.opened = open.count
+        for (index, connection) in open.enumerated() {
+            defer { close(connection.fd) }
+            do {
+                let (sent, received, count) = try roundTrip(connection.fd, seed: UInt64(index + 1))
+                if sent == received && count == bytes {
+                    report.verified += 1
+                    report.bytesEchoed += count
+                } else {
+                    report.failed.append("\(connection.pod): echo differs (\(count) of \(bytes) bytes back)")
+                }
+            } catch {
+                report.failed.append("\(connection.pod): \(error)")
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        if report.verified != connections { throw ExitCode(1) }
+    }
+
+    private func connect(_ target: SocketAddress) throws -> Int32 {
+        let fd = socket(target.ip.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", errno) }
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: __suseconds_t(timeoutMilliseconds % 1000 * 1000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        do {
+            _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
+                try System.call("connect(\(target))") { Glibc.connect(fd, pointer, length) }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// The greeting line `NAME ADDRESS:PORT`.
+    private func readLine(_ fd: Int32) throws -> String {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while line.count < 512 {
+            let count = try System.call("read greeting") { read(fd, &byte, 1) }
+            if count == 0 { throw SystemError("read greeting (connection closed)", ECONNRESET) }
+            if byte == UInt8(ascii: "\n") { break }
+            line.append(byte)
+        }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Streams the payload from a writer thread, half-closes, and hashes the echo until its end.
+    private func roundTrip(_ fd: Int32, seed: UInt64) throws -> (sent: UInt64, received: UInt64, count: Int) {
+        let total = bytes
+        let pause = pauseMilliseconds
+        let sentHash = ManagedHash()
+        let writer = Thread {
+            var state = seed
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            var chunk = [UInt8](repeating: 0, count: 32_768)
+            var remaining = total
+            var paused = pause == 0
+            while remaining > 0 {
+                if !paused && remaining <= total / 2 {
+                    usleep(useconds_t(pause * 1000))
+                    paused = true
+                }
+                let size = min(remaining, chunk.count, paused ? Int.max : remaining - total / 2)
+                for index in 0..<size {
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    chunk[index] = UInt8(truncatingIfNeeded: state >> 33)
+                    hash = (hash ^ UInt64(chunk[index])) &* 0x100_0000_01b3
+                }
+                var offset = 0
+                while offset < size {
+                    let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    if written <= 0 {
+                        sentHash.finish(nil)
+                        return
+                    }
+                    offset += written
+                }
+                remaining -= size
+            }
+            shutdown(fd, Int32(SHUT_WR))
+            sentHash.finish(hash)
+        }
+        writer.start()
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var count = 0
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let received = read(fd, &buffer, buffer.count)
+            if received < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read echo", errno)
+            }
+            if received == 0 { break }
+            for byte in buffer[0..<received] { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            count += received
+        }
+        return (sentHash.wait() ?? 0, hash, count)
+    }
+}
+
+/// The writer thread's hash, handed to the reader.
+private final class ManagedHash: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var value: UInt64?
+    func finish(_ hash: UInt64?) {
+        value = hash
+        done.signal()
+    }
+    func wait() -> UInt64? {
+        done.wait()
+        return value
+    }
+}

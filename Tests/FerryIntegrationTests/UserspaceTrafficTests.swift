@@ -1,0 +1,194 @@
+import FerryTestbed
+import Foundation
+import Testing
+
+/// What `ferry debug stream` reports.
+struct StreamReport: Decodable {
+    var connections: Int
+    var opened: Int
+    var verified: Int
+    var failed: [String]
+    var pods: [String: Int]
+    var bytesEchoed: Int
+}
+
+extension TrafficBed {
+    /// Starts `ferry run --mode userspace` in the node namespace and waits for its first sync.
+    @discardableResult
+    func startUserspace(logName: String = "ferry-userspace", extra: [String] = []) throws -> Process {
+        let process = try bed.spawn(
+            in: bed.node, [ferry, "run", "--mode", "userspace", "--min-sync-period", "0.2"] + nodeFlags + extra, logName: logName)
+        try waitForLog(logName, containing: "synced")
+        return process
+    }
+
+    /// Waits until a spawned process's stderr contains `text` `count` times (at most 10 s).
+    func waitForLog(_ logName: String, containing text: String, count: Int = 1) throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if bed.log(logName).stderr.components(separatedBy: text).count - 1 >= count { return }
+            usleep(50_000)
+        }
+        throw TrafficTestError("\(logName) never logged \"\(text)\" \(count)x: \(bed.log(logName).stderr)")
+    }
+
+    func stream(from namespace: Testbed.Namespace, to destination: String, connections: Int = 1, bytes: Int, extra: [String] = [])
+        throws -> StreamReport
+    {
+        let result = try bed.run(
+            in: namespace,
+            [ferry, "debug", "stream", "--to", destination, "--connections", String(connections), "--bytes", String(bytes)] + extra,
+            timeout: .seconds(120))
+        guard let line = result.stdout.split(separator: "\n").last, let report = try? JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
+        else { throw TrafficTestError("stream \(destination) gave no report: \(result)") }
+        return report
+    }
+
+    /// Ferry's local routes in the node namespace (`ip route show table local proto 249`).
+    func userspaceRoutes() throws -> [String] {
+        try bed.run(in: bed.node, ["ip", "route", "show", "table", "local", "proto", "249"]).stdout.split(separator: "\n").map(String.init)
+    }
+
+    /// Stops a spawned Ferry with SIGTERM and waits for it to exit.
+    func stop(_ process: Process) {
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while kill(process.processIdentifier, 0) == 0 && ContinuousClock.now < deadline { usleep(20_000) }
+    }
+}
+
+@Suite("userspace data plane: real traffic in network namespaces", .serialized)
+struct UserspaceTrafficTests {
+    @Test func clusterIPFromAPodAndFromTheNodeAndNodePortFromTheClientReachEveryBackend() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        for (namespace, destination) in [
+            (bed.podNamespace("10.244.2.2"), "10.96.0.10:80"), (bed.bed.node, "10.96.0.10:80"),
+            (bed.bed.client, "\(Testbed.nodeAddress):30080"),
+        ] {
+            let report = try bed.probe(from: namespace, to: destination, count: 90)
+            #expect(Set(report.answers.keys) == bed.allPods, "\(namespace) → \(destination): \(report.answers)")
+            #expect(report.failures == 0)
+            // Round robin: exactly even.
+            #expect(Set(report.answers.values) == [30], "\(report.answers)")
+        }
+    }
+
+    @Test func payloadIntegrityBothWaysAndHalfClose() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        // 32 MiB each way; the client half-closes after sending and still reads the whole echo.
+        let fromClient = try bed.stream(from: bed.bed.client, to: "\(Testbed.nodeAddress):30080", bytes: 32 << 20)
+        #expect(fromClient.verified == 1 && fromClient.bytesEchoed == 32 << 20, "\(fromClient.failed)")
+        let fromPod = try bed.stream(from: bed.podNamespace("10.244.1.2"), to: "10.96.0.10:80", connections: 3, bytes: 4 << 20)
+        #expect(fromPod.verified == 3, "\(fromPod.failed)")
+    }
+
+    @Test func twoThousandConcurrentConnections() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        let report = try bed.stream(from: bed.bed.client, to: "10.96.0.10:80", connections: 2_000, bytes: 2_000)
+        #expect(report.opened == 2_000)
+        #expect(report.verified == 2_000, "\(report.failed.prefix(5))")
+        #expect(Set(report.pods.keys) == bed.allPods)
+    }
+
+    @Test func aRefusingBackendIsRetriedOnAnother() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        // The node's own address as an extra endpoint of web: nothing listens there on port 80, so
+        // connecting is refused at once.
+        try bed.write(
+            trafficManifests().replacingOccurrences(
+                of: "endpoints: [{addresses: [10.244.1.2]", with: "endpoints: [{addresses: [\(Testbed.nodeAddress)]}, {addresses: [10.244.1.2]"))
+        try bed.startUserspace()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 60)
+        #expect(report.failures == 0, "\(report.failed)")
+        #expect(Set(report.answers.keys) == bed.allPods)
+    }
+
+    @Test func aBackendRemovedMidStreamFinishesItsStreamAndGetsNoNewConnections() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        let streamer = try bed.bed.spawn(
+            in: bed.bed.client,
+            [bed.ferry, "debug", "stream", "--to", "10.96.0.10:80", "--bytes", String(8 << 20), "--pause-ms", "3000"], logName: "stream")
+        var pod: String?
+        let deadline = ContinuousClock.now + .seconds(5)
+        while pod == nil && ContinuousClock.now < deadline {
+            pod = bed.bed.log("stream").stdout.split(separator: "\n").first { $0.hasPrefix("connected ") }.map { String($0.dropFirst(10)) }
+            usleep(20_000)
+        }
+        let removed = try #require(pod, "the stream never connected")
+        let ip = try #require(bed.bed.pods.first { $0.name == removed }?.ip)
+        try bed.write(trafficManifests(without: ip))
+        try bed.waitForLog("ferry-userspace", containing: "synced", count: 2)
+        // New connections avoid the removed pod while its stream is still running.
+        let probe = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 40)
+        #expect(probe.failures == 0)
+        #expect(probe.answers[removed] == nil, "\(probe.answers)")
+        #expect(streamer.isRunning, "the stream should still be paused")
+        while streamer.isRunning { usleep(50_000) }
+        let output = bed.bed.log("stream").stdout
+        let line = try #require(output.split(separator: "\n").last)
+        let report = try JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
+        #expect(report.verified == 1, "the stream through the removed backend completes: \(output)")
+    }
+
+    @Test func listenersFollowAManifestEdit() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 6).failures == 0)
+        // web moves from port 80 to 8080 (its pods still listen on 80).
+        try bed.write(
+            trafficManifests().replacingOccurrences(of: "[{name: http, port: 80, nodePort: 30080}]", with: "[{name: http, port: 8080, nodePort: 30080}]"))
+        try bed.waitForLog("ferry-userspace", containing: "synced", count: 2)
+        let moved = try bed.probe(from: bed.bed.client, to: "10.96.0.10:8080", count: 30)
+        #expect(moved.failures == 0 && Set(moved.answers.keys) == bed.allPods)
+        let old = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 3)
+        #expect(old.total == 0 && old.failed.refused == 3, "the old port is closed: \(old.failed)")
+        // A new service opens its listener.
+        try bed.write(trafficManifests() + "---\napiVersion: v1\nkind: Service\nmetadata: {name: extra}\nspec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: extra-x, labels: {kubernetes.io/service-name: extra}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.2.3]}]\nports: [{name: http, port: 80}]\n")
+        try bed.waitForLog("ferry-userspace", containing: "synced", count: 3)
+        let extra = try bed.probe(from: bed.bed.client, to: "10.96.0.30:80", count: 5)
+        #expect(extra.answers == [bed.podName("10.244.2.3"): 5])
+    }
+
+    @Test func sessionAffinityAndNoEndpoints() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        let sticky = try bed.probe(from: bed.podNamespace("10.244.2.2"), to: "10.96.0.12:80", count: 30)
+        #expect(sticky.answers.count == 1 && sticky.total == 30, "\(sticky.answers)")
+        let start = ContinuousClock.now
+        let empty = try bed.probe(from: bed.bed.client, to: "10.96.0.20:80", count: 5)
+        #expect(empty.total == 0 && empty.failed.timeout == 0, "\(empty.failed)")
+        #expect(ContinuousClock.now - start < .seconds(3), "refused fast")
+    }
+
+    @Test func exitAndCleanupLeaveNothingBehind() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let first = try bed.startUserspace()
+        // web, local, sticky and empty (dns is UDP: the userspace mode relays TCP).
+        #expect(try bed.userspaceRoutes().count == 4)
+        bed.stop(first)
+        #expect(try bed.userspaceRoutes().isEmpty, "SIGTERM removes the routes")
+        // A Ferry killed outright leaves its routes; `ferry cleanup` removes them.
+        let second = try bed.startUserspace(logName: "ferry-2")
+        kill(second.processIdentifier, SIGKILL)
+        usleep(200_000)
+        #expect(try !bed.userspaceRoutes().isEmpty)
+        let cleanup = try bed.ferryInNode(["cleanup"])
+        #expect(cleanup.stdout.contains("local routes (proto 249)"), "\(cleanup.stdout)")
+        #expect(try bed.userspaceRoutes().isEmpty)
+        let listening = try bed.bed.run(in: bed.bed.node, ["ss", "-Hltn"]).stdout
+        #expect(!listening.contains("10.96."), "no listener left: \(listening)")
+        #expect(try bed.ferryInNode(["cleanup"]).stdout.contains("nothing to remove"))
+    }
+}
