@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // The pure core: model, manifest decoding, change tracking, endpoint selection, tables.
@@ -42,7 +43,8 @@ let package = Package(
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace",
+                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryTestbed",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

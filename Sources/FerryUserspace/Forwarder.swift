@@ -12,16 +12,21 @@ public struct ForwarderConfig: Sendable, Hashable {
     public var connectTimeouts: [Duration]
     /// A connection with no bytes moving either way for this long is reset.
     public var idleTimeout: Duration
-    /// Relay with `splice` through pipes (zero-copy); false: read/write through a buffer.
+    /// Relay bulk transfers with `splice` through pipes (zero-copy): each direction starts with a small
+    /// copy buffer and moves to a pipe once a read fills it (short exchanges cost no pipe syscalls).
+    /// False: always read/write through the buffer.
     public var splice: Bool
-    /// Bytes held per direction (the pipe's or buffer's size).
+    /// Bytes held per direction in copy mode.
     public var bufferSize: Int
+    /// Bytes held per direction in splice mode (the pipe's size).
+    public var pipeSize: Int
 
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
-        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 65_536
+        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 65_536
     ) {
+        self.pipeSize = pipeSize
         self.workers = max(1, workers)
         self.connectTimeouts = connectTimeouts.isEmpty ? [.seconds(1)] : connectTimeouts
         self.idleTimeout = idleTimeout
@@ -43,6 +48,8 @@ public final class ForwarderStats: Sendable {
     public let acceptPauses = Atomic<Int>(0)
     public let idleTimeouts = Atomic<Int>(0)
     public let bytes = Atomic<Int>(0)
+    /// Directions that moved from the copy buffer to a pipe (bulk transfers).
+    public let splicedDirections = Atomic<Int>(0)
     init() {}
 }
 

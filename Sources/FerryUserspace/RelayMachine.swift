@@ -60,14 +60,21 @@ public struct RelayMachine: Sendable, Hashable {
         case closed
     }
 
-    public let capacity: Int
+    /// The most bytes held per direction, indexed by the side they come from.
+    public private(set) var capacities: [Int]
     /// Indexed by the side the bytes come from.
     var directions = [Direction(), Direction()]
     public private(set) var phase: Phase = .relaying
     /// Bytes delivered, by the side they came from.
     public private(set) var delivered = [0, 0]
 
-    public init(capacity: Int = 65_536) { self.capacity = capacity }
+    public init(capacity: Int = 65_536) { capacities = [capacity, capacity] }
+
+    /// Changes how many bytes the direction from `side` may hold (when the forwarder moves it from a
+    /// small copy buffer to a pipe). Never below what it holds now.
+    public mutating func setCapacity(from side: Side, _ capacity: Int) {
+        capacities[side.rawValue] = max(capacity, directions[side.rawValue].held)
+    }
 
     /// The next thing to do.
     public mutating func next() -> Action {
@@ -85,6 +92,7 @@ public struct RelayMachine: Sendable, Hashable {
         for source in Side.allCases {
             let direction = directions[source.rawValue]
             if direction.held > 0 && direction.canWrite { return .write(to: source.other, count: direction.held) }
+            let capacity = capacities[source.rawValue]
             if !direction.ended && direction.canRead && direction.held < capacity {
                 return .read(from: source, max: capacity - direction.held)
             }

@@ -27,6 +27,9 @@ final class Worker: @unchecked Sendable {
     private var nextConnectionID: UInt64 = 1
     private var paused: [(listener: Listener, until: ContinuousClock.Instant)] = []
     private var random = SystemRandomNumberGenerator()
+    /// Empty pipes of closed connections, reused by new ones (saves pipe2 and two closes per pipe).
+    private var sparePipes: [(read: Int32, write: Int32)] = []
+    private static let sparePipeLimit = 1_024
     private let clock = ContinuousClock()
 
     init(index: Int, config: ForwarderConfig, stats: ForwarderStats) throws(SystemError) {
@@ -100,6 +103,11 @@ final class Worker: @unchecked Sendable {
         }
         for connection in connections.values { connection.closeAll(reset: true) }
         connections = [:]
+        for pipe in sparePipes {
+            System.close(pipe.read)
+            System.close(pipe.write)
+        }
+        sparePipes = []
     }
 
     /// Connect timeouts, idle timeouts, and listeners to resume after descriptors ran out.
@@ -222,7 +230,14 @@ final class Worker: @unchecked Sendable {
         stats.established.add(1, ordering: .relaxed)
         _ = try? System.setOption(backendFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
         do {
-            try connection.openChannels(splice: config.splice, size: config.bufferSize)
+            connection.openChannels(splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize) {
+                [unowned self] () throws(SystemError) in
+                stats.splicedDirections.add(1, ordering: .relaxed)
+                if let pipe = sparePipes.popLast() { return pipe }
+                let pipe = try System.pipe()
+                if config.pipeSize > 65_536 { _ = fcntl(pipe.write, FERRY_F_SETPIPE_SZ, Int32(config.pipeSize)) }
+                return pipe
+            }
             let client = connection.client
             try System.call("epoll_ctl(client)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, client, Worker.edgeEvents, connection.id << 1) }
         } catch {
@@ -284,6 +299,14 @@ final class Worker: @unchecked Sendable {
         if connection.counted, let backend = connection.backendAddress {
             connection.pool.pool.withLock { $0.released(backend) }
         }
+        for pipe in connection.takeEmptyPipes() {
+            if sparePipes.count < Worker.sparePipeLimit {
+                sparePipes.append(pipe)
+            } else {
+                System.close(pipe.read)
+                System.close(pipe.write)
+            }
+        }
         connection.closeAll(reset: reset)
         connections[connection.id] = nil
         stats.active.subtract(1, ordering: .relaxed)
@@ -307,9 +330,14 @@ final class Connection {
     var lastActivity: ContinuousClock.Instant
     var counted = false
     var machine = RelayMachine()
-    /// Per direction (indexed by the side bytes come from): a pipe for splice, or a buffer for copies.
-    private var pipes: [(read: Int32, write: Int32)] = []
-    private var buffers: [UnsafeMutableRawBufferPointer] = []
+    /// Per direction (indexed by the side bytes come from): a pipe once in splice mode, else a copy
+    /// buffer (allocated at the first read).
+    private var pipes: [(read: Int32, write: Int32)?] = [nil, nil]
+    private var buffers: [UnsafeMutableRawBufferPointer?] = [nil, nil]
+    private var bulk = [false, false]
+    private var bufferSize = 16_384
+    private var pipeSize = 65_536
+    private var makePipe: (() throws(SystemError) -> (read: Int32, write: Int32))?
 
     init(id: UInt64, client: Int32, clientAddress: SocketAddress, pool: PoolHandle) {
         self.id = id
@@ -319,17 +347,13 @@ final class Connection {
         self.lastActivity = ContinuousClock.now
     }
 
-    func openChannels(splice: Bool, size: Int) throws(SystemError) {
-        machine = RelayMachine(capacity: size)
-        if splice {
-            for _ in 0..<2 {
-                let pipe = try System.pipe()
-                pipes.append(pipe)
-                if size > 65_536 { _ = fcntl(pipe.write, FERRY_F_SETPIPE_SZ, Int32(size)) }
-            }
-        } else {
-            for _ in 0..<2 { buffers.append(.allocate(byteCount: size, alignment: 16)) }
-        }
+    /// Each direction starts in copy mode with a buffer of `bufferSize`; with `splice`, a direction whose
+    /// read fills the buffer moves to a pipe (from `makePipe`) once the buffer is drained.
+    func openChannels(splice: Bool, bufferSize: Int, pipeSize: Int, pipe makePipe: @escaping () throws(SystemError) -> (read: Int32, write: Int32)) {
+        machine = RelayMachine(capacity: bufferSize)
+        self.bufferSize = bufferSize
+        self.pipeSize = pipeSize
+        self.makePipe = splice ? makePipe : nil
     }
 
     func descriptor(_ side: RelayMachine.Side) -> Int32 { side == .client ? client : (backend ?? -1) }
@@ -339,23 +363,33 @@ final class Connection {
         switch action {
         case .read(let side, let max):
             let fd = descriptor(side)
-            if !pipes.isEmpty {
-                let pipe = pipes[side.rawValue].write
-                return outcome("splice") { ferry_splice(fd, pipe, UInt(max)) }
+            if let pipe = pipes[side.rawValue] {
+                return outcome("splice") { ferry_splice(fd, pipe.write, UInt(max)) }
             }
             let held = machine.heldBytes(from: side)
-            return outcome("read") { read(fd, buffers[side.rawValue].baseAddress! + held, max) }
+            if buffers[side.rawValue] == nil { buffers[side.rawValue] = .allocate(byteCount: bufferSize, alignment: 16) }
+            let result = outcome("read") { read(fd, buffers[side.rawValue]!.baseAddress! + held, max) }
+            // A read that fills the buffer: a bulk transfer, worth a pipe.
+            if case .transferred(let count) = result, count == max, held + count == bufferSize, makePipe != nil { bulk[side.rawValue] = true }
+            return result
         case .write(let side, let count):
             let fd = descriptor(side)
-            let source = side.other.rawValue
-            if !pipes.isEmpty {
-                let pipe = pipes[source].read
-                return outcome("splice") { ferry_splice(pipe, fd, UInt(count)) }
+            let source = side.other
+            if let pipe = pipes[source.rawValue] {
+                return outcome("splice") { ferry_splice(pipe.read, fd, UInt(count)) }
             }
-            let result = outcome("write") { send(fd, buffers[source].baseAddress!, count, Int32(MSG_NOSIGNAL)) }
-            if case .transferred(let written) = result, written < count {
-                let base = buffers[source].baseAddress!
-                memmove(base, base + written, count - written)
+            let base = buffers[source.rawValue]!.baseAddress!
+            let result = outcome("write") { send(fd, base, count, Int32(MSG_NOSIGNAL)) }
+            if case .transferred(let written) = result {
+                if written < count {
+                    memmove(base, base + written, count - written)
+                } else if bulk[source.rawValue], let makePipe, let pipe = try? makePipe() {
+                    // Drained: continue this direction through a pipe.
+                    pipes[source.rawValue] = pipe
+                    buffers[source.rawValue]?.deallocate()
+                    buffers[source.rawValue] = nil
+                    machine.setCapacity(from: source, pipeSize)
+                }
             }
             return result
         case .shutdownWrite(let side):
@@ -380,6 +414,18 @@ final class Connection {
         }
     }
 
+    /// Hands over the pipes that hold no bytes (for reuse); the rest are closed with the connection.
+    func takeEmptyPipes() -> [(read: Int32, write: Int32)] {
+        var empty: [(read: Int32, write: Int32)] = []
+        for (index, pipe) in pipes.enumerated() {
+            if let pipe, machine.heldBytes(from: RelayMachine.Side(rawValue: index)!) == 0 {
+                empty.append(pipe)
+                pipes[index] = nil
+            }
+        }
+        return empty
+    }
+
     func closeBackend() {
         if let backend { System.close(backend) }
         backend = nil
@@ -393,12 +439,14 @@ final class Connection {
         System.close(client)
         closeBackend()
         for pipe in pipes {
+            guard let pipe else { continue }
             System.close(pipe.read)
             System.close(pipe.write)
         }
-        pipes = []
-        for buffer in buffers { buffer.deallocate() }
-        buffers = []
+        pipes = [nil, nil]
+        for buffer in buffers { buffer?.deallocate() }
+        buffers = [nil, nil]
+        makePipe = nil
         phase = .closed
     }
 }

@@ -156,6 +156,9 @@ struct ForwarderLoopbackTests {
             }
         }
         #expect(results.get() == nil, "a concurrent round trip failed")
+        // Bulk transfers moved to pipes (both directions of each connection); copy mode never does.
+        let spliced = forwarder.stats.splicedDirections.load(ordering: .relaxed)
+        #expect(splice ? spliced >= 2 : spliced == 0, "spliced directions: \(spliced)")
         for _ in 0..<100 where forwarder.activeConnections > 0 { usleep(10_000) }
         #expect(forwarder.activeConnections == 0)
     }
