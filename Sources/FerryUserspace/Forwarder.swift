@@ -24,7 +24,7 @@ public struct ForwarderConfig: Sendable, Hashable {
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
-        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 65_536
+        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 262_144
     ) {
         self.pipeSize = pipeSize
         self.workers = max(1, workers)
