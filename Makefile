@@ -39,9 +39,15 @@ test: deps
 demo: release
 	scripts/demo.sh .build/release/ferry
 
-## bench: the manifest-loading benchmark at 10,000 services
+## bench: the benchmarks (manifest loading; as root also nftables programming and the userspace relay
+## against HAProxy, for which it installs haproxy and iperf3)
 bench: release
 	.build/release/ferry bench load --services 10000
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	  $(MAKE) --no-print-directory DEBIAN_PACKAGES="haproxy iperf3" deps && \
+	  .build/release/ferry bench sync --sizes 100,1000,10000 && \
+	  .build/release/ferry bench userspace --report bench-report; \
+	else echo "make bench: the nftables and userspace benchmarks need root (skipped)"; fi
 
 ## format: format the sources with the toolchain's swift-format
 format:

@@ -27,8 +27,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
 watcher=""
 prefix="fd$$"
 bed_up=""
+userspace=""
 cleanup() {
   [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+  [ -n "$userspace" ] && kill "$userspace" 2>/dev/null
   wait 2>/dev/null || true
   rm -rf "$work"
   if [ -n "$bed_up" ]; then
@@ -81,3 +83,23 @@ say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
 step in_client "$ferry" debug probe --to 10.0.0.1:30080 --count 300
 say "Removing everything Ferry made:"
 step in_node "$ferry" cleanup
+
+say "userspace mode on the same namespaces: Ferry accepts each connection and relays it (epoll, splice)."
+say "Service addresses become local through routes on lo (proto 249); no nftables rule is involved."
+# `ip netns exec` execs Ferry in place, so $! is Ferry's PID.
+ip netns exec "$prefix-node" "$ferry" run --mode userspace --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 \
+  2> "$work/userspace.log" &
+userspace=$!
+for _ in $(seq 50); do grep -q synced "$work/userspace.log" && break; sleep 0.1; done
+step in_node ip route show table local proto 249
+say "300 requests from the client to my-service's ClusterIP 10.96.0.10:80, relayed by Ferry (round robin)."
+step in_client "$ferry" debug probe --to 10.96.0.10:80 --count 300
+say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
+step in_client "$ferry" debug probe --to 10.0.0.1:30080 --count 300
+say "32 MiB streamed through the relay and echoed back (the client half-closes, then reads it all):"
+step in_client "$ferry" debug stream --to 10.96.0.10:80 --bytes 33554432
+say "Stopping Ferry (SIGTERM): it closes its listeners and removes its routes."
+kill -TERM "$userspace"; wait "$userspace" || true
+userspace=""
+step in_node ip route show table local proto 249
+echo "(no routes left)"
