@@ -20,6 +20,8 @@ protocol DataPlaneDriver: AnyObject {
     var hasPendingWork: Bool { get }
     /// Removes what this plane set up that must not outlive Ferry.
     func shutdown() throws
+    /// Counters worth a line when Ferry stops.
+    var statistics: [(String, String)] { get }
 }
 
 /// The nftables mode.
@@ -44,6 +46,8 @@ final class NFTablesDriver: DataPlaneDriver {
 
     /// The rules stay: they keep forwarding while Ferry restarts.
     func shutdown() throws {}
+
+    var statistics: [(String, String)] { [] }
 }
 
 /// The userspace mode.
@@ -78,6 +82,19 @@ final class UserspaceDriver: DataPlaneDriver {
         try proxier.shutdown()
         forwarder.stop()
     }
+
+    var statistics: [(String, String)] {
+        let stats = forwarder.stats
+        let values: [(String, Int)] = [
+            ("accepted", stats.accepted.load(ordering: .relaxed)), ("established", stats.established.load(ordering: .relaxed)),
+            ("connect-failures", stats.connectFailures.load(ordering: .relaxed)), ("no-backend", stats.noBackend.load(ordering: .relaxed)),
+            ("accept-pauses", stats.acceptPauses.load(ordering: .relaxed)),
+            ("descriptor-shortages", stats.descriptorShortages.load(ordering: .relaxed)),
+            ("idle-timeouts", stats.idleTimeouts.load(ordering: .relaxed)),
+            ("spliced-directions", stats.splicedDirections.load(ordering: .relaxed)), ("bytes", stats.bytes.load(ordering: .relaxed)),
+        ]
+        return values.map { ($0.0, String($0.1)) }
+    }
 }
 
 /// Options of the userspace mode.
@@ -94,18 +111,22 @@ struct UserspaceOptions: ParsableArguments {
     @Flag(name: .customLong("userspace-copy"), help: "Relay with read/write through a buffer instead of splice.")
     var copy = false
 
+    @Option(name: .customLong("userspace-pipe-size"), help: "KiB a spliced direction may hold in its pipe (64-1024).")
+    var pipeKiB: Int = 1_024
+
     func validate() throws {
         guard BalancerKind(rawValue: balancer) != nil else {
             throw ValidationError("--userspace-balancer: unknown balancer \"\(balancer)\": expected \(BalancerKind.choices)")
         }
         if let workers, !(1...256).contains(workers) { throw ValidationError("--userspace-workers must be between 1 and 256") }
         guard idleTimeout > 0 else { throw ValidationError("--userspace-idle-timeout must be positive") }
+        guard (64...1_024).contains(pipeKiB) else { throw ValidationError("--userspace-pipe-size must be between 64 and 1024 (KiB)") }
     }
 
     func forwarderConfig() -> ForwarderConfig {
         ForwarderConfig(
             workers: workers ?? ProcessInfo.processInfo.activeProcessorCount, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
-            splice: !copy)
+            splice: !copy, pipeSize: pipeKiB * 1_024)
     }
 
     func driver(node: NodeContext, nodePortAddresses: [CIDR]) throws -> UserspaceDriver {

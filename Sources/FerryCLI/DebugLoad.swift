@@ -64,28 +64,37 @@ struct LoadCommand: ParsableCommand {
         let start = clock.now
         let deadline = start + .milliseconds(Int64(seconds * 1000))
         let tallies = (0..<concurrency).map { _ in Tally() }
-        DispatchQueue.concurrentPerform(iterations: concurrency) { index in
-            let tally = tallies[index]
-            var request = [UInt8](repeating: UInt8(ascii: "x"), count: 64)
-            request[63] = UInt8(ascii: "\n")
-            var buffer = [UInt8](repeating: 0, count: 512)
-            while clock.now < deadline {
-                let number = claimed.next()
-                guard number < limit else { break }
-                let target = targets[number % targets.count]
-                let begin = clock.now
-                switch LoadCommand.exchange(target, request: request, buffer: &buffer) {
-                case .success(let pod):
-                    let elapsed = clock.now - begin
-                    let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
-                    _ = tally.histogram.record(micros)
-                    tally.pods[pod, default: 0] += 1
-                case .failure(let error):
-                    tally.failures += 1
-                    tally.errors[error.call + ": " + String(cString: strerror(error.errno)), default: 0] += 1
+        // One thread per connection in flight (concurrentPerform would run only one per core).
+        let finished = DispatchGroup()
+        for index in 0..<concurrency {
+            finished.enter()
+            let thread = Thread {
+                defer { finished.leave() }
+                let tally = tallies[index]
+                var request = [UInt8](repeating: UInt8(ascii: "x"), count: 64)
+                request[63] = UInt8(ascii: "\n")
+                var buffer = [UInt8](repeating: 0, count: 512)
+                while clock.now < deadline {
+                    let number = claimed.next()
+                    guard number < limit else { break }
+                    let target = targets[number % targets.count]
+                    let begin = clock.now
+                    switch LoadCommand.exchange(target, request: request, buffer: &buffer) {
+                    case .success(let pod):
+                        let elapsed = clock.now - begin
+                        let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+                        _ = tally.histogram.record(micros)
+                        tally.pods[pod, default: 0] += 1
+                    case .failure(let error):
+                        tally.failures += 1
+                        tally.errors[error.call + ": " + String(cString: strerror(error.errno)), default: 0] += 1
+                    }
                 }
             }
+            thread.stackSize = 1 << 18
+            thread.start()
         }
+        finished.wait()
         let elapsed = clock.now - start
         let total = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var merged = total

@@ -189,6 +189,9 @@ final class SyncLoop: Sendable {
             } catch {
                 logger.error("cleaning up on exit failed", metadata: ["error": "\(error)"])
             }
+            var metadata: Logger.Metadata = [:]
+            for (key, value) in parts.plane.statistics { metadata[key] = "\(value)" }
+            if !metadata.isEmpty { logger.info("totals", metadata: metadata) }
         }
     }
 

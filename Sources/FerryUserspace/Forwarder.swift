@@ -24,7 +24,7 @@ public struct ForwarderConfig: Sendable, Hashable {
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
-        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 262_144
+        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 1_048_576
     ) {
         self.pipeSize = pipeSize
         self.workers = max(1, workers)
@@ -46,6 +46,8 @@ public final class ForwarderStats: Sendable {
     public let noBackend = Atomic<Int>(0)
     /// Times a worker stopped accepting because descriptors ran out.
     public let acceptPauses = Atomic<Int>(0)
+    /// Client connections given up because a socket or pipe for them could not be made (EMFILE, ENFILE).
+    public let descriptorShortages = Atomic<Int>(0)
     public let idleTimeouts = Atomic<Int>(0)
     public let bytes = Atomic<Int>(0)
     /// Directions that moved from the copy buffer to a pipe (bulk transfers).

@@ -202,10 +202,16 @@ final class Worker: @unchecked Sendable {
                 if started { connected(connection, now: now) }
                 return
             } catch {
+                connection.closeBackend()
+                if error.isDescriptorExhaustion {
+                    // Ferry's own shortage, not the backend's fault: give this client up, blame no one.
+                    stats.descriptorShortages.add(1, ordering: .relaxed)
+                    finish(connection, reset: true)
+                    return
+                }
                 // Refused or unreachable at once: count it and try another backend.
                 stats.connectFailures.add(1, ordering: .relaxed)
                 connection.pool.pool.withLock { $0.failed(backend, now: now) }
-                connection.closeBackend()
             }
         }
         // Nothing left to try: reset the client, as a closed port would.

@@ -2,6 +2,12 @@ import FerryTestbed
 import Foundation
 import Testing
 
+/// What `ferry debug load` reports (the parts the tests read).
+struct LoadReport: Decodable {
+    var connections: Int
+    var failures: Int
+}
+
 /// What `ferry debug stream` reports.
 struct StreamReport: Decodable {
     var connections: Int
@@ -169,6 +175,30 @@ struct UserspaceTrafficTests {
         let empty = try bed.probe(from: bed.bed.client, to: "10.96.0.20:80", count: 5)
         #expect(empty.total == 0 && empty.failed.timeout == 0, "\(empty.failed)")
         #expect(ContinuousClock.now - start < .seconds(3), "refused fast")
+    }
+
+    @Test func runningOutOfDescriptorsIsSurvived() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        // 64 descriptors in all: after its listeners and sockets, Ferry has room for a few dozen, and 100
+        // clients at once take far more.
+        let ferry = try bed.bed.spawn(
+            in: bed.bed.node,
+            ["prlimit", "--nofile=64:64", bed.ferry, "run", "--mode", "userspace", "--min-sync-period", "0.2"] + bed.nodeFlags,
+            logName: "ferry-limited")
+        try bed.waitForLog("ferry-limited", containing: "synced")
+        let load = try bed.bed.run(
+            in: bed.bed.client,
+            [bed.ferry, "debug", "load", "--to", "10.96.0.10:80", "--seconds", "3", "--concurrency", "100"], timeout: .seconds(60))
+        let report = try JSONDecoder().decode(LoadReport.self, from: Data((load.stdout.split(separator: "\n").last ?? "").utf8))
+        #expect(report.connections > 0, "some connections were served while descriptors were short: \(load)")
+        #expect(ferry.isRunning, "Ferry survived: \(bed.bed.log("ferry-limited").stderr.suffix(2_000))")
+        // Afterwards it serves normally.
+        let after = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 30)
+        #expect(after.failures == 0 && Set(after.answers.keys) == bed.allPods, "\(after.failed)")
+        bed.stop(ferry)
+        let log = bed.bed.log("ferry-limited").stderr
+        #expect(!log.contains("accept-pauses=0 "), "descriptors did run out: \(log.suffix(1_000))")
     }
 
     @Test func exitAndCleanupLeaveNothingBehind() throws {
