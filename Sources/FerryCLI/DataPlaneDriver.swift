@@ -111,6 +111,9 @@ struct UserspaceOptions: ParsableArguments {
     @Flag(name: .customLong("userspace-copy"), help: "Relay with read/write through a buffer instead of splice.")
     var copy = false
 
+    @Option(name: .customLong("userspace-epoll"), help: "edge (default) or level: how connection sockets are registered with epoll.")
+    var epoll: String = "edge"
+
     @Option(name: .customLong("userspace-pipe-size"), help: "KiB a spliced direction may hold in its pipe (64-1024).")
     var pipeKiB: Int = 1_024
 
@@ -120,13 +123,14 @@ struct UserspaceOptions: ParsableArguments {
         }
         if let workers, !(1...256).contains(workers) { throw ValidationError("--userspace-workers must be between 1 and 256") }
         guard idleTimeout > 0 else { throw ValidationError("--userspace-idle-timeout must be positive") }
+        guard ["edge", "level"].contains(epoll) else { throw ValidationError("--userspace-epoll: expected edge or level, not \"\(epoll)\"") }
         guard (64...1_024).contains(pipeKiB) else { throw ValidationError("--userspace-pipe-size must be between 64 and 1024 (KiB)") }
     }
 
     func forwarderConfig() -> ForwarderConfig {
         ForwarderConfig(
             workers: workers ?? ProcessInfo.processInfo.activeProcessorCount, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
-            splice: !copy, pipeSize: pipeKiB * 1_024)
+            splice: !copy, pipeSize: pipeKiB * 1_024, edgeTriggered: epoll == "edge")
     }
 
     func driver(node: NodeContext, nodePortAddresses: [CIDR]) throws -> UserspaceDriver {

@@ -113,19 +113,23 @@ struct UserspaceBench: ParsableCommand {
                 try measure(
                     bed, name: "direct", ferry: ferry, bulk: "\(bed.pods[0].ip):\(Self.bulkPort)", echo: echoTargets, proxyPID: nil))
 
-            log("Ferry userspace", round: round)
-            let proxy = try bed.spawn(
-                in: bed.node,
-                [
-                    ferry, "run", "--mode", "userspace", "--manifests", folder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress,
-                    "--userspace-workers", "2",
-                ], logName: "ferry-\(round)")
-            try waitFor(bed, log: "ferry-\(round)", text: "synced")
-            results.append(
-                try measure(
-                    bed, name: "ferry userspace", ferry: ferry, bulk: "\(Testbed.nodeAddress):30201",
-                    echo: ["\(Testbed.nodeAddress):30080"], proxyPID: proxy.processIdentifier))
-            stop(proxy)
+            // Edge-triggered is Ferry's default; level-triggered is measured beside it.
+            for epoll in ["edge", "level"] {
+                let name = epoll == "edge" ? "ferry userspace" : "ferry (level-trig.)"
+                log(name, round: round)
+                let proxy = try bed.spawn(
+                    in: bed.node,
+                    [
+                        ferry, "run", "--mode", "userspace", "--manifests", folder, "--node-name", "node-1", "--node-ip",
+                        Testbed.nodeAddress, "--userspace-workers", "2", "--userspace-epoll", epoll,
+                    ], logName: "ferry-\(epoll)-\(round)")
+                try waitFor(bed, log: "ferry-\(epoll)-\(round)", text: "synced")
+                results.append(
+                    try measure(
+                        bed, name: name, ferry: ferry, bulk: "\(Testbed.nodeAddress):30201", echo: ["\(Testbed.nodeAddress):30080"],
+                        proxyPID: proxy.processIdentifier))
+                stop(proxy)
+            }
 
             for splice in [false, true] {
                 let name = splice ? "haproxy splice" : "haproxy"
@@ -186,16 +190,26 @@ struct UserspaceBench: ParsableCommand {
             cpuSecondsPerGB: proxyPID == nil ? nil : cpu / (Double(bytes) / 1e9), spread: rate.pods)
     }
 
+    /// iperf3's figures; one retry after a second (an iperf3 server answers "busy" while it still
+    /// finishes the previous test).
     private func iperf(_ bed: Testbed, to target: String, streams: Int) throws -> (bitsPerSecond: Double, bytes: Int) {
         let (host, port) = parseHostPort(target)!
-        let result = try bed.run(
-            in: bed.client, ["iperf3", "-c", host.description, "-p", String(port), "-t", String(seconds), "-P", String(streams), "-J"],
-            timeout: .seconds(Int64(seconds) + 30))
-        guard let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-            let end = object["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
-            let bits = received["bits_per_second"] as? Double, let bytes = received["bytes"] as? Double
-        else { throw CommandFailure.runtime("iperf3 to \(target) failed: \(result.stdout.prefix(400)) \(result.stderr.prefix(400))") }
-        return (bits, Int(bytes))
+        var failure = ""
+        for attempt in 0..<2 {
+            if attempt > 0 { sleep(1) }
+            let result = try bed.run(
+                in: bed.client, ["iperf3", "-c", host.description, "-p", String(port), "-t", String(seconds), "-P", String(streams), "-J"],
+                timeout: .seconds(Int64(seconds) + 30))
+            let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            if let end = object?["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
+                let bits = received["bits_per_second"] as? Double, let bytes = received["bytes"] as? Double, bits > 0
+            {
+                return (bits, Int(bytes))
+            }
+            failure = (object?["error"] as? String) ?? "\(result.stdout.suffix(300)) \(result.stderr.suffix(300))"
+            log("iperf3 to \(target) failed (\(failure))\(attempt == 0 ? ", retrying" : "")", round: 0)
+        }
+        throw CommandFailure.runtime("iperf3 to \(target) failed: \(failure)")
     }
 
     /// User plus system CPU seconds of a process so far (`/proc/PID/stat`, fields 14 and 15). `ip netns
@@ -223,7 +237,7 @@ struct UserspaceBench: ParsableCommand {
     }
 
     private func log(_ text: String, round: Int) {
-        FileHandle.standardError.write(Data("round \(round)/\(rounds): measuring \(text)…\n".utf8))
+        FileHandle.standardError.write(Data((round > 0 ? "round \(round)/\(rounds): measuring \(text)…\n" : "  \(text)\n").utf8))
     }
 
     // MARK: Configuration

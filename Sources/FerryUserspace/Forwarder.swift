@@ -16,6 +16,9 @@ public struct ForwarderConfig: Sendable, Hashable {
     /// copy buffer and moves to a pipe once a read fills it (short exchanges cost no pipe syscalls).
     /// False: always read/write through the buffer.
     public var splice: Bool
+    /// Connection sockets edge-triggered (registered once, drained until EAGAIN), or level-triggered
+    /// (interest updated with EPOLL_CTL_MOD as the relay's needs change).
+    public var edgeTriggered: Bool
     /// Bytes held per direction in copy mode.
     public var bufferSize: Int
     /// Bytes held per direction in splice mode (the pipe's size).
@@ -24,8 +27,10 @@ public struct ForwarderConfig: Sendable, Hashable {
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
-        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 1_048_576
+        idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 1_048_576,
+        edgeTriggered: Bool = true
     ) {
+        self.edgeTriggered = edgeTriggered
         self.pipeSize = pipeSize
         self.workers = max(1, workers)
         self.connectTimeouts = connectTimeouts.isEmpty ? [.seconds(1)] : connectTimeouts

@@ -142,6 +142,21 @@ public struct RelayMachine: Sendable, Hashable {
     /// `side` became writable.
     public mutating func writable(_ side: Side) { directions[side.other.rawValue].canWrite = true }
 
+    /// `side` reported an error (EPOLLERR with a pending SO_ERROR): reset the other side and close.
+    public mutating func failed(_ side: Side) {
+        guard phase == .relaying else { return }
+        abort(resetting: [side.other])
+    }
+
+    /// Whether the relay wants to read from `side` now (for level-triggered interest).
+    public func wantsRead(_ side: Side) -> Bool {
+        let direction = directions[side.rawValue]
+        return phase == .relaying && !direction.ended && direction.held < capacities[side.rawValue]
+    }
+
+    /// Whether the relay waits for `side` to become writable (bytes for it are held).
+    public func wantsWrite(_ side: Side) -> Bool { phase == .relaying && directions[side.other.rawValue].held > 0 }
+
     /// No bytes moved for the idle timeout: reset both sides.
     public mutating func timedOut() {
         guard phase == .relaying else { return }

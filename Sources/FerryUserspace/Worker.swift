@@ -11,6 +11,8 @@ final class Worker: @unchecked Sendable {
     private static let listenerTag: UInt64 = 1 << 63
     private static let wakeTag: UInt64 = 1 << 62
     private static let edgeEvents = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | EPOLLET.rawValue
+    private static let readEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
+    private static let writeEvents = UInt32(EPOLLOUT.rawValue)
 
     let index: Int
     private let config: ForwarderConfig
@@ -191,7 +193,10 @@ final class Worker: @unchecked Sendable {
             do {
                 let fd = try System.tcpSocket(backend.ip.family)
                 connection.backend = fd
-                try System.call("epoll_ctl(backend)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, Worker.edgeEvents, connection.id << 1 | 1) }
+                // Level-triggered: only the connect's completion (writable) until the relay starts.
+                let events = config.edgeTriggered ? Worker.edgeEvents : Worker.writeEvents
+                try System.call("epoll_ctl(backend)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, events, connection.id << 1 | 1) }
+                connection.registered[1] = events
                 let target = SocketAddress(ip: backend.ip, port: backend.port)
                 let started = try target.withSockaddr { (pointer, length) throws(SystemError) -> Bool in
                     let result = connect(fd, pointer, length)
@@ -245,7 +250,9 @@ final class Worker: @unchecked Sendable {
                 return pipe
             }
             let client = connection.client
-            try System.call("epoll_ctl(client)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, client, Worker.edgeEvents, connection.id << 1) }
+            let events = config.edgeTriggered ? Worker.edgeEvents : 0
+            try System.call("epoll_ctl(client)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, client, events, connection.id << 1) }
+            connection.registered[0] = events
         } catch {
             finish(connection, reset: true)
             return
@@ -267,6 +274,9 @@ final class Worker: @unchecked Sendable {
                 connectFailed(connection, now: clock.now)
             }
         case .relaying:
+            if events & UInt32(EPOLLERR.rawValue) != 0, System.socketError(connection.descriptor(side)) != 0 {
+                connection.machine.failed(side)
+            }
             let trouble = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
             if events & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | trouble) != 0 { connection.machine.readable(side) }
             if events & (UInt32(EPOLLOUT.rawValue) | trouble) != 0 { connection.machine.writable(side) }
@@ -287,6 +297,7 @@ final class Worker: @unchecked Sendable {
                     connection.lastActivity = clock.now
                     stats.bytes.add(moved, ordering: .relaxed)
                 }
+                if !config.edgeTriggered { updateInterest(connection) }
                 return
             case .close:
                 stats.bytes.add(moved, ordering: .relaxed)
@@ -296,6 +307,20 @@ final class Worker: @unchecked Sendable {
                 let outcome = connection.perform(action)
                 if case .write = action, case .transferred(let count) = outcome { moved += count }
                 connection.machine.record(action, outcome)
+            }
+        }
+    }
+
+    /// Level-triggered mode: ask epoll for exactly what the relay waits for on each socket.
+    private func updateInterest(_ connection: Connection) {
+        for side in RelayMachine.Side.allCases {
+            var wanted: UInt32 = 0
+            if connection.machine.wantsRead(side) { wanted |= Worker.readEvents }
+            if connection.machine.wantsWrite(side) { wanted |= Worker.writeEvents }
+            guard wanted != connection.registered[side.rawValue] else { continue }
+            let fd = connection.descriptor(side)
+            if ferry_epoll_ctl(epoll, EPOLL_CTL_MOD, fd, wanted, connection.id << 1 | UInt64(side.rawValue)) == 0 {
+                connection.registered[side.rawValue] = wanted
             }
         }
     }
@@ -336,6 +361,8 @@ final class Connection {
     var lastActivity: ContinuousClock.Instant
     var counted = false
     var machine = RelayMachine()
+    /// The epoll interest registered per side (level-triggered mode).
+    var registered: [UInt32] = [0, 0]
     /// Per direction (indexed by the side bytes come from): a pipe once in splice mode, else a copy
     /// buffer (allocated at the first read).
     private var pipes: [(read: Int32, write: Int32)?] = [nil, nil]

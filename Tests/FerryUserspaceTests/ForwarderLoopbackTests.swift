@@ -133,11 +133,11 @@ struct ForwarderLoopbackTests {
             name: "test", pool: BackendPool(backends: ports.map { Backend(ip: IPAddress("127.0.0.1")!, port: $0) }, kind: kind))
     }
 
-    @Test(arguments: [true, false])
-    func payloadIntegrityBothWaysWithHalfClose(splice: Bool) throws {
+    @Test(arguments: [true, false], [true, false])
+    func payloadIntegrityBothWaysWithHalfClose(splice: Bool, edgeTriggered: Bool) throws {
         let echo = try Loopback.echoServer()
         defer { echo.stop() }
-        let forwarder = try Forwarder(config: ForwarderConfig(workers: 2, splice: splice))
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 2, splice: splice, edgeTriggered: edgeTriggered))
         defer { forwarder.stop() }
         let port = try Loopback.freePort()
         _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
@@ -194,10 +194,11 @@ struct ForwarderLoopbackTests {
         #expect(forwarder.stats.noBackend.load(ordering: .relaxed) == 1)
     }
 
-    @Test func idleConnectionsAreReset() throws {
+    @Test(arguments: [true, false])
+    func idleConnectionsAreReset(edgeTriggered: Bool) throws {
         let echo = try Loopback.echoServer()
         defer { echo.stop() }
-        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1, idleTimeout: .milliseconds(300)))
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1, idleTimeout: .milliseconds(300), edgeTriggered: edgeTriggered))
         defer { forwarder.stop() }
         let port = try Loopback.freePort()
         _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
