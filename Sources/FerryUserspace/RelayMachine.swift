@@ -5,8 +5,10 @@
 ///
 /// Rules: bytes read from one side are written to the other before more than `capacity` are held; when
 /// a side ends its stream (FIN), the other side's write half is shut down once everything read from it
-/// has been delivered (half-close propagated); a reset on either side aborts both (RST propagated to the
-/// other side); the connection closes when both directions are shut down.
+/// has been delivered (half-close propagated; the last direction to end is closed rather than shut
+/// down, which sends the same FIN); a reset on either side aborts both (RST propagated to the other
+/// side); the connection closes when both directions are done. A short write means the socket is full
+/// (and, with `shortReadDrains`, a short read that it is drained), so the next attempt waits for an event.
 public struct RelayMachine: Sendable, Hashable {
     /// One end of the relay.
     public enum Side: Int, Sendable, Hashable, CaseIterable {
@@ -68,7 +70,19 @@ public struct RelayMachine: Sendable, Hashable {
     /// Bytes delivered, by the side they came from.
     public private(set) var delivered = [0, 0]
 
-    public init(capacity: Int = 65_536) { capacities = [capacity, capacity] }
+    /// Whether a short read is taken to mean the socket is drained, so the next read waits for an
+    /// event. Sound with level-triggered epoll (readiness is reported again while data is there); with
+    /// edge-triggered epoll a read must run until EAGAIN (a splice can stop short while data remains).
+    public let shortReadDrains: Bool
+
+    /// `readable: false` waits for `readable(_:)` (an epoll event) before the first read from a side,
+    /// instead of trying a read that would find nothing.
+    public init(capacity: Int = 65_536, readable: Bool = true, shortReadDrains: Bool = false) {
+        self.shortReadDrains = shortReadDrains
+        capacities = [capacity, capacity]
+        directions[0].canRead = readable
+        directions[1].canRead = readable
+    }
 
     /// Changes how many bytes the direction from `side` may hold (when the forwarder moves it from a
     /// small copy buffer to a pipe). Never below what it holds now.
@@ -96,7 +110,14 @@ public struct RelayMachine: Sendable, Hashable {
             if !direction.ended && direction.canRead && direction.held < capacity {
                 return .read(from: source, max: capacity - direction.held)
             }
-            if direction.ended && direction.held == 0 && !direction.shutDown { return .shutdownWrite(source.other) }
+            if direction.ended && direction.held == 0 && !direction.shutDown {
+                // The last direction to end needs no shutdown of its own: closing sends the FIN.
+                if directions[source.other.rawValue].finished {
+                    directions[source.rawValue].shutDown = true
+                    continue
+                }
+                return .shutdownWrite(source.other)
+            }
         }
         if directions.allSatisfy(\.finished) {
             phase = .closed
@@ -111,7 +132,11 @@ public struct RelayMachine: Sendable, Hashable {
         switch action {
         case .read(let side, _):
             switch outcome {
-            case .transferred(let count): directions[side.rawValue].held += count
+            case .transferred(let count):
+                directions[side.rawValue].held += count
+                // A short read emptied the socket: wait for the next readiness event instead of a read
+                // that would find nothing (new data always brings an event).
+                if shortReadDrains, case .read(_, let max) = action, count < max { directions[side.rawValue].canRead = false }
             case .endOfStream: directions[side.rawValue].ended = true
             case .wouldBlock: directions[side.rawValue].canRead = false
             case .failed: abort(resetting: [side.other])
@@ -122,6 +147,8 @@ public struct RelayMachine: Sendable, Hashable {
             case .transferred(let count):
                 directions[source].held -= count
                 delivered[source] += count
+                // A short write filled the socket's buffer.
+                if case .write(_, let wanted) = action, count < wanted { directions[source].canWrite = false }
             case .endOfStream, .wouldBlock: directions[source].canWrite = false
             case .failed: abort(resetting: [side.other])
             }

@@ -204,7 +204,7 @@ final class Worker: @unchecked Sendable {
                     if errno == EINPROGRESS || errno == EINTR { return false }
                     throw SystemError("connect(\(target))", errno)
                 }
-                if started { connected(connection, now: now) }
+                if started { connected(connection, now: now, readable: true) }
                 return
             } catch {
                 connection.closeBackend()
@@ -231,7 +231,9 @@ final class Worker: @unchecked Sendable {
         connectNext(connection, now: now)
     }
 
-    private func connected(_ connection: Connection, now: ContinuousClock.Instant) {
+    /// The backend connection is up: start relaying. `readable`: the backend may already have sent
+    /// something (its event said so, or the connect finished at once).
+    private func connected(_ connection: Connection, now: ContinuousClock.Instant, readable: Bool) {
         guard let backend = connection.backendAddress, let backendFD = connection.backend else { return }
         connection.phase = .relaying
         connection.connectDeadline = nil
@@ -241,7 +243,9 @@ final class Worker: @unchecked Sendable {
         stats.established.add(1, ordering: .relaxed)
         _ = try? System.setOption(backendFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
         do {
-            connection.openChannels(splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize) {
+            connection.openChannels(splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize, backendReadable: readable,
+                levelTriggered: !config.edgeTriggered
+            ) {
                 [unowned self] () throws(SystemError) in
                 stats.splicedDirections.add(1, ordering: .relaxed)
                 if let pipe = sparePipes.popLast() { return pipe }
@@ -267,10 +271,12 @@ final class Worker: @unchecked Sendable {
         switch connection.phase {
         case .connecting:
             guard side == .backend, let fd = connection.backend else { return }
-            let error = System.socketError(fd)
-            if error == 0 && events & UInt32(EPOLLOUT.rawValue) != 0 {
-                connected(connection, now: clock.now)
-            } else if error != 0 || events & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
+            // Writable without an error or hang-up: connected (SO_ERROR is read only when in doubt).
+            let trouble = events & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+            let error = trouble ? System.socketError(fd) : 0
+            if error == 0 && !trouble && events & UInt32(EPOLLOUT.rawValue) != 0 {
+                connected(connection, now: clock.now, readable: events & UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0)
+            } else if error != 0 || trouble {
                 connectFailed(connection, now: clock.now)
             }
         case .relaying:
@@ -382,8 +388,13 @@ final class Connection {
 
     /// Each direction starts in copy mode with a buffer of `bufferSize`; with `splice`, a direction whose
     /// read fills the buffer moves to a pipe (from `makePipe`) once the buffer is drained.
-    func openChannels(splice: Bool, bufferSize: Int, pipeSize: Int, pipe makePipe: @escaping () throws(SystemError) -> (read: Int32, write: Int32)) {
-        machine = RelayMachine(capacity: bufferSize)
+    func openChannels(
+        splice: Bool, bufferSize: Int, pipeSize: Int, backendReadable: Bool, levelTriggered: Bool,
+        pipe makePipe: @escaping () throws(SystemError) -> (read: Int32, write: Int32)
+    ) {
+        // Reads wait for readiness events: the client's registration reports data already there.
+        machine = RelayMachine(capacity: bufferSize, readable: false, shortReadDrains: levelTriggered)
+        if backendReadable { machine.readable(.backend) }
         self.bufferSize = bufferSize
         self.pipeSize = pipeSize
         self.makePipe = splice ? makePipe : nil

@@ -13,41 +13,57 @@ struct ScriptedRelay {
         var writeWindow = Int.max
         var gotShutdown = false
         var gotReset = false
+        var endSent = false
+        var resetSent = false
+
+        /// More for the relay to read: bytes, the end of the stream, or a reset.
+        var hasMore: Bool {
+            if let limit = resetsAfter, sentSoFar >= limit { return !resetSent }
+            return sentSoFar < outgoing || (finishes && !endSent)
+        }
     }
 
-    var machine = RelayMachine(capacity: 1_000)
+    var machine = RelayMachine(capacity: 1_000, shortReadDrains: true)
     var peers: [Peer]
     var actions: [RelayMachine.Action] = []
     var closed = false
 
     init(client: Peer, backend: Peer) { peers = [client, backend] }
 
+    /// A peer received a FIN: a shutdown, or the close that ended a connection not reset.
+    func gotEnd(_ side: RelayMachine.Side) -> Bool { peers[side.rawValue].gotShutdown || (closed && !peers[side.rawValue].gotReset) }
+
     mutating func run(maxSteps: Int = 10_000) {
+        var previousWasWait = false
         for _ in 0..<maxSteps {
             let action = machine.next()
             actions.append(action)
+            if action == .wait && previousWasWait { return }
+            previousWasWait = action == .wait
             switch action {
             case .wait:
-                // Everything would block: let blocked peers make room and signal, or stop.
-                var woke = false
-                for side in RelayMachine.Side.allCases where peers[side.rawValue].writeWindow == 0 {
-                    peers[side.rawValue].writeWindow = 700
-                    machine.writable(side)
-                    woke = true
+                // Everything waits for events: peers with room or with more to send signal them, as epoll would.
+                for side in RelayMachine.Side.allCases {
+                    if peers[side.rawValue].writeWindow == 0 {
+                        peers[side.rawValue].writeWindow = 700
+                        machine.writable(side)
+                    }
+                    if peers[side.rawValue].hasMore { machine.readable(side) }
                 }
-                if !woke { return }
             case .close:
                 closed = true
                 return
             case .read(let side, let max):
                 var peer = peers[side.rawValue]
                 if let limit = peer.resetsAfter, peer.sentSoFar >= limit {
+                    peer.resetSent = true
                     machine.record(action, .failed)
                 } else if peer.sentSoFar < peer.outgoing {
-                    let count = min(max, peer.outgoing - peer.sentSoFar, 300)
+                    let count = min(max, peer.outgoing - peer.sentSoFar, peer.resetsAfter.map { $0 - peer.sentSoFar } ?? Int.max, 300)
                     peer.sentSoFar += count
                     machine.record(action, .transferred(count))
                 } else if peer.finishes {
+                    peer.endSent = true
                     machine.record(action, .endOfStream)
                 } else {
                     machine.record(action, .wouldBlock)
@@ -85,8 +101,10 @@ struct RelayMachineTests {
         #expect(relay.closed)
         #expect(relay.peers[1].received == 2_500)
         #expect(relay.peers[0].received == 4_000)
-        #expect(relay.peers[0].gotShutdown && relay.peers[1].gotShutdown)
+        #expect(relay.gotEnd(.client) && relay.gotEnd(.backend))
         #expect(!relay.peers[0].gotReset && !relay.peers[1].gotReset)
+        // The client's end was propagated by a shutdown; the last end by the close itself.
+        #expect(relay.peers[1].gotShutdown && !relay.peers[0].gotShutdown)
     }
 
     @Test func clientHalfClosesAndStillReadsTheWholeReply() {
@@ -100,7 +118,7 @@ struct RelayMachineTests {
         relay.machine.readable(.backend)
         relay.run()
         #expect(relay.peers[0].received == 5_000)
-        #expect(relay.peers[0].gotShutdown)
+        #expect(relay.gotEnd(.client))
         #expect(relay.closed)
     }
 
@@ -113,7 +131,7 @@ struct RelayMachineTests {
         relay.peers[0].finishes = true
         relay.machine.readable(.client)
         relay.run()
-        #expect(relay.peers[1].gotShutdown)
+        #expect(relay.gotEnd(.backend))
         #expect(relay.closed)
     }
 
@@ -133,7 +151,7 @@ struct RelayMachineTests {
         relay = ScriptedRelay(client: Peer(outgoing: 900, finishes: true), backend: backend)
         relay.run()
         #expect(relay.peers[1].received == 900)
-        #expect(relay.peers[1].gotShutdown)
+        #expect(relay.gotEnd(.backend))
     }
 
     @Test func clientResetIsPropagatedToTheBackend() {
@@ -173,6 +191,22 @@ struct RelayMachineTests {
         relay.run()
         #expect(relay.peers[0].gotReset && relay.peers[1].gotReset)
         #expect(relay.closed)
+    }
+
+    @Test func shortReadsAndWritesWaitForEventsInsteadOfRetrying() {
+        var machine = RelayMachine(capacity: 1_000, readable: false, shortReadDrains: true)
+        #expect(machine.next() == .wait, "nothing is read before an event says so")
+        machine.readable(.client)
+        #expect(machine.next() == .read(from: .client, max: 1_000))
+        machine.record(.read(from: .client, max: 1_000), .transferred(64))
+        #expect(machine.next() == .write(to: .backend, count: 64))
+        machine.record(.write(to: .backend, count: 64), .transferred(64))
+        #expect(machine.next() == .wait, "a short read drained the socket")
+        machine.readable(.client)
+        #expect(machine.next() == .read(from: .client, max: 1_000))
+        machine.record(.read(from: .client, max: 1_000), .transferred(1_000))
+        machine.record(.write(to: .backend, count: 1_000), .transferred(400))
+        #expect(machine.next() == .read(from: .client, max: 400), "a short write: the backend is full, so read on")
     }
 
     @Test func neverHoldsMoreThanItsCapacity() {
