@@ -88,8 +88,12 @@ struct UserspaceBench: ParsableCommand {
         // Short connections leave TIME_WAIT sockets on the client and on the proxy's backend side: a wide
         // port range with reuse; the node keeps the NodePort range out of it (as Kubernetes nodes do),
         // or a proxy's outgoing connection could take the port the next proxy listens on.
+        // TIME_WAIT sockets are not kept at all (tcp_max_tw_buckets 0): tens of thousands left by one
+        // target's run would otherwise slow the port search of the next one.
         for namespace in [bed.client, bed.node] {
-            _ = try bed.run(in: namespace, ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1"])
+            _ = try bed.run(
+                in: namespace,
+                ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=0"])
         }
         _ = try bed.run(in: bed.node, ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=30000-32767"])
         try bed.startPodServers(ferryPath: ferry, tcp: [Self.echoPort])
@@ -106,47 +110,54 @@ struct UserspaceBench: ParsableCommand {
         // is the median over the rounds.
         var rounds: [[Figures]] = []
         let echoTargets = bed.pods.map { "\($0.ip):\(Self.echoPort)" }
+        let targets = ["direct", "edge", "level", "haproxy", "haproxy splice"]
         for round in 1...self.rounds {
-            var results: [Figures] = []
-            log("direct: client to the pods", round: round)
-            results.append(
-                try measure(
-                    bed, name: "direct", ferry: ferry, bulk: "\(bed.pods[0].ip):\(Self.bulkPort)", echo: echoTargets, proxyPID: nil))
-
-            // Edge-triggered is Ferry's default; level-triggered is measured beside it.
-            for epoll in ["edge", "level"] {
-                let name = epoll == "edge" ? "ferry userspace" : "ferry (level-trig.)"
-                log(name, round: round)
-                let proxy = try bed.spawn(
-                    in: bed.node,
-                    [
-                        ferry, "run", "--mode", "userspace", "--manifests", folder, "--node-name", "node-1", "--node-ip",
-                        Testbed.nodeAddress, "--userspace-workers", "2", "--userspace-epoll", epoll,
-                    ], logName: "ferry-\(epoll)-\(round)")
-                try waitFor(bed, log: "ferry-\(epoll)-\(round)", text: "synced")
-                results.append(
-                    try measure(
-                        bed, name: name, ferry: ferry, bulk: "\(Testbed.nodeAddress):30201", echo: ["\(Testbed.nodeAddress):30080"],
-                        proxyPID: proxy.processIdentifier))
-                stop(proxy)
+            // Each round starts at another target, so no target always follows the same one.
+            var results: [String: Figures] = [:]
+            for offset in 0..<targets.count {
+                let target = targets[(offset + round - 1) % targets.count]
+                switch target {
+                case "direct":
+                    log("direct: client to the pods", round: round)
+                    results[target] = try measure(
+                        bed, name: "direct", ferry: ferry, bulk: "\(bed.pods[0].ip):\(Self.bulkPort)", echo: echoTargets, proxyPID: nil)
+                case "edge", "level":
+                    // Edge-triggered is Ferry's default; level-triggered is measured beside it.
+                    let name = target == "edge" ? "ferry userspace" : "ferry (level-trig.)"
+                    log(name, round: round)
+                    let logName = "ferry-\(target)-\(round)"
+                    let proxy = try bed.spawn(
+                        in: bed.node,
+                        [
+                            ferry, "run", "--mode", "userspace", "--manifests", folder, "--node-name", "node-1", "--node-ip",
+                            Testbed.nodeAddress, "--userspace-workers", "2", "--userspace-epoll", target,
+                        ], logName: logName)
+                    try waitFor(bed, log: logName, text: "synced")
+                    do {
+                        results[target] = try measure(
+                            bed, name: name, ferry: ferry, bulk: "\(Testbed.nodeAddress):30201", echo: ["\(Testbed.nodeAddress):30080"],
+                            proxyPID: proxy.processIdentifier)
+                    } catch {
+                        throw CommandFailure.runtime(
+                            "\(error)\nFerry (running: \(proxy.isRunning)) logged:\n\(bed.log(logName).stderr.suffix(3_000))")
+                    }
+                    stop(proxy)
+                default:
+                    let splice = target == "haproxy splice"
+                    log(target, round: round)
+                    let config = "\(folder)/haproxy-\(splice).cfg"
+                    try haproxyConfig(bed, splice: splice).write(toFile: config, atomically: true, encoding: .utf8)
+                    let logName = "haproxy-\(splice)-\(round)"
+                    let haproxy = try bed.spawn(in: bed.node, ["haproxy", "-db", "-f", config], logName: logName)
+                    usleep(500_000)
+                    guard haproxy.isRunning else { throw CommandFailure.runtime("haproxy did not start: \(bed.log(logName).stderr)") }
+                    results[target] = try measure(
+                        bed, name: target, ferry: ferry, bulk: "\(Testbed.nodeAddress):31201", echo: ["\(Testbed.nodeAddress):31080"],
+                        proxyPID: haproxy.processIdentifier)
+                    stop(haproxy)
+                }
             }
-
-            for splice in [false, true] {
-                let name = splice ? "haproxy splice" : "haproxy"
-                log(name, round: round)
-                let config = "\(folder)/haproxy-\(splice).cfg"
-                try haproxyConfig(bed, splice: splice).write(toFile: config, atomically: true, encoding: .utf8)
-                let logName = "haproxy-\(splice)-\(round)"
-                let haproxy = try bed.spawn(in: bed.node, ["haproxy", "-db", "-f", config], logName: logName)
-                usleep(500_000)
-                guard haproxy.isRunning else { throw CommandFailure.runtime("haproxy did not start: \(bed.log(logName).stderr)") }
-                results.append(
-                    try measure(
-                        bed, name: name, ferry: ferry, bulk: "\(Testbed.nodeAddress):31201", echo: ["\(Testbed.nodeAddress):31080"],
-                        proxyPID: haproxy.processIdentifier))
-                stop(haproxy)
-            }
-            rounds.append(results)
+            rounds.append(targets.map { results[$0]! })
         }
         let results = (0..<rounds[0].count).map { index in Figures.median(rounds.map { $0[index] }) }
         try writeReport(results)
@@ -234,6 +245,11 @@ struct UserspaceBench: ParsableCommand {
         kill(process.processIdentifier, SIGTERM)
         let deadline = ContinuousClock.now + .seconds(10)
         while kill(process.processIdentifier, 0) == 0 && ContinuousClock.now < deadline { usleep(20_000) }
+        if kill(process.processIdentifier, 0) == 0 {
+            FileHandle.standardError.write(Data("  process \(process.processIdentifier) ignored SIGTERM for 10 s; killed\n".utf8))
+            kill(process.processIdentifier, SIGKILL)
+            usleep(200_000)
+        }
     }
 
     private func log(_ text: String, round: Int) {
