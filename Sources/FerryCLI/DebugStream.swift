@@ -30,6 +30,9 @@ struct StreamCommand: ParsableCommand {
     @Option(name: .customLong("pause-ms"), help: "Pause after the first half of the payload (one connection's stream outlives a change).")
     var pauseMilliseconds: Int = 0
 
+    @Flag(help: "After sending, half-close and then reset each connection (SO_LINGER 0), reading none of the echo.")
+    var reset = false
+
     @Option(name: .customLong("timeout-ms"), help: "Connect and read timeout per connection.")
     var timeoutMilliseconds: Int = 10_000
 
@@ -71,6 +74,27 @@ struct StreamCommand: ParsableCommand {
             }
         }
         report.opened = open.count
+        if reset {
+            // Send, then reset while the echo is still coming back.
+            for connection in open {
+                let chunk = [UInt8](repeating: 7, count: 65_536)
+                var sent = 0
+                while sent < bytes {
+                    let count = chunk.withUnsafeBytes { send(connection.fd, $0.baseAddress, min($0.count, bytes - sent), Int32(MSG_NOSIGNAL)) }
+                    if count <= 0 { break }
+                    sent += count
+                }
+                // Half-close first: a reset after a FIN finds the proxy's socket in CLOSE_WAIT, where the
+                // kernel reports EPIPE (and raises SIGPIPE) on its next write.
+                shutdown(connection.fd, Int32(SHUT_WR))
+                usleep(20_000)
+                var linger = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+                close(connection.fd)
+                report.verified += 1
+            }
+            open = []
+        }
         for (index, connection) in open.enumerated() {
             defer { close(connection.fd) }
             do {

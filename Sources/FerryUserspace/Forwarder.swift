@@ -85,6 +85,9 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
     public init(config: ForwarderConfig = ForwarderConfig()) throws(SystemError) {
         self.config = config
         System.raiseFileLimit()
+        // splice(2) into a socket whose peer is gone raises SIGPIPE (it has no MSG_NOSIGNAL): the relay
+        // handles EPIPE itself, so the signal must not end the process.
+        signal(SIGPIPE, SIG_IGN)
         var workers: [Worker] = []
         for index in 0..<config.workers { workers.append(try Worker(index: index, config: config, stats: stats)) }
         self.workers = workers

@@ -163,6 +163,34 @@ struct ForwarderLoopbackTests {
         #expect(forwarder.activeConnections == 0)
     }
 
+    @Test func aClientThatResetsDuringABulkTransferEndsOnlyItsConnection() throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]))
+        // Send 4 MiB, read none of the echo, half-close, then reset: the relay's splice into the client
+        // meets EPIPE (and, unless ignored, SIGPIPE, which would end this whole test process).
+        for _ in 0..<3 {
+            let fd = try Loopback.connect(to: port)
+            let chunk = [UInt8](repeating: 7, count: 65_536)
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            for _ in 0..<64 { if chunk.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) <= 0 { break } }
+            // FIN, then RST: the relay's socket is in CLOSE_WAIT, where a reset turns into EPIPE.
+            shutdown(fd, Int32(SHUT_WR))
+            usleep(20_000)
+            var reset = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+            close(fd)
+        }
+        for _ in 0..<300 where forwarder.activeConnections > 0 { usleep(10_000) }
+        #expect(forwarder.activeConnections == 0)
+        let result = try Loopback.echoRoundTrip(port: port, bytes: 100_000, seed: 3)
+        #expect(result.receivedCount == 100_000 && result.sent == result.received)
+    }
+
     @Test func aRefusingBackendIsSkippedAndBackedOff() throws {
         let echo = try Loopback.echoServer()
         defer { echo.stop() }
