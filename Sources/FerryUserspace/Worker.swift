@@ -254,7 +254,8 @@ final class Worker: @unchecked Sendable {
                 return pipe
             }
             let client = connection.client
-            let events = config.edgeTriggered ? Worker.edgeEvents : 0
+            // Level-triggered: the client is registered for reading at once (the relay wants its bytes).
+            let events = config.edgeTriggered ? Worker.edgeEvents : Worker.readEvents
             try System.call("epoll_ctl(client)") { ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, client, events, connection.id << 1) }
             connection.registered[0] = events
         } catch {
