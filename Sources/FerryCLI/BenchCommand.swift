@@ -5,7 +5,8 @@ import Foundation
 /// `ferry bench`: benchmarks (programs that report numbers, not tests).
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that report numbers.", subcommands: [LoadBench.self, SyncBench.self, UserspaceBench.self])
+        commandName: "bench", abstract: "Benchmarks that report numbers.",
+        subcommands: [LoadBench.self, SyncBench.self, UserspaceBench.self])
 }
 
 /// `ferry bench load`: how long reading S Services and S EndpointSlices and building the tables takes.

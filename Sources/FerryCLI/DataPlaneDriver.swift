@@ -38,7 +38,8 @@ final class NFTablesDriver: DataPlaneDriver {
             fields: [
                 ("operations", "\(report.transaction.operations.count)"), ("elements+", "\(counts.elementsAdded)"),
                 ("elements-", "\(counts.elementsDeleted)"), ("rules", "\(counts.rules)"), ("chains-", "\(counts.chainsDeleted)"),
-                ("read-back", "\(report.readBack)"), ("kernel", "\(report.kernelDuration)"), ("udp-flows-deleted", "\(report.flowsDeleted)"),
+                ("read-back", "\(report.readBack)"), ("kernel", "\(report.kernelDuration)"),
+                ("udp-flows-deleted", "\(report.flowsDeleted)"),
             ])
     }
 
@@ -66,7 +67,8 @@ final class UserspaceDriver: DataPlaneDriver {
         retry = !report.problems.isEmpty
         let stats = forwarder.stats
         return DataPlaneOutcome(
-            quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0 && report.poolsUpdated == 0
+            quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0
+                && report.poolsUpdated == 0
                 && !retry,
             fields: [
                 ("listeners+", "\(report.opened)"), ("listeners-", "\(report.closed)"), ("routes+", "\(report.routesAdded)"),
@@ -99,7 +101,9 @@ final class UserspaceDriver: DataPlaneDriver {
 
 /// Options of the userspace mode.
 struct UserspaceOptions: ParsableArguments {
-    @Option(name: .customLong("userspace-balancer"), help: "round-robin, least-connections, random or maglev (per service: annotation ferry.io/userspace-balancer).")
+    @Option(
+        name: .customLong("userspace-balancer"),
+        help: "round-robin, least-connections, random or maglev (per service: annotation ferry.io/userspace-balancer).")
     var balancer: String = BalancerKind.roundRobin.rawValue
 
     @Option(name: .customLong("userspace-workers"), help: "Event-loop threads (default: one per core).")
@@ -123,7 +127,9 @@ struct UserspaceOptions: ParsableArguments {
         }
         if let workers, !(1...256).contains(workers) { throw ValidationError("--userspace-workers must be between 1 and 256") }
         guard idleTimeout > 0 else { throw ValidationError("--userspace-idle-timeout must be positive") }
-        guard ["edge", "level"].contains(epoll) else { throw ValidationError("--userspace-epoll: expected edge or level, not \"\(epoll)\"") }
+        guard ["edge", "level"].contains(epoll) else {
+            throw ValidationError("--userspace-epoll: expected edge or level, not \"\(epoll)\"")
+        }
         guard (64...1_024).contains(pipeKiB) else { throw ValidationError("--userspace-pipe-size must be between 64 and 1024 (KiB)") }
     }
 

@@ -82,7 +82,8 @@ struct LoadCommand: ParsableCommand {
                     switch LoadCommand.exchange(target, request: request, buffer: &buffer) {
                     case .success(let pod):
                         let elapsed = clock.now - begin
-                        let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+                        let micros = UInt64(
+                            max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
                         _ = tally.histogram.record(micros)
                         tally.pods[pod, default: 0] += 1
                     case .failure(let error):

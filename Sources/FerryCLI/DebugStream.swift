@@ -80,7 +80,9 @@ struct StreamCommand: ParsableCommand {
                 let chunk = [UInt8](repeating: 7, count: 65_536)
                 var sent = 0
                 while sent < bytes {
-                    let count = chunk.withUnsafeBytes { send(connection.fd, $0.baseAddress, min($0.count, bytes - sent), Int32(MSG_NOSIGNAL)) }
+                    let count = chunk.withUnsafeBytes {
+                        send(connection.fd, $0.baseAddress, min($0.count, bytes - sent), Int32(MSG_NOSIGNAL))
+                    }
                     if count <= 0 { break }
                     sent += count
                 }

@@ -93,7 +93,8 @@ struct SyncCommand: AsyncParsableCommand {
 struct CleanupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cleanup",
-        abstract: "Delete what Ferry made: its nftables tables (ip ferry, ip6 ferry) and the userspace mode's local routes. Safe to run again.")
+        abstract:
+            "Delete what Ferry made: its nftables tables (ip ferry, ip6 ferry) and the userspace mode's local routes. Safe to run again.")
 
     func run() async throws {
         let netfilter = try openNetfilter()

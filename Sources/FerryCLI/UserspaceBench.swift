@@ -226,7 +226,9 @@ struct UserspaceBench: ParsableCommand {
     /// User plus system CPU seconds of a process so far (`/proc/PID/stat`, fields 14 and 15). `ip netns
     /// exec` execs in place, so the spawned PID is the proxy's.
     private func cpuSeconds(_ pid: Int32) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return 0 }
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else {
+            return 0
+        }
         let fields = text[text.index(after: close)...].split(separator: " ")
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -320,7 +322,8 @@ struct UserspaceBench: ParsableCommand {
         var table = TextTable(header: ["TARGET", "1 STREAM", "4 STREAMS", "CONN/S", "P50", "P99", "P99.9", "CPU S/GB", "FAILED", "SPREAD"])
         for figures in results {
             table.append([
-                figures.target, String(format: "%.2f Gbit/s", figures.gbitOneStream), String(format: "%.2f Gbit/s", figures.gbitFourStreams),
+                figures.target, String(format: "%.2f Gbit/s", figures.gbitOneStream),
+                String(format: "%.2f Gbit/s", figures.gbitFourStreams),
                 String(format: "%.0f", figures.connectionsPerSecond), "\(figures.p50Microseconds) µs", "\(figures.p99Microseconds) µs",
                 "\(figures.p999Microseconds) µs", figures.cpuSecondsPerGB.map { String(format: "%.2f", $0) } ?? "-", "\(figures.failures)",
                 figures.spread.sorted { $0.key < $1.key }.map { "\($0.value)" }.joined(separator: "/"),
@@ -345,10 +348,13 @@ struct UserspaceBench: ParsableCommand {
                 .write(toFile: "\(report)/\(chart.file)", atomically: true, encoding: .utf8)
         }
         var markdown = "# ferry bench userspace\n\n"
-        markdown += "Median of \(rounds) rounds, \(seconds) s per measurement, \(concurrency) connections in flight for the rate runs, 2 proxy threads, \(ProcessInfo.processInfo.activeProcessorCount) cores.\n\n"
-        markdown += "| target | 1 stream | 4 streams | conn/s | p50 | p99 | p99.9 | CPU s/GB | failed | spread |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        markdown +=
+            "Median of \(rounds) rounds, \(seconds) s per measurement, \(concurrency) connections in flight for the rate runs, 2 proxy threads, \(ProcessInfo.processInfo.activeProcessorCount) cores.\n\n"
+        markdown +=
+            "| target | 1 stream | 4 streams | conn/s | p50 | p99 | p99.9 | CPU s/GB | failed | spread |\n|---|---|---|---|---|---|---|---|---|---|\n"
         for figures in results {
-            markdown += "| \(figures.target) | \(String(format: "%.2f", figures.gbitOneStream)) Gbit/s | \(String(format: "%.2f", figures.gbitFourStreams)) Gbit/s | \(String(format: "%.0f", figures.connectionsPerSecond)) | \(figures.p50Microseconds) µs | \(figures.p99Microseconds) µs | \(figures.p999Microseconds) µs | \(figures.cpuSecondsPerGB.map { String(format: "%.2f", $0) } ?? "-") | \(figures.failures) | \(figures.spread.sorted { $0.key < $1.key }.map { "\($0.value)" }.joined(separator: "/")) |\n"
+            markdown +=
+                "| \(figures.target) | \(String(format: "%.2f", figures.gbitOneStream)) Gbit/s | \(String(format: "%.2f", figures.gbitFourStreams)) Gbit/s | \(String(format: "%.0f", figures.connectionsPerSecond)) | \(figures.p50Microseconds) µs | \(figures.p99Microseconds) µs | \(figures.p999Microseconds) µs | \(figures.cpuSecondsPerGB.map { String(format: "%.2f", $0) } ?? "-") | \(figures.failures) | \(figures.spread.sorted { $0.key < $1.key }.map { "\($0.value)" }.joined(separator: "/")) |\n"
         }
         markdown += "\n" + charts.map { "![\($0.title)](\($0.file))" }.joined(separator: "\n") + "\n"
         try markdown.write(toFile: "\(report)/report.md", atomically: true, encoding: .utf8)

@@ -83,7 +83,7 @@ public final class NetlinkRouteTable: LocalRouteTable, @unchecked Sendable {
     public func delete(_ address: IPAddress) throws(SystemError) {
         do {
             try change(address, type: UInt16(RTM_DELROUTE), flags: UInt16(NLM_F_REQUEST | NLM_F_ACK))
-        } catch where error.errno == ESRCH {
+        } catch  where error.errno == ESRCH {
             // Already gone.
         }
     }
@@ -110,7 +110,10 @@ public final class NetlinkRouteTable: LocalRouteTable, @unchecked Sendable {
 
     /// `struct rtmsg`: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     private func routeMessage(family: UInt8, prefixLength: UInt8) -> [UInt8] {
-        [family, prefixLength, 0, 0, UInt8(RT_TABLE_LOCAL.rawValue), NetlinkRouteTable.routeProtocol, UInt8(RT_SCOPE_HOST.rawValue), UInt8(RTN_LOCAL)]
+        [
+            family, prefixLength, 0, 0, UInt8(RT_TABLE_LOCAL.rawValue), NetlinkRouteTable.routeProtocol, UInt8(RT_SCOPE_HOST.rawValue),
+            UInt8(RTN_LOCAL),
+        ]
             + [0, 0, 0, 0]
     }
 

@@ -55,6 +55,7 @@ public struct RelayMachine: Sendable, Hashable {
         var finished: Bool { ended && held == 0 && shutDown }
     }
 
+    /// Where the relay is in its life.
     public enum Phase: Sendable, Hashable {
         case relaying
         /// A side failed or the idle timeout hit: reset the listed sides, then close.

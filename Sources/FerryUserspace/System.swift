@@ -72,7 +72,9 @@ public enum System {
     /// A non-blocking TCP socket of the family of `address`.
     public static func tcpSocket(_ family: IPFamily) throws(SystemError) -> Int32 {
         let domain = family == .ipv4 ? AF_INET : AF_INET6
-        return try call("socket") { socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        return try call("socket") {
+            socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
     }
 
     /// A pipe with both ends non-blocking.

@@ -139,7 +139,7 @@ public final class UserspaceProxier {
                 try routes.add(address)
                 routed.insert(address)
                 report.routesAdded += 1
-            } catch where error.errno == EEXIST {
+            } catch  where error.errno == EEXIST {
                 // Already local.
             }
         }
@@ -196,5 +196,3 @@ public final class UserspaceProxier {
         return all.count
     }
 }
-
-

@@ -243,7 +243,8 @@ final class Worker: @unchecked Sendable {
         stats.established.add(1, ordering: .relaxed)
         _ = try? System.setOption(backendFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
         do {
-            connection.openChannels(splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize, backendReadable: readable,
+            connection.openChannels(
+                splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize, backendReadable: readable,
                 levelTriggered: !config.edgeTriggered
             ) {
                 [unowned self] () throws(SystemError) in
@@ -415,7 +416,9 @@ final class Connection {
             if buffers[side.rawValue] == nil { buffers[side.rawValue] = .allocate(byteCount: bufferSize, alignment: 16) }
             let result = outcome("read") { read(fd, buffers[side.rawValue]!.baseAddress! + held, max) }
             // A read that fills the buffer: a bulk transfer, worth a pipe.
-            if case .transferred(let count) = result, count == max, held + count == bufferSize, makePipe != nil { bulk[side.rawValue] = true }
+            if case .transferred(let count) = result, count == max, held + count == bufferSize, makePipe != nil {
+                bulk[side.rawValue] = true
+            }
             return result
         case .write(let side, let count):
             let fd = descriptor(side)

@@ -45,7 +45,8 @@ extension TrafficBed {
             in: namespace,
             [ferry, "debug", "stream", "--to", destination, "--connections", String(connections), "--bytes", String(bytes)] + extra,
             timeout: .seconds(120))
-        guard let line = result.stdout.split(separator: "\n").last, let report = try? JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
+        guard let line = result.stdout.split(separator: "\n").last,
+            let report = try? JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
         else { throw TrafficTestError("stream \(destination) gave no report: \(result)") }
         return report
     }
@@ -107,7 +108,9 @@ struct UserspaceTrafficTests {
         // the kernel answers with EPIPE and SIGPIPE) is rare here; the disposition itself is checked:
         // SIGPIPE (signal 13) is in the process's ignored set.
         let status = try String(contentsOfFile: "/proc/\(ferry.processIdentifier)/status", encoding: .utf8)
-        let ignored = status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) }
+        let ignored = status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.flatMap {
+            UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16)
+        }
         #expect((ignored ?? 0) & (1 << 12) != 0, "SIGPIPE is ignored: \(status)")
         let after = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 9)
         #expect(after.failures == 0)
@@ -130,7 +133,8 @@ struct UserspaceTrafficTests {
         // connecting is refused at once.
         try bed.write(
             trafficManifests().replacingOccurrences(
-                of: "endpoints: [{addresses: [10.244.1.2]", with: "endpoints: [{addresses: [\(Testbed.nodeAddress)]}, {addresses: [10.244.1.2]"))
+                of: "endpoints: [{addresses: [10.244.1.2]",
+                with: "endpoints: [{addresses: [\(Testbed.nodeAddress)]}, {addresses: [10.244.1.2]"))
         try bed.startUserspace()
         let report = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 60)
         #expect(report.failures == 0, "\(report.failed)")
@@ -173,14 +177,18 @@ struct UserspaceTrafficTests {
         #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 6).failures == 0)
         // web moves from port 80 to 8080 (its pods still listen on 80).
         try bed.write(
-            trafficManifests().replacingOccurrences(of: "[{name: http, port: 80, nodePort: 30080}]", with: "[{name: http, port: 8080, nodePort: 30080}]"))
+            trafficManifests().replacingOccurrences(
+                of: "[{name: http, port: 80, nodePort: 30080}]", with: "[{name: http, port: 8080, nodePort: 30080}]"))
         try bed.waitForLog("ferry-userspace", containing: "synced", count: 2)
         let moved = try bed.probe(from: bed.bed.client, to: "10.96.0.10:8080", count: 30)
         #expect(moved.failures == 0 && Set(moved.answers.keys) == bed.allPods)
         let old = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 3)
         #expect(old.total == 0 && old.failed.refused == 3, "the old port is closed: \(old.failed)")
         // A new service opens its listener.
-        try bed.write(trafficManifests() + "---\napiVersion: v1\nkind: Service\nmetadata: {name: extra}\nspec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: extra-x, labels: {kubernetes.io/service-name: extra}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.2.3]}]\nports: [{name: http, port: 80}]\n")
+        try bed.write(
+            trafficManifests()
+                + "---\napiVersion: v1\nkind: Service\nmetadata: {name: extra}\nspec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: extra-x, labels: {kubernetes.io/service-name: extra}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.2.3]}]\nports: [{name: http, port: 80}]\n"
+        )
         try bed.waitForLog("ferry-userspace", containing: "synced", count: 3)
         let extra = try bed.probe(from: bed.bed.client, to: "10.96.0.30:80", count: 5)
         #expect(extra.answers == [bed.podName("10.244.2.3"): 5])

@@ -25,7 +25,11 @@ struct BalancerTests {
     @Test mutating func roundRobinIsExact() {
         var pool = BackendPool(backends: backends(3))
         let picks = (0..<9).map { pool.pick(client: client($0), now: start, using: &generator)!.ip.description }
-        #expect(picks == ["10.244.0.1", "10.244.0.2", "10.244.0.3", "10.244.0.1", "10.244.0.2", "10.244.0.3", "10.244.0.1", "10.244.0.2", "10.244.0.3"])
+        #expect(
+            picks == [
+                "10.244.0.1", "10.244.0.2", "10.244.0.3", "10.244.0.1", "10.244.0.2", "10.244.0.3", "10.244.0.1", "10.244.0.2",
+                "10.244.0.3",
+            ])
     }
 
     @Test mutating func roundRobinSkipsExcludedAndBackedOffBackends() {
@@ -38,7 +42,8 @@ struct BalancerTests {
         let later = (0..<3).map { pool.pick(client: client($0), now: start + .seconds(2), using: &generator)! }
         #expect(later.contains(second))
         // Excluded (already tried by this connection) beats everything.
-        let excluded = pool.pick(client: client(1), now: start, excluding: Set(BackendAddress.all(backends(3)).prefix(2)), using: &generator)
+        let excluded = pool.pick(
+            client: client(1), now: start, excluding: Set(BackendAddress.all(backends(3)).prefix(2)), using: &generator)
         #expect(excluded == BackendAddress(backends(3)[2]))
         #expect(pool.pick(client: client(1), now: start, excluding: Set(BackendAddress.all(backends(3))), using: &generator) == nil)
     }
@@ -174,7 +179,8 @@ struct BalancerTests {
         #expect(parsed.errors.isEmpty)
         let service = try #require(parsed.objects.first.flatMap { if case .service(let s) = $0.object { s } else { nil } })
         #expect(service.userspaceBalancer == .maglev)
-        let bad = ManifestReader.read(Data(good.replacingOccurrences(of: "maglev", with: "fastest").utf8), format: .yaml, source: "svc.yaml")
+        let bad = ManifestReader.read(
+            Data(good.replacingOccurrences(of: "maglev", with: "fastest").utf8), format: .yaml, source: "svc.yaml")
         #expect(
             bad.errors.map(\.description) == [
                 "svc.yaml: document 1: Service default/web: metadata.annotations[\"ferry.io/userspace-balancer\"]: unknown balancer \"fastest\": expected round-robin, least-connections, random, maglev"

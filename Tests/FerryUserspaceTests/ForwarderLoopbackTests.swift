@@ -41,7 +41,9 @@ enum Loopback {
                         if count <= 0 { break }
                         var offset = 0
                         while offset < count {
-                            let written = buffer[offset..<count].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                            let written = buffer[offset..<count].withUnsafeBytes {
+                                send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                            }
                             if written <= 0 { break }
                             offset += written
                         }
@@ -52,7 +54,12 @@ enum Loopback {
             }
         }
         thread.start()
-        return (port, { shutdown(fd, Int32(SHUT_RDWR)); close(fd) })
+        return (
+            port,
+            {
+                shutdown(fd, Int32(SHUT_RDWR)); close(fd)
+            }
+        )
     }
 
     static func connect(to port: Int, host: UInt32 = 0x7f00_0002) throws -> Int32 {

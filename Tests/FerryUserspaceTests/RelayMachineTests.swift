@@ -217,7 +217,11 @@ struct RelayMachineTests {
             let action = relay.machine.next()
             if case .read(_, let max) = action { #expect(max <= 1_000) }
             if action == .wait { break }
-            if case .read(_, let max) = action { relay.machine.record(action, .transferred(min(300, max))) } else { relay.machine.record(action, .wouldBlock) }
+            if case .read(_, let max) = action {
+                relay.machine.record(action, .transferred(min(300, max)))
+            } else {
+                relay.machine.record(action, .wouldBlock)
+            }
             #expect(relay.machine.heldBytes(from: .client) <= 1_000)
         }
     }

@@ -46,7 +46,8 @@ struct UserspaceProxierTests {
         #expect(report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0)
 
         // api goes away, web's port moves to 8080.
-        let moved = servicePort("web", clusterIP: "10.96.0.10", port: 8080, nodePort: 30080, externalIPs: ["192.0.2.7"], backends: backends(2))
+        let moved = servicePort(
+            "web", clusterIP: "10.96.0.10", port: 8080, nodePort: 30080, externalIPs: ["192.0.2.7"], backends: backends(2))
         report = try proxier.sync(BackendTables([moved]))
         #expect(host.addresses == ["10.0.0.1:30080", "10.96.0.10:8080", "192.0.2.7:8080"])
         #expect(routes.addresses == [IPAddress("10.96.0.10")!, IPAddress("192.0.2.7")!])
@@ -62,7 +63,8 @@ struct UserspaceProxierTests {
         let proxier = proxier(host, InMemoryRouteTable())
         _ = try proxier.sync(BackendTables([servicePort("web", clusterIP: "10.96.0.10", backends: backends(2))]))
         let pool = try #require(host.open.values.first?.pool)
-        let report = try proxier.sync(BackendTables([servicePort("web", clusterIP: "10.96.0.10", backends: backends(3, from: 5), balancer: .maglev)]))
+        let report = try proxier.sync(
+            BackendTables([servicePort("web", clusterIP: "10.96.0.10", backends: backends(3, from: 5), balancer: .maglev)]))
         #expect(report.opened == 0 && report.closed == 0)
         let state = pool.pool.withLock { ($0.backends.map(\.description), $0.kind) }
         #expect(state.0 == ["10.244.0.5:8080", "10.244.0.6:8080", "10.244.0.7:8080"])
@@ -75,7 +77,10 @@ struct UserspaceProxierTests {
         let proxier = proxier(host, InMemoryRouteTable())
         let web = servicePort("web", clusterIP: "10.96.0.10", nodePort: 30080, backends: backends(2))
         var report = try proxier.sync(BackendTables([web]))
-        #expect(report.problems.map(\.description) == ["Service default/web:http/TCP: listening on 10.0.0.1:30080: bind(10.0.0.1:30080): Address already in use (errno 98)"])
+        #expect(
+            report.problems.map(\.description) == [
+                "Service default/web:http/TCP: listening on 10.0.0.1:30080: bind(10.0.0.1:30080): Address already in use (errno 98)"
+            ])
         #expect(host.addresses == ["10.96.0.10:80"])
         host.taken = []
         report = try proxier.sync(BackendTables([web]))

@@ -26,7 +26,8 @@ public struct BackendPool: Sendable {
     /// to a backend that left is dropped; open connections to it are left to drain (they are counted
     /// until they close).
     @discardableResult
-    public mutating func update(backends newBackends: [Backend], kind newKind: BalancerKind, affinity newAffinity: SessionAffinity) -> Bool {
+    public mutating func update(backends newBackends: [Backend], kind newKind: BalancerKind, affinity newAffinity: SessionAffinity) -> Bool
+    {
         let before = (backends, kind, affinityTimeout)
         let addresses = newBackends.map(BackendAddress.init).sorted()
         var unique: [BackendAddress] = []

@@ -135,7 +135,8 @@ public enum ManifestValidator {
         if let text = meta.annotations[BalancerKind.annotation] {
             guard let kind = BalancerKind(rawValue: text) else {
                 throw FieldError(
-                    "metadata.annotations[\"\(BalancerKind.annotation)\"]", "unknown balancer \"\(text)\": expected \(BalancerKind.choices)")
+                    "metadata.annotations[\"\(BalancerKind.annotation)\"]", "unknown balancer \"\(text)\": expected \(BalancerKind.choices)"
+                )
             }
             balancer = kind
         }
