@@ -39,3 +39,44 @@ struct DualStackTests {
         return result.stdout + result.stderr
     }
 }
+
+/// The userspace mode with an IPv6 service, end to end in a private network namespace: a local route
+/// for the IPv6 ClusterIP, a relayed stream and requests, and no route left after SIGTERM.
+@Suite("userspace data plane: IPv6")
+struct UserspaceIPv6Tests {
+    @Test func anIPv6ServiceIsRoutedRelayedAndCleanedUp() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        guard let ferry = Testbed.ferryExecutable else { throw TrafficTestError("no ferry executable next to the tests") }
+        var fixture = URL(fileURLWithPath: #filePath)
+        fixture.deleteLastPathComponent()
+        let manifests = fixture.appendingPathComponent("Fixtures/userspace-ipv6.yaml").path
+        let script = """
+            set -e
+            ip link set lo up
+            ip -6 addr add fd00:244::2/128 dev lo
+            \(ferry) debug serve --name pod-v6 --bind :: --tcp 8080 > /dev/null &
+            server=$!
+            \(ferry) run --mode userspace --manifests \(manifests) --node-name node-1 --node-ip fd00:10::1 2> /dev/null &
+            proxy=$!
+            for i in $(seq 50); do ip -6 route show table local proto 249 | grep -q fd00:96::10 && break; sleep 0.1; done
+            sleep 0.3
+            echo '--- routes'
+            ip -6 route show table local proto 249
+            echo '--- stream'
+            \(ferry) debug stream --to [fd00:96::10]:80 --bytes 1000000
+            echo '--- probe'
+            \(ferry) debug probe --to [fd00:96::10]:80 --count 5
+            kill -TERM $proxy; wait $proxy || true
+            echo '--- after'
+            ip -6 route show table local proto 249
+            kill $server
+            """
+        let result = try Testbed.execute(["/usr/bin/unshare", "-n", "sh", "-c", script], timeout: .seconds(60))
+        #expect(result.status == 0, "\(result)")
+        let output = result.stdout
+        #expect(output.contains("--- routes\nlocal fd00:96::10 dev lo"), "\(output)")
+        #expect(output.contains("\"verified\":1"), "\(output)")
+        #expect(output.contains("pod-v6") && output.contains("failed: 0"), "\(output)")
+        #expect(output.hasSuffix("--- after\n"), "no route left: \(output)")
+    }
+}
