@@ -153,8 +153,8 @@ struct StreamCommand: ParsableCommand {
         let pause = pauseMilliseconds
         let sentHash = ManagedHash()
         let writer = Thread {
-            var state = seed
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            var generator = PayloadGenerator(seed: seed)
+            var hash = PayloadHash()
             var chunk = [UInt8](repeating: 0, count: 32_768)
             var remaining = total
             var paused = pause == 0
@@ -164,11 +164,7 @@ struct StreamCommand: ParsableCommand {
                     paused = true
                 }
                 let size = min(remaining, chunk.count, paused ? Int.max : remaining - total / 2)
-                for index in 0..<size {
-                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                    chunk[index] = UInt8(truncatingIfNeeded: state >> 33)
-                    hash = (hash ^ UInt64(chunk[index])) &* 0x100_0000_01b3
-                }
+                generator.fill(&chunk, count: size, hashing: &hash)
                 var offset = 0
                 while offset < size {
                     let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -181,10 +177,10 @@ struct StreamCommand: ParsableCommand {
                 remaining -= size
             }
             shutdown(fd, Int32(SHUT_WR))
-            sentHash.finish(hash)
+            sentHash.finish(hash.value)
         }
         writer.start()
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hash = PayloadHash()
         var count = 0
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
@@ -194,10 +190,10 @@ struct StreamCommand: ParsableCommand {
                 throw SystemError("read echo", errno)
             }
             if received == 0 { break }
-            for byte in buffer[0..<received] { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            hash.add(buffer[0..<received])
             count += received
         }
-        return (sentHash.wait() ?? 0, hash, count)
+        return (sentHash.wait() ?? 0, hash.value, count)
     }
 }
 

@@ -86,17 +86,13 @@ enum Loopback {
         defer { close(fd) }
         let sentHash = Atomic64()
         let writer = Thread {
-            var state = seed
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            var generator = PayloadGenerator(seed: seed)
+            var hash = PayloadHash()
             var chunk = [UInt8](repeating: 0, count: 32_768)
             var remaining = count
             while remaining > 0 {
                 let size = min(remaining, chunk.count)
-                for index in 0..<size {
-                    state = state &* 6_364_136_223_846_793_005 &+ 1
-                    chunk[index] = UInt8(truncatingIfNeeded: state >> 33)
-                    hash = (hash ^ UInt64(chunk[index])) &* 0x100_0000_01b3
-                }
+                generator.fill(&chunk, count: size, hashing: &hash)
                 var offset = 0
                 while offset < size {
                     let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -106,10 +102,10 @@ enum Loopback {
                 remaining -= size
             }
             shutdown(fd, Int32(SHUT_WR))
-            sentHash.set(hash)
+            sentHash.set(hash.value)
         }
         writer.start()
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hash = PayloadHash()
         var total = 0
         var buffer = [UInt8](repeating: 0, count: 65_536)
         var timeout = timeval(tv_sec: 20, tv_usec: 0)
@@ -117,11 +113,11 @@ enum Loopback {
         while true {
             let received = read(fd, &buffer, buffer.count)
             if received <= 0 { break }
-            for byte in buffer[0..<received] { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            hash.add(buffer[0..<received])
             total += received
         }
         for _ in 0..<200 where sentHash.get() == nil { usleep(10_000) }
-        return (sentHash.get() ?? 0, hash, total)
+        return (sentHash.get() ?? 0, hash.value, total)
     }
 }
 
