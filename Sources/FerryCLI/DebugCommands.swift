@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryUserspace
 import Foundation
 import Glibc
 
@@ -117,23 +118,23 @@ enum DebugServer {
 
     /// A bound (and, for TCP, listening) socket and the port it got.
     static func open(_ kind: Kind, address: IPAddress, port: Int) throws -> (Int32, Int) {
-        let endpoint = DebugSocketAddress(address, port: port)
+        let endpoint = SocketAddress(ip: address, port: port)
         let type = kind == .tcp ? SOCK_STREAM : SOCK_DGRAM
-        let fd = try DebugSys.call("socket") { socket(endpoint.family, Int32(type.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try System.call("socket") { socket(endpoint.socketFamily, Int32(type.rawValue | SOCK_CLOEXEC.rawValue), 0) }
         do {
-            var one: Int32 = 1
-            try DebugSys.call("setsockopt(SO_REUSEADDR)") {
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            }
+            try System.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
             do {
-                _ = try endpoint.withSockaddr { pointer, length in try DebugSys.call("bind") { Glibc.bind(fd, pointer, length) } }
-            } catch let error as DebugSystemError {
-                throw DebugSystemError(call: "bind \(kind == .tcp ? "tcp" : "udp")/\(address.joined(port: port))", code: error.code)
+                _ = try endpoint.withSockaddr { (pointer, length) throws(SystemError) in
+                    try System.call("bind") { Glibc.bind(fd, pointer, length) }
+                }
+            } catch {
+                throw SystemError("bind \(kind == .tcp ? "tcp" : "udp")/\(address.joined(port: port))", error.errno)
             }
-            if kind == .tcp { try DebugSys.call("listen") { listen(fd, 1024) } }
-            var bound = DebugSocketAddress()
-            try DebugSys.call("getsockname") { bound.withMutableSockaddr { getsockname(fd, $0, $1) } }
-            return (fd, bound.port)
+            if kind == .tcp { try System.call("listen") { listen(fd, 1024) } }
+            let bound = try SocketAddress.receiving { (pointer, length) throws(SystemError) in
+                try System.call("getsockname") { getsockname(fd, pointer, length) }
+            }
+            return (fd, bound.address?.port ?? port)
         } catch {
             close(fd)
             throw error
@@ -143,14 +144,16 @@ enum DebugServer {
     static func acceptLoop(_ listener: Int32, name: String) {
         while true {
             connectionSlots.wait()
-            var peer = DebugSocketAddress()
             let accepted: Int32
+            let peer: SocketAddress?
             do {
-                accepted = try DebugSys.call("accept") { peer.withMutableSockaddr { accept(listener, $0, $1) } }
+                (accepted, peer) = try SocketAddress.receiving { (pointer, length) throws(SystemError) in
+                    try System.call("accept") { accept(listener, pointer, length) }
+                }
                 _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
-            } catch let error as DebugSystemError {
+            } catch {
                 connectionSlots.signal()
-                switch error.code {
+                switch error.errno {
                 case ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
                     continue  // the connection's problem, not the listener's (see accept(2))
                 default:
@@ -158,11 +161,12 @@ enum DebugServer {
                     usleep(100_000)  // EMFILE and friends: back off rather than spin
                     continue
                 }
-            } catch {
+            }
+            guard let client = peer else {
+                close(accepted)
                 connectionSlots.signal()
                 continue
             }
-            let client = peer
             let thread = Thread {
                 defer { connectionSlots.signal() }
                 serveConnection(accepted, peer: client, name: name)
@@ -173,7 +177,7 @@ enum DebugServer {
     }
 
     /// Writes the greeting, echoes until EOF (or an error, or the idle timeout), closes.
-    static func serveConnection(_ fd: Int32, peer: DebugSocketAddress, name: String) {
+    static func serveConnection(_ fd: Int32, peer: SocketAddress, name: String) {
         defer { close(fd) }
         var timeout = timeval(tv_sec: idleTimeoutSeconds, tv_usec: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -185,7 +189,7 @@ enum DebugServer {
             let count: Int
             do {
                 count = try buffer.withUnsafeMutableBytes { raw in
-                    try DebugSys.call("recv") { recv(fd, raw.baseAddress, raw.count, 0) }
+                    try System.call("recv") { recv(fd, raw.baseAddress, raw.count, 0) }
                 }
             } catch {
                 return  // reset, or idle too long
@@ -198,11 +202,12 @@ enum DebugServer {
     static func datagramLoop(_ fd: Int32, name: String) {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
-            var peer = DebugSocketAddress()
             let received = buffer.withUnsafeMutableBytes { raw in
-                try? DebugSys.call("recvfrom") { peer.withMutableSockaddr { recvfrom(fd, raw.baseAddress, raw.count, 0, $0, $1) } }
+                try? SocketAddress.receiving { (pointer, length) throws(SystemError) in
+                    try System.call("recvfrom") { recvfrom(fd, raw.baseAddress, raw.count, 0, pointer, length) }
+                }
             }
-            guard received != nil else {
+            guard let received, let peer = received.address else {
                 usleep(10_000)  // e.g. ENOMEM; never spin
                 continue
             }
@@ -265,11 +270,11 @@ struct ProbeCommand: ParsableCommand {
         guard (1...1000).contains(concurrency) else { throw ValidationError("--concurrency must be 1-1000") }
     }
 
-    func destination() throws -> DebugSocketAddress {
+    func destination() throws -> SocketAddress {
         guard let (address, port) = DebugProbe.parseHostPort(to) else {
             throw ValidationError("--to: \"\(to)\" is not IP:PORT (use [addr]:port for IPv6) with a port in 1-65535")
         }
-        return DebugSocketAddress(address, port: port)
+        return SocketAddress(ip: address, port: port)
     }
 
     func run() throws {
@@ -428,8 +433,8 @@ enum DebugProbe {
         return .answer(name: String(name), source: source)
     }
 
-    static func classify(_ error: DebugSystemError) -> Outcome {
-        switch error.code {
+    static func classify(_ error: SystemError) -> Outcome {
+        switch error.errno {
         case ECONNREFUSED: return .refused
         case ETIMEDOUT: return .timeout
         default: return .other("\(error)")
@@ -437,15 +442,11 @@ enum DebugProbe {
     }
 
     /// Connect (non-blocking, within the deadline), read the first line, close with a reset.
-    static func tcp(_ target: DebugSocketAddress, timeout: Duration) -> Outcome {
+    static func tcp(_ target: SocketAddress, timeout: Duration) -> Outcome {
         let deadline = ContinuousClock.now + timeout
         let fd: Int32
         do {
-            fd = try DebugSys.call("socket") {
-                socket(target.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
-            }
-        } catch let error as DebugSystemError {
-            return .other("\(error)")
+            fd = try System.tcpSocket(target.ip.family)
         } catch {
             return .other("\(error)")
         }
@@ -458,7 +459,7 @@ enum DebugProbe {
         if started != 0 {
             let code = errno
             // EINTR: the connection attempt goes on asynchronously, as with EINPROGRESS (connect(2)).
-            guard code == EINPROGRESS || code == EINTR else { return classify(DebugSystemError(call: "connect", code: code)) }
+            guard code == EINPROGRESS || code == EINTR else { return classify(SystemError("connect", code)) }
             switch DebugSys.wait(fd, for: Int16(POLLOUT), until: deadline) {
             case .failure(let error): return .other("\(error)")
             case .success(false): return .timeout
@@ -467,9 +468,9 @@ enum DebugProbe {
             var pending: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
             guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length) == 0 else {
-                return .other("\(DebugSystemError(call: "getsockopt(SO_ERROR)", code: errno))")
+                return .other("\(SystemError("getsockopt(SO_ERROR)", errno))")
             }
-            if pending != 0 { return classify(DebugSystemError(call: "connect", code: pending)) }
+            if pending != 0 { return classify(SystemError("connect", pending)) }
         }
         var line: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
@@ -483,7 +484,7 @@ enum DebugProbe {
             if received < 0 {
                 let code = errno
                 if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
-                return classify(DebugSystemError(call: "recv", code: code))
+                return classify(SystemError("recv", code))
             }
             if received == 0 { break }  // EOF: take what came
             line += buffer[0..<received]
@@ -493,33 +494,34 @@ enum DebugProbe {
     }
 
     /// One datagram from a fresh (connected, so ICMP port-unreachable reads as ECONNREFUSED) socket.
-    static func udp(_ target: DebugSocketAddress, timeout: Duration, sourcePort: Int? = nil) -> Outcome {
+    static func udp(_ target: SocketAddress, timeout: Duration, sourcePort: Int? = nil) -> Outcome {
         let deadline = ContinuousClock.now + timeout
-        let fd: Int32
-        do {
-            fd = try DebugSys.call("socket") {
-                socket(target.family, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        var fd: Int32 = -1
+        do throws(SystemError) {
+            fd = try System.call("socket") {
+                socket(target.socketFamily, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
             }
             if let sourcePort {
                 var one: Int32 = 1
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-                let wildcard = DebugSocketAddress(IPAddress(target.family == AF_INET ? "0.0.0.0" : "::")!, port: sourcePort)
-                try DebugSys.call("bind") { wildcard.withSockaddr { bind(fd, $0, $1) } }
+                let wildcard = SocketAddress(ip: IPAddress(target.ip.family == .ipv4 ? "0.0.0.0" : "::")!, port: sourcePort)
+                _ = try wildcard.withSockaddr { (pointer, length) throws(SystemError) in
+                    try System.call("bind") { bind(fd, pointer, length) }
+                }
             }
-            try DebugSys.call("connect") { target.withSockaddr { connect(fd, $0, $1) } }
-        } catch let error as DebugSystemError {
-            return classify(error)
+            _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
+                try System.call("connect") { connect(fd, pointer, length) }
+            }
         } catch {
-            return .other("\(error)")
+            if fd >= 0 { close(fd) }
+            return classify(error)
         }
         defer { close(fd) }
         let request = Array("probe\n".utf8)
-        do {
-            try DebugSys.call("send") { request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
-        } catch let error as DebugSystemError {
-            return classify(error)
+        do throws(SystemError) {
+            try System.call("send") { request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
         } catch {
-            return .other("\(error)")
+            return classify(error)
         }
         var buffer = [UInt8](repeating: 0, count: 65_536)
         for _ in 0..<10_000 {  // each turn waits; the deadline ends the loop long before the count does
@@ -532,7 +534,7 @@ enum DebugProbe {
             if received < 0 {
                 let code = errno
                 if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
-                return classify(DebugSystemError(call: "recv", code: code))
+                return classify(SystemError("recv", code))
             }
             return answer(from: Array(buffer[0..<received]))
         }
@@ -549,34 +551,14 @@ enum DebugProbe {
 
 // MARK: - system calls
 
-/// A failed system call: which call, and errno.
-struct DebugSystemError: Error, CustomStringConvertible, Equatable {
-    var call: String
-    var code: Int32
-
-    var description: String { "\(call): \(String(cString: strerror(code))) (errno \(code))" }
-}
-
 enum DebugSys {
-    /// Runs a system call, retrying EINTR; a negative result becomes a `DebugSystemError` with errno.
-    @discardableResult
-    static func call<T: FixedWidthInteger & SignedInteger>(_ name: String, _ body: () throws -> T) throws -> T {
-        for _ in 0..<1000 {
-            let result = try body()
-            if result >= 0 { return result }
-            let code = errno
-            if code != EINTR { throw DebugSystemError(call: name, code: code) }
-        }
-        throw DebugSystemError(call: name, code: EINTR)
-    }
-
     /// Writes all of `bytes` (blocking socket), retrying EINTR and short writes.
     static func sendAll(_ fd: Int32, _ bytes: some Collection<UInt8>) throws {
         let data = Array(bytes)
         var offset = 0
         while offset < data.count {
             let sent = try data.withUnsafeBytes { raw in
-                try call("send") { send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
+                try System.call("send") { send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
             }
             offset += sent
         }
@@ -584,7 +566,7 @@ enum DebugSys {
 
     /// Waits until `fd` has `events` (or an error or hang-up to report), or the deadline passes
     /// (`false`). EINTR waits again for what is left.
-    static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Result<Bool, DebugSystemError> {
+    static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Result<Bool, SystemError> {
         for _ in 0..<1000 {
             let left = deadline - ContinuousClock.now
             if left <= .zero { return .success(false) }
@@ -593,85 +575,8 @@ enum DebugSys {
             var entry = pollfd(fd: fd, events: events, revents: 0)
             let ready = poll(&entry, 1, milliseconds)
             if ready > 0 { return .success(true) }
-            if ready < 0 && errno != EINTR { return .failure(DebugSystemError(call: "poll", code: errno)) }
+            if ready < 0 && errno != EINTR { return .failure(SystemError("poll", errno)) }
         }
         return .success(false)
-    }
-}
-
-/// A socket address (IPv4 or IPv6) in a `sockaddr_storage`.
-struct DebugSocketAddress: @unchecked Sendable {
-    var storage = sockaddr_storage()
-    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-
-    init() {}
-
-    init(_ address: IPAddress, port: Int) {
-        let bytes = address.bytes
-        switch address {
-        case .v4:
-            var inet = sockaddr_in()
-            inet.sin_family = sa_family_t(AF_INET)
-            inet.sin_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &inet.sin_addr) { raw in
-                for index in 0..<4 { raw[index] = bytes[index] }
-            }
-            withUnsafeBytes(of: inet) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        case .v6:
-            var inet6 = sockaddr_in6()
-            inet6.sin6_family = sa_family_t(AF_INET6)
-            inet6.sin6_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &inet6.sin6_addr) { raw in
-                for index in 0..<16 { raw[index] = bytes[index] }
-            }
-            withUnsafeBytes(of: inet6) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        }
-    }
-
-    var family: Int32 { Int32(storage.ss_family) }
-
-    /// The address; an IPv4-mapped IPv6 address (a dual-stack listener's IPv4 client) as IPv4.
-    var ip: IPAddress {
-        withUnsafeBytes(of: storage) { raw in
-            if family == AF_INET {
-                let inet = raw.load(as: sockaddr_in.self)
-                return IPAddress.v4(UInt32(bigEndian: inet.sin_addr.s_addr))
-            }
-            let inet6 = raw.load(as: sockaddr_in6.self)
-            let bytes = withUnsafeBytes(of: inet6.sin6_addr) { Array($0) }
-            var high: UInt64 = 0
-            var low: UInt64 = 0
-            for index in 0..<8 { high = high << 8 | UInt64(bytes[index]) }
-            for index in 8..<16 { low = low << 8 | UInt64(bytes[index]) }
-            if high == 0 && low >> 32 == 0xffff { return IPAddress.v4(UInt32(truncatingIfNeeded: low)) }
-            return IPAddress.v6(high: high, low: low)
-        }
-    }
-
-    var port: Int {
-        withUnsafeBytes(of: storage) { raw in
-            family == AF_INET
-                ? Int(UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port))
-                : Int(UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port))
-        }
-    }
-
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
-        try withUnsafeBytes(of: storage) { raw in
-            try body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
-        }
-    }
-
-    mutating func withMutableSockaddr<R>(_ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> R) rethrows
-        -> R
-    {
-        length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        var size = length
-        defer { length = size }
-        return try withUnsafeMutableBytes(of: &storage) { raw in
-            try body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &size)
-        }
     }
 }

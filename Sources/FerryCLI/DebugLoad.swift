@@ -121,7 +121,7 @@ struct LoadCommand: ParsableCommand {
 
     /// One connection: connect, greeting, 64 bytes out and back, close. Returns the pod's name.
     static func exchange(_ target: SocketAddress, request: [UInt8], buffer: inout [UInt8]) -> Result<String, SystemError> {
-        let fd = socket(target.ip.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(target.socketFamily, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return .failure(SystemError("socket", errno)) }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)

@@ -118,7 +118,7 @@ struct StreamCommand: ParsableCommand {
     }
 
     private func connect(_ target: SocketAddress) throws -> Int32 {
-        let fd = socket(target.ip.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(target.socketFamily, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", errno) }
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: __suseconds_t(timeoutMilliseconds % 1000 * 1000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

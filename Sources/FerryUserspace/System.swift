@@ -109,8 +109,24 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { ip.joined(port: port) }
 
+    /// The socket domain for this address: `AF_INET` or `AF_INET6`.
+    public var socketFamily: Int32 { ip.family == .ipv4 ? AF_INET : AF_INET6 }
+
+    /// Calls `body` with room for a socket address (for accept, recvfrom, getsockname) and reads back
+    /// the address it filled in (`nil` when not IPv4 or IPv6).
+    public static func receiving<R, Failure: Error>(
+        _ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws(Failure) -> R
+    ) throws(Failure) -> (result: R, address: SocketAddress?) {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(Failure) -> R in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(Failure) -> R in try body(raw, &length) }
+        }
+        return (result, SocketAddress(storage))
+    }
+
     /// Calls `body` with the `sockaddr` form.
-    public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
+    public func withSockaddr<R, Failure: Error>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(Failure) -> R) throws(Failure) -> R {
         switch ip.family {
         case .ipv4:
             var address = sockaddr_in()
@@ -118,8 +134,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             address.sin_port = in_port_t(UInt16(port).bigEndian)
             let bytes = ip.bytes
             address.sin_addr.s_addr = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-            return try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> R in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(SystemError) -> R in
+            return try withUnsafePointer(to: &address) { (pointer) throws(Failure) -> R in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(Failure) -> R in
                     try body(raw, socklen_t(MemoryLayout<sockaddr_in>.size))
                 }
             }
@@ -130,8 +146,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             withUnsafeMutableBytes(of: &address.sin6_addr) { target in
                 for (index, byte) in ip.bytes.enumerated() { target[index] = byte }
             }
-            return try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> R in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(SystemError) -> R in
+            return try withUnsafePointer(to: &address) { (pointer) throws(Failure) -> R in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(Failure) -> R in
                     try body(raw, socklen_t(MemoryLayout<sockaddr_in6>.size))
                 }
             }

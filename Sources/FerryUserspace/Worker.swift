@@ -142,18 +142,15 @@ final class Worker: @unchecked Sendable {
     private func accept(listenerID: UInt64) {
         guard let listener = listeners?.lookup(listenerID) else { return }
         for _ in 0..<64 {
-            var storage = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let result: Int32 = listener.withDescriptor { fd in
-                guard fd >= 0 else { return -1 }
-                return withUnsafeMutablePointer(to: &storage) { pointer in
-                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        ferry_accept4(fd, $0, &length)
-                    }
+            let (accepted, peer) = SocketAddress.receiving { address, length in
+                listener.withDescriptor { fd -> (Int32, Int32) in
+                    guard fd >= 0 else { return (-1, EBADF) }
+                    let result = ferry_accept4(fd, address, length)
+                    return (result, result < 0 ? errno : 0)
                 }
             }
+            let (result, code) = accepted
             if result < 0 {
-                let code = errno
                 if code == EINTR || code == ECONNABORTED { continue }
                 if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
                     // Out of descriptors: stop accepting on this listener for a moment, the backlog waits.
@@ -164,7 +161,7 @@ final class Worker: @unchecked Sendable {
                 return
             }
             stats.accepted.add(1, ordering: .relaxed)
-            guard let client = SocketAddress(storage) else {
+            guard let client = peer else {
                 System.close(result)
                 continue
             }
