@@ -475,22 +475,39 @@ enum DebugProbe {
         var line: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         while line.count < 4096 {
+            switch receive(fd, into: &buffer, until: deadline) {
+            case .ended(let outcome): return outcome
+            case .bytes(0): return answer(from: line)  // EOF: take what came
+            case .bytes(let count):
+                line += buffer[0..<count]
+                if line.contains(UInt8(ascii: "\n")) { return answer(from: line) }
+            }
+        }
+        return answer(from: line)
+    }
+
+    /// What waiting for and receiving data gave: a byte count (0 at end of stream), or the outcome
+    /// that ends the probe.
+    enum Received {
+        case bytes(Int)
+        case ended(Outcome)
+    }
+
+    /// Waits (until `deadline`) for data on a non-blocking socket and receives it into `buffer`;
+    /// EINTR and spurious wake-ups wait again.
+    static func receive(_ fd: Int32, into buffer: inout [UInt8], until deadline: ContinuousClock.Instant) -> Received {
+        for _ in 0..<10_000 {  // each turn waits; the deadline ends the loop long before the count does
             switch DebugSys.wait(fd, for: Int16(POLLIN), until: deadline) {
-            case .failure(let error): return .other("\(error)")
-            case .success(false): return .timeout
+            case .failure(let error): return .ended(.other("\(error)"))
+            case .success(false): return .ended(.timeout)
             case .success(true): break
             }
             let received = buffer.withUnsafeMutableBytes { raw in recv(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
-            if received < 0 {
-                let code = errno
-                if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
-                return classify(SystemError("recv", code))
-            }
-            if received == 0 { break }  // EOF: take what came
-            line += buffer[0..<received]
-            if line.contains(UInt8(ascii: "\n")) { break }
+            if received >= 0 { return .bytes(received) }
+            let code = errno
+            if code != EINTR && code != EAGAIN && code != EWOULDBLOCK { return .ended(classify(SystemError("recv", code))) }
         }
-        return answer(from: line)
+        return .ended(.timeout)
     }
 
     /// One datagram from a fresh (connected, so ICMP port-unreachable reads as ECONNREFUSED) socket.
@@ -524,21 +541,10 @@ enum DebugProbe {
             return classify(error)
         }
         var buffer = [UInt8](repeating: 0, count: 65_536)
-        for _ in 0..<10_000 {  // each turn waits; the deadline ends the loop long before the count does
-            switch DebugSys.wait(fd, for: Int16(POLLIN), until: deadline) {
-            case .failure(let error): return .other("\(error)")
-            case .success(false): return .timeout
-            case .success(true): break
-            }
-            let received = buffer.withUnsafeMutableBytes { raw in recv(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
-            if received < 0 {
-                let code = errno
-                if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
-                return classify(SystemError("recv", code))
-            }
-            return answer(from: Array(buffer[0..<received]))
+        switch receive(fd, into: &buffer, until: deadline) {
+        case .ended(let outcome): return outcome
+        case .bytes(let count): return answer(from: Array(buffer[0..<count]))
         }
-        return .timeout
     }
 
     static func answer(from bytes: [UInt8]) -> Outcome {
