@@ -74,7 +74,7 @@ struct UserspaceBench: ParsableCommand {
 
     func run() throws {
         guard getuid() == 0 else { throw CommandFailure.runtime("ferry bench userspace needs root (network namespaces)") }
-        for tool in ["haproxy", "iperf3"] where UserspaceBench.which(tool) == nil {
+        for tool in ["haproxy", "iperf3"] where Testbed.executable(named: tool) == nil {
             throw CommandFailure.runtime("ferry bench userspace needs \(tool) (Debian: apt-get install -y \(tool); `make bench` does it)")
         }
         let ferry = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
@@ -168,14 +168,6 @@ struct UserspaceBench: ParsableCommand {
         } else {
             print(table(results))
             print("report: \(report)/report.md")
-        }
-    }
-
-    /// The path of an executable on PATH, if any.
-    static func which(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
-        return (path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]).map { $0 + "/" + name }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
         }
     }
 

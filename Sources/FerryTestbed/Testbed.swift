@@ -351,11 +351,15 @@ public final class Testbed: @unchecked Sendable {
     }
 
     /// `ip` on `PATH`, else in the sbin folders (which a non-login root shell may leave off `PATH`).
-    public static let ipExecutable: String? = {
+    public static let ipExecutable: String? = executable(named: "ip")
+
+    /// The path of an executable on `PATH` or in the system folders (`sbin` ones included, where
+    /// `PATH` may lack them), if any.
+    public static func executable(named name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let folders = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        return folders.map { "\($0)/ip" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+        return folders.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
 
     // MARK: Processes
 
