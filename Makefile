@@ -42,7 +42,7 @@ demo: release
 ## bench: the benchmarks (manifest loading; as root also nftables programming and the userspace relay
 ## against HAProxy, for which it installs haproxy and iperf3)
 bench: release
-	.build/release/ferry bench load --services 10000
+	.build/release/ferry bench load --sizes 10000,50000
 	@if [ "$$(id -u)" -eq 0 ]; then \
 	  $(MAKE) --no-print-directory DEBIAN_PACKAGES="haproxy iperf3" deps && \
 	  .build/release/ferry bench sync --sizes 100,1000,10000 && \

@@ -16,7 +16,7 @@ struct SourceOptions: ParsableArguments {
             var tree = ManifestTree(root: path)
             let result = tree.reload()
             problems = result.problems
-            objects = tree.objects.values.sorted { $0.object.key < $1.object.key }
+            objects = tree.objects.keys.sorted().map { tree.objects[$0]! }
         } else {
             let result = EmbeddedSource.read()
             objects = result.objects

@@ -198,11 +198,27 @@ struct SyncBench: AsyncParsableCommand {
     }
 }
 
+/// A finished child process: what it printed (standard output and error together), how long it ran
+/// and the most memory it held.
+struct ChildRun {
+    var output: String
+    var succeeded: Bool
+    var seconds: Double
+    var peakResidentMiB: Double
+}
+
 /// Runs a command (found on PATH), returns its standard output and error together; throws on failure.
-/// Uses posix_spawn and waitpid rather than Foundation's Process: in a fresh network namespace the
+func runChild(_ arguments: [String]) throws -> String {
+    let run = try runChildMeasured(arguments)
+    guard run.succeeded else { throw CommandFailure.runtime("\(arguments.joined(separator: " ")) failed:\n\(run.output)") }
+    return run.output
+}
+
+/// Runs a command (found on PATH) and measures it: wall time from spawn to exit, and peak RSS (wait4).
+/// Uses posix_spawn and wait4 rather than Foundation's Process: in a fresh network namespace the
 /// loopback link is down, Foundation cannot set up its wake-up sockets, and Process never notices that
 /// its child exited.
-func runChild(_ arguments: [String]) throws -> String {
+func runChildMeasured(_ arguments: [String]) throws -> ChildRun {
     let path = NSTemporaryDirectory() + "ferry-child-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).out"
     defer { unlink(path) }
     var actions = posix_spawn_file_actions_t()
@@ -214,14 +230,16 @@ func runChild(_ arguments: [String]) throws -> String {
     let argv: [UnsafeMutablePointer<CChar>?] = (["/usr/bin/env"] + arguments).map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
     var pid: pid_t = 0
+    let started = ContinuousClock.now
     let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
     guard spawned == 0 else {
         throw CommandFailure.runtime("cannot start \(arguments.joined(separator: " ")): \(String(cString: strerror(spawned)))")
     }
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let elapsed = ContinuousClock.now - started
     let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     let exited = status & 0x7f == 0 && (status >> 8) & 0xff == 0
-    guard exited else { throw CommandFailure.runtime("\(arguments.joined(separator: " ")) failed:\n\(text)") }
-    return text
+    return ChildRun(output: text, succeeded: exited, seconds: elapsed.seconds, peakResidentMiB: Double(usage.ru_maxrss) / 1024)
 }

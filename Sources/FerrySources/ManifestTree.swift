@@ -36,8 +36,11 @@ public struct ManifestTree: Sendable {
     /// The objects in force and the file each came from.
     public private(set) var objects: [ObjectKey: ManifestObject] = [:]
     private var owners: [ObjectKey: String] = [:]
+    /// Every file defining each key, owner or not (almost always one).
+    private var definers: [ObjectKey: [String]] = [:]
     private var rootMissing = false
-    private var reportedDuplicates: Set<Duplicate> = []
+    /// The duplicates already reported, by key: said once, not on every reload while they stay.
+    private var reportedDuplicates: [ObjectKey: Set<Duplicate>] = [:]
 
     /// An object defined again in `file` while `owner` keeps it.
     struct Duplicate: Hashable, Sendable {
@@ -75,6 +78,10 @@ public struct ManifestTree: Sendable {
     }
 
     /// Re-reads what changed on disk and returns the object changes and the new problems.
+    ///
+    /// The cost follows the changed files: unchanged files are neither read nor compared, and only the
+    /// keys a changed file defined before or defines now are merged again (editing one small file beside
+    /// 10,000 Services used to rebuild and deep-compare the whole object map).
     public mutating func reload() -> (changes: [ObjectChange], problems: [ManifestError]) {
         var problems: [ManifestError] = []
         let paths: [String]
@@ -87,18 +94,21 @@ public struct ManifestTree: Sendable {
             rootMissing = true
             paths = []
         }
-        var next: [String: FileEntry] = [:]
+        var affected: Set<ObjectKey> = []
+        var present: Set<String> = []
+        present.reserveCapacity(paths.count)
         for path in paths {
             guard let fingerprint = ManifestTree.fingerprint(path) else { continue }
-            if let known = files[path], known.fingerprint == fingerprint {
-                next[path] = known
-                continue
-            }
-            let result = ManifestReader.read(fileAt: path)
+            present.insert(path)
             let previous = files[path]
+            if let previous, previous.fingerprint == fingerprint { continue }
+            let result = ManifestReader.read(fileAt: path)
+            let entry: FileEntry
             if result.errors.isEmpty {
-                let defined = Dictionary(result.objects.map { ($0.object.key, $0) }, uniquingKeysWith: { first, _ in first })
-                next[path] = FileEntry(fingerprint: fingerprint, objects: defined, errors: [])
+                var defined: [ObjectKey: ManifestObject] = [:]
+                defined.reserveCapacity(result.objects.count)
+                for object in result.objects where defined[object.key] == nil { defined[object.key] = object }
+                entry = FileEntry(fingerprint: fingerprint, objects: defined, errors: [])
             } else {
                 problems += result.errors
                 if let previous, !previous.objects.isEmpty {
@@ -108,11 +118,14 @@ public struct ManifestTree: Sendable {
                             message: "\(path): keeping the \(previous.objects.count) object(s) it last defined correctly until it is fixed")
                     )
                 }
-                next[path] = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
+                entry = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
             }
+            replace(path, with: entry, affecting: &affected)
         }
-        files = next
-        return (merge(into: &problems), problems)
+        for path in files.keys where !present.contains(path) {
+            replace(path, with: nil, affecting: &affected)
+        }
+        return (merge(affected, into: &problems), problems)
     }
 
     /// The errors of every file that currently fails to read.
@@ -120,47 +133,67 @@ public struct ManifestTree: Sendable {
         files.keys.sorted().flatMap { files[$0]!.errors }
     }
 
-    private mutating func merge(into problems: inout [ManifestError]) -> [ObjectChange] {
-        var merged: [ObjectKey: ManifestObject] = [:]
-        var newOwners: [ObjectKey: String] = [:]
-        var duplicates: Set<Duplicate> = []
-        // Files that already own an object keep it: visit owners first, then the rest in path order.
-        let ordered = files.keys.sorted()
-        for path in ordered {
-            for (key, object) in files[path]!.objects where owners[key] == path {
-                merged[key] = object
-                newOwners[key] = path
+    /// Stores what `path` defines now (`nil`: the file is gone) and notes the keys whose definers changed.
+    private mutating func replace(_ path: String, with entry: FileEntry?, affecting affected: inout Set<ObjectKey>) {
+        let before = files[path]?.objects ?? [:]
+        let after = entry?.objects ?? [:]
+        for (key, object) in before {
+            guard let kept = after[key] else {
+                definers[key]?.removeAll { $0 == path }
+                if definers[key]?.isEmpty == true { definers.removeValue(forKey: key) }
+                affected.insert(key)
+                continue
             }
+            if kept !== object { affected.insert(key) }
         }
-        for path in ordered {
-            for (key, object) in files[path]!.objects.sorted(by: { $0.key < $1.key }) where newOwners[key] != path {
-                if let owner = newOwners[key] {
-                    let duplicate = Duplicate(key: key, file: path, owner: owner)
-                    duplicates.insert(duplicate)
-                    // Said once, when the duplicate appears, not on every reload while it stays.
-                    if !reportedDuplicates.contains(duplicate) {
-                        problems.append(
-                            ManifestError(
-                                location: object.location, object: key.description, field: "metadata.name",
-                                message: "duplicate object: already defined in \(owner); this copy is ignored"))
-                    }
-                    continue
-                }
-                merged[key] = object
-                newOwners[key] = path
-            }
+        for key in after.keys where before[key] == nil {
+            definers[key, default: []].append(path)
+            affected.insert(key)
         }
+        files[path] = entry
+    }
+
+    /// Decides the owner of each affected key and returns the changes to the objects in force, in key
+    /// order. Files that already own an object keep it; otherwise the first definer in path order wins.
+    private mutating func merge(_ affected: Set<ObjectKey>, into problems: inout [ManifestError]) -> [ObjectChange] {
         var changes: [ObjectChange] = []
-        for (key, object) in merged where objects[key]?.object != object.object {
+        var duplicateProblems: [(path: String, key: ObjectKey, problem: ManifestError)] = []
+        for key in affected.sorted() {
+            guard let candidates = definers[key], !candidates.isEmpty else {
+                reportedDuplicates.removeValue(forKey: key)
+                owners.removeValue(forKey: key)
+                if objects.removeValue(forKey: key) != nil { changes.append(.delete(key)) }
+                continue
+            }
+            let owner = owners[key].flatMap { candidates.contains($0) ? $0 : nil } ?? candidates.min()!
+            let object = files[owner]!.objects[key]!
+            var duplicates: Set<Duplicate> = []
+            for path in candidates where path != owner {
+                let duplicate = Duplicate(key: key, file: path, owner: owner)
+                duplicates.insert(duplicate)
+                if reportedDuplicates[key]?.contains(duplicate) != true {
+                    let copy = files[path]!.objects[key]!
+                    duplicateProblems.append(
+                        (
+                            path, key,
+                            ManifestError(
+                                location: copy.location, object: key.description, field: "metadata.name",
+                                message: "duplicate object: already defined in \(owner); this copy is ignored")
+                        ))
+                }
+            }
+            reportedDuplicates[key] = duplicates.isEmpty ? nil : duplicates
+            owners[key] = owner
+            if let current = objects[key], current === object || current.object == object.object {
+                objects[key] = object
+                continue
+            }
             changes.append(.upsert(object.object))
+            objects[key] = object
         }
-        for key in objects.keys where merged[key] == nil {
-            changes.append(.delete(key))
-        }
-        objects = merged
-        owners = newOwners
-        reportedDuplicates = duplicates
-        return changes.sorted { $0.key < $1.key }
+        duplicateProblems.sort { ($0.path, $0.key) < ($1.path, $1.key) }
+        problems += duplicateProblems.map(\.problem)
+        return changes
     }
 
     static func fingerprint(_ path: String) -> Fingerprint? {

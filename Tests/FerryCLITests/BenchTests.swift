@@ -3,27 +3,55 @@ import Testing
 
 @Suite("ferry bench")
 struct BenchTests {
+    struct Sample: Decodable {
+        var median: Double
+        var min: Double
+        var max: Double
+    }
+
     struct Figures: Decodable {
+        var services: Int
         var format: String
+        var files: Int
         var bytes: Int
         var objects: Int
-        var readSeconds: Double
-        var tableSeconds: Double
+        var readSeconds: Sample
+        var tableSeconds: Sample
+        var getSeconds: Sample
+        var getPeakMiB: Sample
+        var editSeconds: Sample
         var servicePorts: Int
         var backends: Int
     }
 
+    struct ParserFigures: Decodable {
+        var parser: String
+        var format: String
+        var seconds: Sample
+    }
+
+    struct Report: Decodable {
+        var load: [Figures]
+        var parsers: [ParserFigures]
+    }
+
     @Test func loadReportsBothFormatsAsJSON() throws {
-        let result = try runFerry(["bench", "load", "--services", "200", "--endpoints", "3", "--repeats", "1", "--json"], timeout: .seconds(60))
+        let result = try runFerry(["bench", "load", "--sizes", "200", "--endpoints", "3", "--repeats", "1", "--json"], timeout: .seconds(120))
         try #require(result.status == 0, "\(result)")
-        let figures = try JSONDecoder().decode([Figures].self, from: Data(result.stdout.utf8))
-        #expect(figures.map(\.format) == ["json", "yaml"])
-        for entry in figures {
+        let report = try JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8))
+        #expect(report.load.map(\.format) == ["json", "yaml"])
+        for entry in report.load {
+            #expect(entry.services == 200 && entry.files == 1)
             #expect(entry.servicePorts == 200)
             #expect(entry.objects == 400)
             #expect(entry.backends == 600)
             #expect(entry.bytes > 0)
-            #expect(entry.readSeconds >= 0 && entry.tableSeconds >= 0)
+            #expect(entry.readSeconds.median >= 0 && entry.tableSeconds.median >= 0)
+            #expect(entry.getSeconds.median > 0 && entry.getPeakMiB.median > 0)
+            #expect(entry.editSeconds.min <= entry.editSeconds.median && entry.editSeconds.median <= entry.editSeconds.max)
         }
+        #expect(Set(report.parsers.map(\.format)) == ["json", "yaml"])
+        #expect(report.parsers.contains { $0.parser.contains("JSONSerialization") })
+        #expect(report.parsers.contains { $0.parser.contains("Yams") })
     }
 }

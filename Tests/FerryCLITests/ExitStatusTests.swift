@@ -27,7 +27,7 @@ struct ExitStatusTests {
         Usage(args: ["get", "svc", "-o", "table"], message: "The value 'table' is invalid for '-o <output>'"),
         Usage(args: ["get", "endpoints", "--watch"], message: "--watch needs --manifests PATH"),
         Usage(args: ["get", "endpoints", "--manifests", "deploy/examples", "-w", "-o", "json"], message: "--watch prints tables"),
-        Usage(args: ["bench", "load", "--services", "0"], message: "--services must be 1-200000"),
+        Usage(args: ["bench", "load", "--sizes", "0"], message: "--sizes must list numbers 1-200000"),
     ]
 
     @Test(arguments: badUsage)

@@ -74,7 +74,13 @@ func withTemporaryFolder<T>(_ body: (String) async throws -> T) async throws -> 
 /// the output captured through temporary files; killed after `timeout`.
 func runFerry(_ args: [String], timeout: Duration = .seconds(30)) throws -> FerryResult {
     guard let executable = ferryExecutable else { throw RunError.noExecutable }
-    return try withTemporaryFolder { folder in
+    return try runFerry(via: [executable] + args, timeout: timeout)
+}
+
+/// Runs `command` (an executable's path and its arguments) as `runFerry` runs ferry: for wrappers such
+/// as a shell that sets limits first.
+func runFerry(via command: [String], timeout: Duration = .seconds(30)) throws -> FerryResult {
+    try withTemporaryFolder { folder in
         let outPath = "\(folder)/stdout", errPath = "\(folder)/stderr"
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
@@ -85,8 +91,8 @@ func runFerry(_ args: [String], timeout: Duration = .seconds(30)) throws -> Ferr
             try? err.close()
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out

@@ -363,3 +363,42 @@ struct ManifestTreeTests {
         }
     }
 }
+
+/// Watch-mode reloads cost what changed: one small file edited beside 10,000 Services.
+@Suite("ManifestTree at scale")
+struct ManifestTreeScaleTests {
+    /// 10,000 Services in one `kind: List` JSON file.
+    static func bigList(count: Int) -> String {
+        let items = (0..<count).map { index in
+            #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench"},"spec":{"clusterIP":"10.96.\#(index >> 8).\#(index & 255)","ports":[{"name":"http","port":80}]}}"#
+        }
+        return #"{"apiVersion":"v1","kind":"List","items":["# + items.joined(separator: ",\n") + "]}\n"
+    }
+
+    @Test func oneEditedFileBesideTenThousandServicesYieldsExactlyItsChanges() throws {
+        try withTemporaryFolder { root in
+            try write(ManifestTreeScaleTests.bigList(count: 10_000), to: "\(root)/big.json")
+            let small = "\(root)/small.yaml"
+            try write(stream(serviceYAML("edited", ip: "10.97.0.1"), serviceYAML("kept", ip: "10.97.0.2")), to: small)
+            var tree = ManifestTree(root: root)
+            let initial = tree.reload()
+            #expect(initial.problems.isEmpty)
+            #expect(initial.changes.count == 10_002)
+
+            try write(stream(serviceYAML("edited", ip: "10.97.0.1", port: "8080"), serviceYAML("kept", ip: "10.97.0.2")), to: small)
+            let edited = tree.reload()
+            #expect(edited.problems.isEmpty)
+            #expect(edited.changes.map(\.key) == [serviceKey("edited")])
+            #expect(edited.changes.first?.upserted?.firstServicePort == 8080)
+
+            try write(serviceYAML("added", ip: "10.97.0.3"), to: small)
+            let replaced = tree.reload()
+            #expect(replaced.changes == [.upsert(replaced.changes[0].upserted!), .delete(serviceKey("edited")), .delete(serviceKey("kept"))])
+            #expect(replaced.changes.first?.key == serviceKey("added"))
+
+            try FileManager.default.removeItem(atPath: small)
+            #expect(tree.reload().changes == [.delete(serviceKey("added"))])
+            #expect(tree.objects.count == 10_000)
+        }
+    }
+}

@@ -1,4 +1,4 @@
-// Reading the wire types from a `JSONValue`, field by field, with the field path in every error.
+// Reading the wire types from a `ValueTree`, field by field, with the field path in every error.
 
 extension APIObjectMeta {
     init(_ r: FieldReader) throws(FieldError) {
@@ -127,7 +127,7 @@ extension APIPod {
         apiVersion = try r.string("apiVersion")
         kind = try r.string("kind")
         metadata = try r.object("metadata").map { (m) throws(FieldError) in try APIObjectMeta(m) }
-        func containers(_ key: String, _ s: FieldReader) throws(FieldError) -> [Container]? {
+        func containers(_ key: StaticString, _ s: FieldReader) throws(FieldError) -> [Container]? {
             try s.list(key) { (c) throws(FieldError) in
                 Container(
                     name: try c.string("name"), image: try c.string("image"),

@@ -1,6 +1,6 @@
 // Wire-format mirrors of the Kubernetes objects Ferry reads: every field optional, exactly as the API
 // spells it, so that decoding never guesses and `-o json|yaml` writes back what the API would.
-// `ManifestValidator` turns them into the validated model. They are read from a `JSONValue` by
+// `ManifestValidator` turns them into the validated model. They are read from a `ValueTree` by
 // `APIDecoding.swift` and written back with `Encodable`.
 
 /// An `int-or-string` field such as `targetPort`.

