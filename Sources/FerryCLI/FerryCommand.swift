@@ -24,6 +24,7 @@ public struct FerryCommand: AsyncParsableCommand {
     /// 0 success, 1 runtime failure, 2 bad usage or bad input.
     public static func runMain(arguments: [String]? = nil) async -> Never {
         unblockAllSignals()
+        if getenv(peakMemoryFileVariable) != nil { atexit(writePeakMemory) }
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
@@ -49,6 +50,21 @@ public struct FerryCommand: AsyncParsableCommand {
             Glibc.exit(code == .validationFailure ? 2 : code.rawValue)
         }
     }
+}
+
+/// Names a file where Ferry writes its peak resident memory (`VmHWM`, in KiB) when it exits: how
+/// `ferry bench load` measures `ferry get` as a child. The child's own rusage cannot tell: Linux keeps
+/// the peak across exec, and a posix_spawn child starts out in its parent's memory, so it reports the
+/// benchmark's peak (970 MiB where Ferry's own was under 200).
+let peakMemoryFileVariable = "FERRY_PEAK_MEMORY_FILE"
+
+private func writePeakMemory() {
+    guard let path = getenv(peakMemoryFileVariable).map({ String(cString: $0) }),
+        let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return }
+    let kibibytes = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0"
+    try? String(kibibytes).write(toFile: path, atomically: false, encoding: .utf8)
 }
 
 /// Starts with no signal blocked. A process inherits its parent's mask, and a parent that spawned Ferry

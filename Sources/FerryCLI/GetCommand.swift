@@ -53,6 +53,8 @@ struct GetCommand: AsyncParsableCommand {
         print(try render(state: loaded.state, wireFor: loaded.wire(for:), now: Date()), terminator: "")
         fflush(nil)
         if watch { try await watchChanges(from: loaded.state) }
+        // Done: exit without freeing the objects one by one (0.1 s of 1.2 s for 20,000 objects).
+        withExtendedLifetime(loaded) { Glibc.exit(0) }
     }
 
     /// The listing for `state`; `wireFor` supplies objects as written for `-o json|yaml`.

@@ -32,16 +32,16 @@ struct SourceOptions: ParsableArguments {
 struct LoadedManifests {
     var objects: [ManifestObject]
     var state: ClusterState
-    /// Objects as written, by key: `-o json|yaml` looks one up per listed object.
-    private let wireByKey: [ObjectKey: WireObject]
+    /// The objects by key: `-o json|yaml` looks one up per listed object, as written.
+    private let byKey: [ObjectKey: ManifestObject]
 
     init(objects: [ManifestObject]) {
         self.objects = objects
         self.state = ClusterState(objects.map(\.object))
-        self.wireByKey = Dictionary(objects.map { ($0.object.key, $0.wire) }, uniquingKeysWith: { first, _ in first })
+        self.byKey = Dictionary(objects.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
-    func wire(for key: ObjectKey) -> WireObject? { wireByKey[key] }
+    func wire(for key: ObjectKey) -> WireObject? { byKey[key]?.wire }
 }
 
 /// Which node Ferry stands on.

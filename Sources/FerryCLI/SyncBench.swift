@@ -214,11 +214,12 @@ func runChild(_ arguments: [String]) throws -> String {
     return run.output
 }
 
-/// Runs a command (found on PATH) and measures it: wall time from spawn to exit, and peak RSS (wait4).
+/// Runs a command (found on PATH) and measures it: wall time from spawn to exit, and, for ferry, its
+/// peak resident memory as it reports it (see `peakMemoryFileVariable`).
 /// Uses posix_spawn and wait4 rather than Foundation's Process: in a fresh network namespace the
 /// loopback link is down, Foundation cannot set up its wake-up sockets, and Process never notices that
 /// its child exited.
-func runChildMeasured(_ arguments: [String]) throws -> ChildRun {
+func runChildMeasured(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildRun {
     let path = NSTemporaryDirectory() + "ferry-child-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).out"
     defer { unlink(path) }
     var actions = posix_spawn_file_actions_t()
@@ -227,7 +228,11 @@ func runChildMeasured(_ arguments: [String]) throws -> ChildRun {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = (["/usr/bin/env"] + arguments).map { strdup($0) } + [nil]
+    var environment = environment
+    environment[peakMemoryFileVariable] = path + ".peak"
+    defer { unlink(path + ".peak") }
+    let assignments = environment.map { "\($0.key)=\($0.value)" }
+    let argv: [UnsafeMutablePointer<CChar>?] = (["/usr/bin/env"] + assignments + arguments).map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
     var pid: pid_t = 0
     let started = ContinuousClock.now
@@ -236,10 +241,11 @@ func runChildMeasured(_ arguments: [String]) throws -> ChildRun {
         throw CommandFailure.runtime("cannot start \(arguments.joined(separator: " ")): \(String(cString: strerror(spawned)))")
     }
     var status: Int32 = 0
-    var usage = rusage()
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let elapsed = ContinuousClock.now - started
     let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     let exited = status & 0x7f == 0 && (status >> 8) & 0xff == 0
-    return ChildRun(output: text, succeeded: exited, seconds: elapsed.seconds, peakResidentMiB: Double(usage.ru_maxrss) / 1024)
+    // Only a ferry child writes its peak; 0 for other commands.
+    let peak = (try? String(contentsOfFile: path + ".peak", encoding: .utf8)).flatMap { Double($0) } ?? 0
+    return ChildRun(output: text, succeeded: exited, seconds: elapsed.seconds, peakResidentMiB: peak / 1024)
 }

@@ -1,27 +1,32 @@
 /// Reads the fields of one mapping of a `ValueTree`, naming every problem by its field path
 /// (`spec.ports[0].port`). Unknown fields are ignored, as Kubernetes clients do.
+///
+/// A reader is three integers and a reference: the path of a field is worked out from the tree only
+/// when an error names it. (Carrying the path as it was built cost an allocation per nested object and
+/// list element: 200,000 for 10,000 EndpointSlices of 10 endpoints.)
 struct FieldReader {
     let tree: ValueTree
     /// The mapping's node, or `nil` for an absent or `null` one (which reads as empty).
     let node: Int?
-    let location: FieldPath
+    /// The object being decoded: paths are spelled from it.
+    let root: Int
 
-    /// Reads the value at `index` as a mapping; absent or `null` reads as an empty mapping.
-    init(_ tree: ValueTree, _ index: Int?, at location: FieldPath) throws(FieldError) {
+    /// Reads the value at `index` of the object at `root` as a mapping; absent or `null` reads as empty.
+    init(_ tree: ValueTree, _ index: Int?, root: Int) throws(FieldError) {
         self.tree = tree
-        self.location = location
+        self.root = root
         guard let index, tree.kind(index) != .null else {
             node = nil
             return
         }
         guard tree.kind(index) == .object else {
-            throw FieldError(location.description, "has the wrong type: expected a mapping, found \(tree.typeDescription(index))")
+            throw FieldError(tree.path(from: root, to: index), "has the wrong type: expected a mapping, found \(tree.typeDescription(index))")
         }
         node = index
     }
 
     /// The path of a field of this object, as text (only built for errors).
-    func path(_ key: StaticString) -> String { FieldPath.key(location, key.description).description }
+    func path(_ key: StaticString) -> String { FieldPath.appending(key: key.description, to: node.map { tree.path(from: root, to: $0) } ?? "") }
 
     /// The node of `key`'s value; `nil` when absent or `null`.
     func value(_ key: StaticString) -> Int? {
@@ -76,8 +81,7 @@ struct FieldReader {
         while element < stop {
             guard tree.kind(element) == .string else {
                 throw FieldError(
-                    FieldPath.index(.key(location, key.description), result.count).description,
-                    "has the wrong type: expected a string, found \(tree.typeDescription(element))")
+                    path(key) + "[\(result.count)]", "has the wrong type: expected a string, found \(tree.typeDescription(element))")
             }
             result.append(tree.string(element))
             element += 1
@@ -95,9 +99,8 @@ struct FieldReader {
         while cursor < stop {
             let name = tree.string(cursor)
             guard tree.kind(cursor + 1) == .string else {
-                let child = FieldPath.key(location, key.description)
                 throw FieldError(
-                    FieldPath.key(child, name).description,
+                    FieldPath.appending(key: name, to: path(key)),
                     "has the wrong type: expected a string, found \(tree.typeDescription(cursor + 1))")
             }
             result[name] = tree.string(cursor + 1)
@@ -109,7 +112,7 @@ struct FieldReader {
     /// A nested object; `nil` when absent.
     func object(_ key: StaticString) throws(FieldError) -> FieldReader? {
         guard let value = value(key) else { return nil }
-        return try FieldReader(tree, value, at: .key(location, key.description))
+        return try FieldReader(tree, value, root: root)
     }
 
     /// A list of objects, each read by `read`; `nil` when absent.
@@ -118,34 +121,51 @@ struct FieldReader {
         guard tree.kind(value) == .array else { throw mismatch(key, "a list", value) }
         var result: [T] = []
         result.reserveCapacity(tree.elementCount(value))
-        let listPath = FieldPath.key(location, key.description)
         var element = value + 1
         let stop = tree.end(value)
         while element < stop {
-            result.append(try read(try FieldReader(tree, element, at: .index(listPath, result.count))))
+            result.append(try read(try FieldReader(tree, element, root: root)))
             element = tree.end(element)
         }
         return result
     }
 }
 
-/// Where a field is, built cheaply while reading and rendered only when an error needs it:
-/// `spec.ports[0].port`, `metadata.labels["kubernetes.io/service-name"]`.
-indirect enum FieldPath: CustomStringConvertible {
-    case root
-    case key(FieldPath, String)
-    case index(FieldPath, Int)
+/// How field paths are spelled: `spec.ports[0].port`, `metadata.labels["kubernetes.io/service-name"]`.
+enum FieldPath {
+    /// `base` followed by the field `key`.
+    static func appending(key: String, to base: String) -> String {
+        if key.contains(".") || key.contains("/") { return base + "[\"\(key)\"]" }
+        return base.isEmpty ? key : base + "." + key
+    }
+}
 
-    var description: String {
-        switch self {
-        case .root:
-            return ""
-        case .key(let parent, let key):
-            let base = parent.description
-            if key.contains(".") || key.contains("/") { return base + "[\"\(key)\"]" }
-            return base.isEmpty ? key : base + "." + key
-        case .index(let parent, let index):
-            return parent.description + "[\(index)]"
+extension ValueTree {
+    /// The path from the value at `root` down to the node `target` inside it, as `FieldPath` spells it.
+    func path(from root: Int, to target: Int) -> String {
+        var path = ""
+        var node = root
+        while node != target {
+            var cursor = node + 1
+            let stop = end(node)
+            if kind(node) == .object {
+                while cursor < stop, end(cursor + 1) <= target { cursor = end(cursor + 1) }
+                guard cursor < stop else { return path }
+                path = FieldPath.appending(key: string(cursor), to: path)
+                node = cursor + 1
+            } else if kind(node) == .array {
+                var position = 0
+                while cursor < stop, end(cursor) <= target {
+                    cursor = end(cursor)
+                    position += 1
+                }
+                guard cursor < stop else { return path }
+                path += "[\(position)]"
+                node = cursor
+            } else {
+                return path
+            }
         }
+        return path
     }
 }

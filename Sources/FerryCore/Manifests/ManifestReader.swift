@@ -265,7 +265,7 @@ public enum ManifestReader {
             return fail("apiVersion", "\(apiVersion) is not supported for \(kind); use \(versions.sorted().joined(separator: " or "))")
         }
         do {
-            let reader = try FieldReader(tree, index, at: .root)
+            let reader = try FieldReader(tree, index, root: index)
             let wire: WireObject
             switch kind {
             case "Service": wire = .service(try APIService(reader))

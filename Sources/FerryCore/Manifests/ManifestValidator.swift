@@ -287,9 +287,45 @@ public enum ManifestValidator {
 
     static func timestamp(_ text: String?, _ field: String) throws(FieldError) -> Date? {
         guard let text, !text.isEmpty else { return nil }
+        if let date = canonicalTimestamp(text) { return date }
         if let date = try? Date(text, strategy: .iso8601) { return date }
         if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return date }
         throw FieldError(field, "\"\(text)\" is not an RFC 3339 time such as 2024-01-02T15:04:05Z")
+    }
+
+    /// `2024-01-02T15:04:05Z`, the one form the API server writes (metav1.Time), read without Foundation's
+    /// parser: that parser was 2% of reading 10,000 Services. Any other form goes to Foundation.
+    static func canonicalTimestamp(_ text: String) -> Date? {
+        var text = text
+        return text.withUTF8 { bytes -> Date? in
+            guard bytes.count == 20, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
+                bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes[19] == UInt8(ascii: "Z")
+            else { return nil }
+            func number(_ range: Range<Int>) -> Int? {
+                var value = 0
+                for index in range {
+                    let digit = Int(bytes[index]) - 48
+                    guard (0...9).contains(digit) else { return nil }
+                    value = value * 10 + digit
+                }
+                return value
+            }
+            guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
+                let minute = number(14..<16), let second = number(17..<19), (1...12).contains(month), (1...31).contains(day),
+                hour < 24, minute < 60, second < 60
+            else { return nil }
+            // Days from 1970-01-01 in the proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
+            let shiftedYear = month <= 2 ? year - 1 : year
+            let era = (shiftedYear >= 0 ? shiftedYear : shiftedYear - 399) / 400
+            let yearOfEra = shiftedYear - era * 400
+            let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+            let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+            let days = era * 146_097 + dayOfEra - 719_468
+            // A day past the month's end (2024-02-30) is left to Foundation, which refuses it.
+            let daysInMonth = [31, year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+            guard day <= daysInMonth[month - 1] else { return nil }
+            return Date(timeIntervalSince1970: TimeInterval(days * 86_400 + hour * 3600 + minute * 60 + second))
+        }
     }
 
     static func ip(_ text: String, _ field: String) throws(FieldError) -> IPAddress {

@@ -8,7 +8,19 @@ public enum ObjectKind: String, Sendable, Hashable, Comparable, CaseIterable, Co
     case pod = "Pod"
     case node = "Node"
 
-    public static func < (lhs: ObjectKind, rhs: ObjectKind) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// Ordered by name, as the raw values compare, without comparing strings (sorting keys is on the
+    /// path of every reload).
+    public static func < (lhs: ObjectKind, rhs: ObjectKind) -> Bool { lhs.rank < rhs.rank }
+
+    private var rank: Int {
+        switch self {
+        case .endpointSlice: return 0
+        case .endpoints: return 1
+        case .node: return 2
+        case .pod: return 3
+        case .service: return 4
+        }
+    }
 }
 
 /// Identifies one object: its kind, namespace (empty for cluster-scoped kinds) and name.
