@@ -76,6 +76,12 @@ struct LoadBench: AsyncParsableCommand {
         var backends: Int
     }
 
+    /// One edited file in a folder of many one-Service files (a GitOps repository's layout).
+    struct ManyFilesFigures: Codable {
+        var files: Int
+        var editSeconds: Sample
+    }
+
     struct ParserFigures: Codable {
         var parser: String
         var format: String
@@ -90,6 +96,7 @@ struct LoadBench: AsyncParsableCommand {
         let ferry = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
         var results: [Figures] = []
         var parsers: [ParserFigures] = []
+        var manyFiles: [ManyFilesFigures] = []
         for size in parsedSizes {
             let generator = SyntheticCluster(services: size, endpointsPerService: endpoints)
             for format in [ManifestFormat.json, .yaml] {
@@ -106,7 +113,9 @@ struct LoadBench: AsyncParsableCommand {
                 }
                 if size == parsedSizes.first { parsers += try compareParsers(file: files[0], format: format) }
                 results.append(try measure(root: root, files: files, format: format, services: size, ferry: ferry))
+                try? FileManager.default.removeItem(atPath: root)
             }
+            if size <= 20_000 { manyFiles.append(try measureManyFiles(count: size, folder: "\(folder)/\(size)-files")) }
         }
         if json {
             let encoder = JSONEncoder()
@@ -114,11 +123,12 @@ struct LoadBench: AsyncParsableCommand {
             struct Report: Codable {
                 var load: [Figures]
                 var parsers: [ParserFigures]
+                var manyFiles: [ManyFilesFigures]
             }
-            print(String(decoding: try encoder.encode(Report(load: results, parsers: parsers)), as: UTF8.self))
+            print(String(decoding: try encoder.encode(Report(load: results, parsers: parsers, manyFiles: manyFiles)), as: UTF8.self))
             return
         }
-        print(report(results, parsers), terminator: "")
+        print(report(results, parsers, manyFiles), terminator: "")
     }
 
     private func measure(root: String, files: [String], format: ManifestFormat, services: Int, ferry: String) throws -> Figures {
@@ -187,6 +197,33 @@ struct LoadBench: AsyncParsableCommand {
         return seconds
     }
 
+    /// Reload time after editing one file in a folder of `count` files of one Service each.
+    private func measureManyFiles(count: Int, folder: String) throws -> ManyFilesFigures {
+        if !json { FileHandle.standardError.write(Data("measuring one edit among \(count) files…\n".utf8)) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        func text(_ index: Int, port: Int) -> String {
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-\(index)\n  namespace: bench\nspec:\n  clusterIP: \(SyntheticCluster(services: count, endpointsPerService: 1).clusterIP(index))\n  ports:\n  - port: \(port)\n"
+        }
+        for index in 0..<count {
+            try text(index, port: 80).write(toFile: "\(folder)/svc-\(String(format: "%06d", index)).yaml", atomically: false, encoding: .utf8)
+        }
+        var tree = ManifestTree(root: folder)
+        _ = tree.reload()
+        let edited = "\(folder)/svc-\(String(format: "%06d", count / 2)).yaml"
+        let clock = ContinuousClock()
+        var seconds: [Double] = []
+        for round in 0..<max(5, repeats) {
+            try text(count / 2, port: 81 + round).write(toFile: edited, atomically: true, encoding: .utf8)
+            var result: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
+            seconds.append(clock.measure { result = tree.reload() }.seconds)
+            guard result.changes.count == 1, result.problems.isEmpty else {
+                throw CommandFailure.runtime("editing one of \(count) files gave \(result.changes.count) changes and \(result.problems) problems")
+            }
+        }
+        return ManyFilesFigures(files: count, editSeconds: Sample(seconds))
+    }
+
     /// Each parser on the same file, parse only (a tree of values, or Codable mirrors for JSONDecoder).
     private func compareParsers(file: String, format: ManifestFormat) throws -> [ParserFigures] {
         let data = try Data(contentsOf: URL(fileURLWithPath: file))
@@ -222,7 +259,7 @@ struct LoadBench: AsyncParsableCommand {
         }
     }
 
-    func report(_ results: [Figures], _ parsers: [ParserFigures]) -> String {
+    func report(_ results: [Figures], _ parsers: [ParserFigures], _ manyFiles: [ManyFilesFigures]) -> String {
         func seconds(_ sample: Sample) -> String {
             func text(_ value: Double) -> String { value >= 1 ? String(format: "%.2f s", value) : String(format: "%.0f ms", value * 1000) }
             return "\(text(sample.median)) (\(text(sample.min))-\(text(sample.max)))"
@@ -239,6 +276,9 @@ struct LoadBench: AsyncParsableCommand {
             ])
         }
         output += table.render()
+        for figures in manyFiles {
+            output += "One edited file among \(figures.files) files of one Service each: \(seconds(figures.editSeconds))\n"
+        }
         if !parsers.isEmpty {
             output += "\nParsers on one file of \(min(parsedSizes[0], LoadBench.servicesPerFile)) Services + EndpointSlices:\n"
             var parserTable = TextTable(header: ["PARSER", "FORMAT", "SIZE", "TIME", "MB/S"])

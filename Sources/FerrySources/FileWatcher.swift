@@ -102,18 +102,10 @@ public final class FileWatcher: @unchecked Sendable {
         let exists = FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory)
         var folders: [String] = []
         if exists && isDirectory.boolValue {
-            folders.append(root)
-            if let enumerator = FileManager.default.enumerator(atPath: root) {
-                while let relative = enumerator.nextObject() as? String {
-                    let full = (root as NSString).appendingPathComponent(relative)
-                    var isDir: ObjCBool = false
-                    if !relative.split(separator: "/").contains(where: { $0.hasPrefix(".") && $0 != "..data" }),
-                        FileManager.default.fileExists(atPath: full, isDirectory: &isDir), isDir.boolValue
-                    {
-                        folders.append(full)
-                    }
-                }
-            }
+            // `..data` is where a ConfigMap volume's files really live (the visible names link into it).
+            FolderWalk.walk(
+                root, enter: { !$0.hasPrefix(".") || $0 == "..data" }, include: { _ in false }, folder: { folders.append($0) }
+            ) { _, _ in }
         } else {
             folders.append((root as NSString).deletingLastPathComponent.isEmpty ? "." : (root as NSString).deletingLastPathComponent)
         }

@@ -35,12 +35,19 @@ public struct ManifestTree: Sendable {
     private var files: [String: FileEntry] = [:]
     /// The objects in force and the file each came from.
     public private(set) var objects: [ObjectKey: ManifestObject] = [:]
-    private var owners: [ObjectKey: String] = [:]
-    /// Every file defining each key, owner or not (almost always one).
-    private var definers: [ObjectKey: [String]] = [:]
+    /// Who defines each key: one entry per key, so that a merge looks a key up once.
+    private var claims: [ObjectKey: Claim] = [:]
     private var rootMissing = false
-    /// The duplicates already reported, by key: said once, not on every reload while they stay.
-    private var reportedDuplicates: [ObjectKey: Set<Duplicate>] = [:]
+
+    /// The files defining one key.
+    struct Claim: Sendable {
+        /// Every file defining the key, owner or not (almost always one).
+        var definers: [String] = []
+        /// The file whose object is in force.
+        var owner: String?
+        /// The duplicates already reported: said once, not on every reload while they stay.
+        var reported: Set<Duplicate> = []
+    }
 
     /// An object defined again in `file` while `owner` keeps it.
     struct Duplicate: Hashable, Sendable {
@@ -55,26 +62,22 @@ public struct ManifestTree: Sendable {
 
     /// The files considered, sorted.
     public static func manifestFiles(under root: String) throws(PathError) -> [String] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) else {
-            throw PathError(path: root, reason: "no such file or directory")
+        try scan(root).map(\.path)
+    }
+
+    /// The files considered, sorted, each with its fingerprint: one `stat` per file.
+    static func scan(_ root: String) throws(PathError) -> [(path: String, fingerprint: Fingerprint)] {
+        var info = stat()
+        guard stat(root, &info) == 0 else { throw PathError(path: root, reason: "no such file or directory") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { return [(root, Fingerprint(info))] }
+        guard access(root, R_OK | X_OK) == 0 else { throw PathError(path: root, reason: "cannot be listed") }
+        var result: [(path: String, fingerprint: Fingerprint)] = []
+        FolderWalk.walk(
+            root, enter: { !$0.hasPrefix(".") }, include: { !$0.hasPrefix(".") && ManifestFormat(path: String($0)) != nil }
+        ) { path, info in
+            result.append((path, Fingerprint(info)))
         }
-        guard isDirectory.boolValue else { return [root] }
-        guard let enumerator = FileManager.default.enumerator(atPath: root) else {
-            throw PathError(path: root, reason: "cannot be listed")
-        }
-        var result: [String] = []
-        while let relative = enumerator.nextObject() as? String {
-            let components = relative.split(separator: "/")
-            if components.contains(where: { $0.hasPrefix(".") }) { continue }
-            guard ManifestFormat(path: relative) != nil else { continue }
-            let full = (root as NSString).appendingPathComponent(relative)
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: full, isDirectory: &isDir), !isDir.boolValue {
-                result.append(full)
-            }
-        }
-        return result.sorted()
+        return result.sorted { $0.path < $1.path }
     }
 
     /// Re-reads what changed on disk and returns the object changes and the new problems.
@@ -84,9 +87,9 @@ public struct ManifestTree: Sendable {
     /// 10,000 Services used to rebuild and deep-compare the whole object map).
     public mutating func reload() -> (changes: [ObjectChange], problems: [ManifestError]) {
         var problems: [ManifestError] = []
-        let paths: [String]
+        let paths: [(path: String, fingerprint: Fingerprint)]
         do {
-            paths = try ManifestTree.manifestFiles(under: root)
+            paths = try ManifestTree.scan(root)
             rootMissing = false
         } catch {
             // Said once when the path goes missing, not on every poll while it stays missing.
@@ -97,8 +100,7 @@ public struct ManifestTree: Sendable {
         var affected: Set<ObjectKey> = []
         var present: Set<String> = []
         present.reserveCapacity(paths.count)
-        for path in paths {
-            guard let fingerprint = ManifestTree.fingerprint(path) else { continue }
+        for (path, fingerprint) in paths {
             present.insert(path)
             let previous = files[path]
             if let previous, previous.fingerprint == fingerprint { continue }
@@ -139,15 +141,14 @@ public struct ManifestTree: Sendable {
         let after = entry?.objects ?? [:]
         for (key, object) in before {
             guard let kept = after[key] else {
-                definers[key]?.removeAll { $0 == path }
-                if definers[key]?.isEmpty == true { definers.removeValue(forKey: key) }
+                claims[key]?.definers.removeAll { $0 == path }
                 affected.insert(key)
                 continue
             }
             if kept !== object { affected.insert(key) }
         }
         for key in after.keys where before[key] == nil {
-            definers[key, default: []].append(path)
+            claims[key, default: Claim()].definers.append(path)
             affected.insert(key)
         }
         files[path] = entry
@@ -158,20 +159,20 @@ public struct ManifestTree: Sendable {
     private mutating func merge(_ affected: Set<ObjectKey>, into problems: inout [ManifestError]) -> [ObjectChange] {
         var changes: [ObjectChange] = []
         var duplicateProblems: [(path: String, key: ObjectKey, problem: ManifestError)] = []
+        if objects.isEmpty { objects.reserveCapacity(affected.count) }
         for key in affected.sorted() {
-            guard let candidates = definers[key], !candidates.isEmpty else {
-                reportedDuplicates.removeValue(forKey: key)
-                owners.removeValue(forKey: key)
+            guard var claim = claims[key], !claim.definers.isEmpty else {
+                claims.removeValue(forKey: key)
                 if objects.removeValue(forKey: key) != nil { changes.append(.delete(key)) }
                 continue
             }
-            let owner = owners[key].flatMap { candidates.contains($0) ? $0 : nil } ?? candidates.min()!
+            let owner = claim.owner.flatMap { claim.definers.contains($0) ? $0 : nil } ?? claim.definers.min()!
             let object = files[owner]!.objects[key]!
             var duplicates: Set<Duplicate> = []
-            for path in candidates where path != owner {
+            for path in claim.definers where path != owner {
                 let duplicate = Duplicate(key: key, file: path, owner: owner)
                 duplicates.insert(duplicate)
-                if reportedDuplicates[key]?.contains(duplicate) != true {
+                if !claim.reported.contains(duplicate) {
                     let copy = files[path]!.objects[key]!
                     duplicateProblems.append(
                         (
@@ -182,8 +183,9 @@ public struct ManifestTree: Sendable {
                         ))
                 }
             }
-            reportedDuplicates[key] = duplicates.isEmpty ? nil : duplicates
-            owners[key] = owner
+            claim.reported = duplicates
+            claim.owner = owner
+            claims[key] = claim
             if let current = objects[key], current === object || current.object == object.object {
                 objects[key] = object
                 continue
@@ -196,10 +198,11 @@ public struct ManifestTree: Sendable {
         return changes
     }
 
-    static func fingerprint(_ path: String) -> Fingerprint? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return Fingerprint(
+}
+
+extension ManifestTree.Fingerprint {
+    init(_ info: stat) {
+        self.init(
             size: Int64(info.st_size), modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
             changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
             inode: UInt64(info.st_ino))

@@ -85,7 +85,19 @@ struct ManifestTreeTests {
         Breakage(
             label: "port of the wrong type", text: serviceYAML("other", ip: "10.96.1.9") + "---\n" + serviceYAML("api", ip: "10.96.1.2", port: "\"abc\""),
             document: 2, object: "Service default/api", field: "spec.ports[0].port", message: "has the wrong type"),
+        Breakage(
+            label: "billion laughs", text: serviceYAML("api", ip: "10.96.1.2") + billionLaughs, document: 1, object: nil, field: nil,
+            message: "excessive aliasing"),
     ]
+
+    /// Ten anchors, each a list of ten aliases to the one before: 10^10 strings once expanded.
+    static let billionLaughs: String = {
+        var text = "lols:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        for level in 1..<10 {
+            text += "  l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ") + "]\n"
+        }
+        return text
+    }()
 
     @Test(arguments: breakages)
     func brokenFileKeepsItsLastGoodObjects(_ breakage: Breakage) throws {
