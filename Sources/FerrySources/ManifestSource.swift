@@ -36,11 +36,18 @@ public struct ManifestSource: ObjectSource {
             return stream
         }
         let logger = self.logger
-        let watcher = FileWatcher(root: path, pollInterval: pollInterval) {
+        let watcher = FileWatcher(root: path, pollInterval: pollInterval) { changed in
             let clock = ContinuousClock()
             var changes: [ObjectChange] = []
             var problems: [ManifestError] = []
-            let elapsed = clock.measure { (changes, problems) = tree.withLock { $0.reload() } }
+            let elapsed = clock.measure {
+                (changes, problems) = tree.withLock { tree in
+                    switch changed {
+                    case .everything: tree.reload()
+                    case .paths(let paths): tree.reload(paths: paths)
+                    }
+                }
+            }
             if !changes.isEmpty || !problems.isEmpty {
                 logger.debug(
                     "manifests reloaded",

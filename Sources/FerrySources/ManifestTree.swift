@@ -98,36 +98,71 @@ public struct ManifestTree: Sendable {
             paths = []
         }
         var affected: Set<ObjectKey> = []
-        var present: Set<String> = []
-        present.reserveCapacity(paths.count)
+        // Files known before and still there; when that is all of them, none was removed (no set needed).
+        var stillThere = 0
+        let knownBefore = files.count
         for (path, fingerprint) in paths {
-            present.insert(path)
-            let previous = files[path]
-            if let previous, previous.fingerprint == fingerprint { continue }
-            let result = ManifestReader.read(fileAt: path)
-            let entry: FileEntry
-            if result.errors.isEmpty {
-                var defined: [ObjectKey: ManifestObject] = [:]
-                defined.reserveCapacity(result.objects.count)
-                for object in result.objects where defined[object.key] == nil { defined[object.key] = object }
-                entry = FileEntry(fingerprint: fingerprint, objects: defined, errors: [])
-            } else {
-                problems += result.errors
-                if let previous, !previous.objects.isEmpty {
-                    problems.append(
-                        ManifestError(
-                            location: nil,
-                            message: "\(path): keeping the \(previous.objects.count) object(s) it last defined correctly until it is fixed")
-                    )
-                }
-                entry = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
-            }
-            replace(path, with: entry, affecting: &affected)
+            if files[path] != nil { stillThere += 1 }
+            update(path, fingerprint: fingerprint, affecting: &affected, problems: &problems)
         }
-        for path in files.keys where !present.contains(path) {
-            replace(path, with: nil, affecting: &affected)
+        if stillThere < knownBefore {
+            let present = Set(paths.map(\.path))
+            for path in files.keys where !present.contains(path) {
+                replace(path, with: nil, affecting: &affected)
+            }
         }
         return (merge(affected, into: &problems), problems)
+    }
+
+    /// Re-reads only `changed` (as the watcher names them: created, written, moved or deleted files),
+    /// without walking the folder. Paths that are not manifests under the root are ignored.
+    public mutating func reload(paths changed: Set<String>) -> (changes: [ObjectChange], problems: [ManifestError]) {
+        var problems: [ManifestError] = []
+        var affected: Set<ObjectKey> = []
+        for path in changed.sorted() where isManifest(path) {
+            var info = stat()
+            if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFDIR {
+                update(path, fingerprint: Fingerprint(info), affecting: &affected, problems: &problems)
+            } else if files[path] != nil {
+                replace(path, with: nil, affecting: &affected)
+            }
+        }
+        return (merge(affected, into: &problems), problems)
+    }
+
+    /// Whether `path` is one of the files a walk of the root would consider.
+    private func isManifest(_ path: String) -> Bool {
+        if path == root { return true }
+        let base = root.hasSuffix("/") ? root : root + "/"
+        guard path.hasPrefix(base), ManifestFormat(path: path) != nil else { return false }
+        return !path.dropFirst(base.count).split(separator: "/").contains { $0.hasPrefix(".") }
+    }
+
+    /// Reads `path` again unless its fingerprint is the one last read.
+    private mutating func update(
+        _ path: String, fingerprint: Fingerprint, affecting affected: inout Set<ObjectKey>, problems: inout [ManifestError]
+    ) {
+        let previous = files[path]
+        if let previous, previous.fingerprint == fingerprint { return }
+        let result = ManifestReader.read(fileAt: path)
+        let entry: FileEntry
+        if result.errors.isEmpty {
+            var defined: [ObjectKey: ManifestObject] = [:]
+            defined.reserveCapacity(result.objects.count)
+            for object in result.objects where defined[object.key] == nil { defined[object.key] = object }
+            entry = FileEntry(fingerprint: fingerprint, objects: defined, errors: [])
+        } else {
+            problems += result.errors
+            if let previous, !previous.objects.isEmpty {
+                problems.append(
+                    ManifestError(
+                        location: nil,
+                        message: "\(path): keeping the \(previous.objects.count) object(s) it last defined correctly until it is fixed")
+                )
+            }
+            entry = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
+        }
+        replace(path, with: entry, affecting: &affected)
     }
 
     /// The errors of every file that currently fails to read.

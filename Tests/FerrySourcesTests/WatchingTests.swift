@@ -127,6 +127,29 @@ struct WatchingTests {
         }
     }
 
+    /// inotify names the edited file, so a reload need not walk the folder; a new folder (or a hidden
+    /// name, such as a ConfigMap volume's `..data` swap) cannot be pinned down to files: walk everything.
+    @Test func inotifyNamesTheEditedFileAndAFolderMeansEverything() async throws {
+        try await withTemporaryFolder { root in
+            try write("a: 1\n", to: "\(root)/x.yaml")
+            let changes = Recorder<FileWatcher.Change>()
+            let watcher = FileWatcher(root: root, settle: .milliseconds(50), pollInterval: .seconds(600)) { changes.append($0) }
+            watcher.start()
+            defer { watcher.stop() }
+            try #require(watcher.usesInotify, "inotify is not available here")
+            try await Task.sleep(for: .milliseconds(100))
+            try write("a: 2\n", to: "\(root)/x.yaml")
+            #expect(await eventually { changes.count >= 1 })
+            #expect(changes.all.first == .paths(["\(root)/x.yaml"]))
+            try FileManager.default.createDirectory(atPath: "\(root)/sub", withIntermediateDirectories: false)
+            #expect(await eventually { changes.count >= 2 })
+            #expect(changes.all.dropFirst().first == .everything)
+            try write("a: 3\n", to: "\(root)/.x.yaml.swp")
+            #expect(await eventually { changes.count >= 3 })
+            #expect(changes.all.dropFirst(2).first == .everything)
+        }
+    }
+
     /// The poll alone: the watched file's folder does not exist yet, so inotify has nothing to watch,
     /// and the edit is seen because the watcher polls every 200 ms.
     @Test func pollingFallbackReportsAnEdit() async throws {

@@ -8,10 +8,24 @@ public enum ManifestFormat: String, Sendable, Hashable {
 
     /// The format a file name implies (`.yaml`, `.yml`, `.json`); `nil` for other files.
     public init?(path: String) {
-        let lowered = path.lowercased()
-        if lowered.hasSuffix(".yaml") || lowered.hasSuffix(".yml") {
+        // Compared byte by byte, ignoring ASCII case: `lowercased()` was a third of walking a folder of
+        // 10,000 manifests.
+        func hasSuffix(_ suffix: StaticString) -> Bool {
+            let count = suffix.utf8CodeUnitCount
+            let bytes = path.utf8
+            guard bytes.count >= count else { return false }
+            var index = bytes.index(bytes.endIndex, offsetBy: -count)
+            for offset in 0..<count {
+                let byte = bytes[index]
+                let lowered = byte >= 65 && byte <= 90 ? byte + 32 : byte
+                guard lowered == suffix.utf8Start[offset] else { return false }
+                index = bytes.index(after: index)
+            }
+            return true
+        }
+        if hasSuffix(".yaml") || hasSuffix(".yml") {
             self = .yaml
-        } else if lowered.hasSuffix(".json") {
+        } else if hasSuffix(".json") {
             self = .json
         } else {
             return nil
