@@ -272,7 +272,10 @@ struct LoadBench: AsyncParsableCommand {
 
     func report(_ results: [Figures], _ parsers: [ParserFigures], _ manyFiles: [ManyFilesFigures]) -> String {
         func seconds(_ sample: Sample) -> String {
-            func text(_ value: Double) -> String { value >= 1 ? String(format: "%.2f s", value) : String(format: "%.0f ms", value * 1000) }
+            func text(_ value: Double) -> String {
+                if value >= 1 { return String(format: "%.2f s", value) }
+                return value >= 0.01 ? String(format: "%.0f ms", value * 1000) : String(format: "%.2f ms", value * 1000)
+            }
             return "\(text(sample.median)) (\(text(sample.min))-\(text(sample.max)))"
         }
         var output = "ferry bench load: Services + one EndpointSlice each x \(endpoints) endpoints; medians of \(repeats) (min-max)\n"
