@@ -16,7 +16,8 @@ struct SourceOptions: ParsableArguments {
             var tree = ManifestTree(root: path)
             let result = tree.reload()
             problems = result.problems
-            objects = tree.objects.keys.sorted().map { tree.objects[$0]! }
+            // A first reload upserts every object, in key order: no second sort.
+            objects = result.changes.compactMap { tree.objects[$0.key] }
         } else {
             let result = EmbeddedSource.read()
             objects = result.objects

@@ -52,18 +52,18 @@ public enum ManifestValidator {
         var seenPorts: Set<String> = []
         let wirePorts = spec.ports ?? []
         for (index, port) in wirePorts.enumerated() {
-            let path = "spec.ports[\(index)]"
+            func path() -> String { "spec.ports[\(index)]" }
             let name = port.name ?? ""
             if wirePorts.count > 1 && name.isEmpty {
-                throw FieldError("\(path).name", "is required when a Service has more than one port")
+                throw FieldError("\(path()).name", "is required when a Service has more than one port")
             }
-            if !name.isEmpty { try checkPortName(name, "\(path).name") }
-            if !seenNames.insert(name).inserted { throw FieldError("\(path).name", "duplicate port name \"\(name)\"") }
-            let proto = try l4Protocol(port.protocol, "\(path).protocol")
-            guard let number = port.port else { throw FieldError("\(path).port", "is required") }
-            try checkPort(number, "\(path).port")
+            if !name.isEmpty { try checkPortName(name, "\(path()).name") }
+            if !seenNames.insert(name).inserted { throw FieldError("\(path()).name", "duplicate port name \"\(name)\"") }
+            let proto = try l4Protocol(port.protocol, "\(path()).protocol")
+            guard let number = port.port else { throw FieldError("\(path()).port", "is required") }
+            try checkPort(number, "\(path()).port")
             if !seenPorts.insert("\(number)/\(proto.rawValue)").inserted {
-                throw FieldError("\(path).port", "duplicate port \(number)/\(proto.rawValue)")
+                throw FieldError("\(path()).port", "duplicate port \(number)/\(proto.rawValue)")
             }
             let target: TargetPort
             switch port.targetPort {
@@ -72,24 +72,24 @@ public enum ManifestValidator {
                 if value == 0 {
                     target = .number(number)
                 } else {
-                    try checkPort(value, "\(path).targetPort")
+                    try checkPort(value, "\(path()).targetPort")
                     target = .number(value)
                 }
             case .string(let text):
                 if let value = Int(text) {
-                    try checkPort(value, "\(path).targetPort")
+                    try checkPort(value, "\(path()).targetPort")
                     target = .number(value)
                 } else {
-                    try checkPortName(text, "\(path).targetPort")
+                    try checkPortName(text, "\(path()).targetPort")
                     target = .name(text)
                 }
             }
             var nodePort: Int? = nil
             if let value = port.nodePort, value != 0 {
                 guard type == .nodePort || type == .loadBalancer else {
-                    throw FieldError("\(path).nodePort", "may not be used when spec.type is \(type.rawValue)")
+                    throw FieldError("\(path()).nodePort", "may not be used when spec.type is \(type.rawValue)")
                 }
-                try checkPort(value, "\(path).nodePort")
+                try checkPort(value, "\(path()).nodePort")
                 nodePort = value
             }
             ports.append(ServicePort(name: name, protocol: proto, port: number, targetPort: target, nodePort: nodePort))
@@ -126,9 +126,9 @@ public enum ManifestValidator {
         }
         var ingress: [LoadBalancerIngress] = []
         for (index, entry) in (wire.status?.loadBalancer?.ingress ?? []).enumerated() {
-            let path = "status.loadBalancer.ingress[\(index)]"
-            let address = try entry.ip.map { (text) throws(FieldError) in try ip(text, "\(path).ip") }
-            let mode = try enumValue(entry.ipMode, "\(path).ipMode", default: LoadBalancerIngress.Mode.vip)
+            func path() -> String { "status.loadBalancer.ingress[\(index)]" }
+            let address = try entry.ip.map { (text) throws(FieldError) in try ip(text, "\(path()).ip") }
+            let mode = try enumValue(entry.ipMode, "\(path()).ipMode", default: LoadBalancerIngress.Mode.vip)
             ingress.append(LoadBalancerIngress(ip: address, hostname: entry.hostname, ipMode: mode))
         }
         var balancer: BalancerKind? = nil
@@ -162,16 +162,16 @@ public enum ManifestValidator {
         let addressType = try enumValue(typeText, "addressType", default: EndpointSlice.AddressType.ipv4)
         var endpoints: [SliceEndpoint] = []
         for (index, entry) in (wire.endpoints ?? []).enumerated() {
-            let path = "endpoints[\(index)]"
+            func path() -> String { "endpoints[\(index)]" }
             let texts = entry.addresses ?? []
-            guard !texts.isEmpty else { throw FieldError("\(path).addresses", "is required: at least one address") }
+            guard !texts.isEmpty else { throw FieldError("\(path()).addresses", "is required: at least one address") }
             var addresses: [IPAddress] = []
             if addressType != .fqdn {
                 for (position, text) in texts.enumerated() {
-                    let address = try ip(text, "\(path).addresses[\(position)]")
+                    let address = try ip(text, "\(path()).addresses[\(position)]")
                     guard address.family.rawValue == addressType.rawValue else {
                         throw FieldError(
-                            "\(path).addresses[\(position)]", "\(text) is not an \(addressType.rawValue) address (addressType)")
+                            "\(path()).addresses[\(position)]", "\(text) is not an \(addressType.rawValue) address (addressType)")
                     }
                     addresses.append(address)
                 }
@@ -187,9 +187,9 @@ public enum ManifestValidator {
         }
         var ports: [SlicePort] = []
         for (index, entry) in (wire.ports ?? []).enumerated() {
-            let path = "ports[\(index)]"
-            if let number = entry.port { try checkPort(number, "\(path).port") }
-            ports.append(SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path).protocol"), port: entry.port))
+            func path() -> String { "ports[\(index)]" }
+            if let number = entry.port { try checkPort(number, "\(path()).port") }
+            ports.append(SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).protocol"), port: entry.port))
         }
         return EndpointSlice(meta: meta, serviceName: serviceName, addressType: addressType, endpoints: endpoints, ports: ports)
     }
@@ -200,25 +200,25 @@ public enum ManifestValidator {
         let meta = try objectMeta(wire.metadata, namespaced: true)
         var subsets: [Endpoints.Subset] = []
         for (index, subset) in (wire.subsets ?? []).enumerated() {
-            let path = "subsets[\(index)]"
+            func path() -> String { "subsets[\(index)]" }
             func addresses(_ list: [APIEndpoints.Address]?, _ field: String) throws(FieldError) -> [Endpoints.Address] {
                 var result: [Endpoints.Address] = []
                 for (position, entry) in (list ?? []).enumerated() {
-                    guard let text = entry.ip else { throw FieldError("\(path).\(field)[\(position)].ip", "is required") }
+                    guard let text = entry.ip else { throw FieldError("\(path()).\(field)[\(position)].ip", "is required") }
                     result.append(
                         Endpoints.Address(
-                            ip: try ip(text, "\(path).\(field)[\(position)].ip"), nodeName: entry.nodeName,
+                            ip: try ip(text, "\(path()).\(field)[\(position)].ip"), nodeName: entry.nodeName,
                             hostname: entry.hostname, targetRef: reference(entry.targetRef)))
                 }
                 return result
             }
             var ports: [SlicePort] = []
             for (position, entry) in (subset.ports ?? []).enumerated() {
-                guard let number = entry.port else { throw FieldError("\(path).ports[\(position)].port", "is required") }
-                try checkPort(number, "\(path).ports[\(position)].port")
+                guard let number = entry.port else { throw FieldError("\(path()).ports[\(position)].port", "is required") }
+                try checkPort(number, "\(path()).ports[\(position)].port")
                 ports.append(
                     SlicePort(
-                        name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path).ports[\(position)].protocol"),
+                        name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).ports[\(position)].protocol"),
                         port: number))
             }
             subsets.append(
@@ -245,12 +245,12 @@ public enum ManifestValidator {
         var containerPorts: [Pod.ContainerPort] = []
         for (index, container) in (wire.spec?.containers ?? []).enumerated() {
             for (position, port) in (container.ports ?? []).enumerated() {
-                let path = "spec.containers[\(index)].ports[\(position)]"
-                guard let number = port.containerPort else { throw FieldError("\(path).containerPort", "is required") }
-                try checkPort(number, "\(path).containerPort")
+                func path() -> String { "spec.containers[\(index)].ports[\(position)]" }
+                guard let number = port.containerPort else { throw FieldError("\(path()).containerPort", "is required") }
+                try checkPort(number, "\(path()).containerPort")
                 containerPorts.append(
                     Pod.ContainerPort(
-                        name: port.name ?? "", containerPort: number, protocol: try l4Protocol(port.protocol, "\(path).protocol")))
+                        name: port.name ?? "", containerPort: number, protocol: try l4Protocol(port.protocol, "\(path()).protocol")))
             }
         }
         var ready: Bool? = nil
@@ -285,12 +285,12 @@ public enum ManifestValidator {
             resourceVersion: wire.resourceVersion)
     }
 
-    static func timestamp(_ text: String?, _ field: String) throws(FieldError) -> Date? {
+    static func timestamp(_ text: String?, _ field: @autoclosure () -> String) throws(FieldError) -> Date? {
         guard let text, !text.isEmpty else { return nil }
         if let date = canonicalTimestamp(text) { return date }
         if let date = try? Date(text, strategy: .iso8601) { return date }
         if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return date }
-        throw FieldError(field, "\"\(text)\" is not an RFC 3339 time such as 2024-01-02T15:04:05Z")
+        throw FieldError(field(), "\"\(text)\" is not an RFC 3339 time such as 2024-01-02T15:04:05Z")
     }
 
     /// `2024-01-02T15:04:05Z`, the one form the API server writes (metav1.Time), read without Foundation's
@@ -328,44 +328,44 @@ public enum ManifestValidator {
         }
     }
 
-    static func ip(_ text: String, _ field: String) throws(FieldError) -> IPAddress {
-        guard let address = IPAddress(text) else { throw FieldError(field, "\"\(text)\" is not a valid IP address") }
+    static func ip(_ text: String, _ field: @autoclosure () -> String) throws(FieldError) -> IPAddress {
+        guard let address = IPAddress(text) else { throw FieldError(field(), "\"\(text)\" is not a valid IP address") }
         return address
     }
 
-    static func checkPort(_ value: Int, _ field: String) throws(FieldError) {
-        guard (1...65_535).contains(value) else { throw FieldError(field, "\(value) is out of range 1-65535") }
+    static func checkPort(_ value: Int, _ field: @autoclosure () -> String) throws(FieldError) {
+        guard (1...65_535).contains(value) else { throw FieldError(field(), "\(value) is out of range 1-65535") }
     }
 
-    static func l4Protocol(_ text: String?, _ field: String) throws(FieldError) -> L4Protocol {
+    static func l4Protocol(_ text: String?, _ field: @autoclosure () -> String) throws(FieldError) -> L4Protocol {
         guard let text, !text.isEmpty else { return .tcp }
         guard let value = L4Protocol(rawValue: text) else {
-            throw FieldError(field, "unknown protocol \"\(text)\": expected TCP, UDP or SCTP")
+            throw FieldError(field(), "unknown protocol \"\(text)\": expected TCP, UDP or SCTP")
         }
         return value
     }
 
     /// A port name must be an IANA service name: at most 15 lowercase letters, digits and
     /// non-adjacent inner dashes, with at least one letter.
-    static func checkPortName(_ name: String, _ field: String) throws(FieldError) {
-        let bytes = Array(name.utf8)
+    static func checkPortName(_ name: String, _ field: @autoclosure () -> String) throws(FieldError) {
+        let bytes = name.utf8
         let allowed = bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
         let ok =
             !bytes.isEmpty && bytes.count <= 15 && allowed && bytes.first != 45 && bytes.last != 45
-            && !name.contains("--") && bytes.contains { $0 >= 97 && $0 <= 122 }
+            && !zip(bytes, bytes.dropFirst()).contains { $0 == 45 && $1 == 45 } && bytes.contains { $0 >= 97 && $0 <= 122 }
         if !ok {
             throw FieldError(
-                field,
+                field(),
                 "\"\(name)\" is not a valid port name: at most 15 lowercase letters, digits and inner dashes, with at least one letter")
         }
     }
 
-    static func enumValue<T: RawRepresentable & CaseIterable>(_ text: String?, _ field: String, default fallback: T) throws(FieldError) -> T
+    static func enumValue<T: RawRepresentable & CaseIterable>(_ text: String?, _ field: @autoclosure () -> String, default fallback: T) throws(FieldError) -> T
     where T.RawValue == String {
         guard let text, !text.isEmpty else { return fallback }
         guard let value = T(rawValue: text) else {
             let allowed = T.allCases.map(\.rawValue).joined(separator: ", ")
-            throw FieldError(field, "unknown value \"\(text)\": expected one of \(allowed)")
+            throw FieldError(field(), "unknown value \"\(text)\": expected one of \(allowed)")
         }
         return value
     }
