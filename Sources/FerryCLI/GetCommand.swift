@@ -49,7 +49,7 @@ struct GetCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try source.load()
+        let loaded = try source.load(keepingWire: output == .json || output == .yaml)
         print(try render(state: loaded.state, wireFor: loaded.wire(for:), now: Date()), terminator: "")
         fflush(nil)
         if watch { try await watchChanges(from: loaded.state) }

@@ -8,18 +8,19 @@ struct SourceOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("A manifest file or folder (YAML/JSON, recursive).", valueName: "path"))
     var manifests: String?
 
-    /// Reads the manifests once (or the embedded set), failing with exit 2 on any problem.
-    func load() throws -> LoadedManifests {
+    /// Reads the manifests once (or the embedded set), failing with exit 2 on any problem; objects keep
+    /// their form as written when `keepingWire` (for `-o json|yaml`).
+    func load(keepingWire: Bool = false) throws -> LoadedManifests {
         var objects: [ManifestObject]
         var problems: [ManifestError]
         if let path = manifests {
-            var tree = ManifestTree(root: path)
+            var tree = ManifestTree(root: path, keepingWire: keepingWire)
             let result = tree.reload()
             problems = result.problems
             // A first reload upserts every object, in key order: no second sort.
             objects = result.changes.compactMap { tree.objects[$0.key] }
         } else {
-            let result = EmbeddedSource.read()
+            let result = EmbeddedSource.read(keepingWire: keepingWire)
             objects = result.objects
             problems = result.errors
         }

@@ -72,8 +72,8 @@ public struct EmbeddedSource: ObjectSource {
     public var name: String { "embedded" }
 
     /// The embedded objects, read and validated.
-    public static func read() -> ManifestReadResult {
-        ManifestReader.read(Data(EmbeddedManifests.myService.utf8), format: .yaml, source: "<embedded>")
+    public static func read(keepingWire: Bool = false) -> ManifestReadResult {
+        ManifestReader.read(Data(EmbeddedManifests.myService.utf8), format: .yaml, source: "<embedded>", keepingWire: keepingWire)
     }
 
     public func events() -> AsyncStream<SourceEvent> {

@@ -56,8 +56,12 @@ public struct ManifestTree: Sendable {
         var owner: String
     }
 
-    public init(root: String) {
+    /// Whether objects keep their form as written (`ManifestObject.wire`).
+    public let keepingWire: Bool
+
+    public init(root: String, keepingWire: Bool = false) {
         self.root = root
+        self.keepingWire = keepingWire
     }
 
     /// The files considered, sorted.
@@ -144,7 +148,7 @@ public struct ManifestTree: Sendable {
     ) {
         let previous = files[path]
         if let previous, previous.fingerprint == fingerprint { return }
-        let result = ManifestReader.read(fileAt: path)
+        let result = ManifestReader.read(fileAt: path, keepingWire: keepingWire)
         let entry: FileEntry
         if result.errors.isEmpty {
             var defined: [ObjectKey: ManifestObject] = [:]
