@@ -115,6 +115,8 @@ struct LoadBench: AsyncParsableCommand {
                     try (format == .json ? generator.json(range) : generator.yaml(range)).write(toFile: path, atomically: false, encoding: .utf8)
                     files.append(path)
                 }
+                // Measured at rest: while the kernel writes 100 MB of new files back, reads of them slow down.
+                sync()
                 if size == parsedSizes.first { parsers += try compareParsers(file: files[0], format: format) }
                 results.append(try measure(root: root, files: files, format: format, services: size, ferry: ferry))
                 try? FileManager.default.removeItem(atPath: root)
