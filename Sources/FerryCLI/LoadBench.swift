@@ -112,7 +112,8 @@ struct LoadBench: AsyncParsableCommand {
                 for start in stride(from: 0, to: size, by: LoadBench.servicesPerFile) {
                     let range = start..<min(size, start + LoadBench.servicesPerFile)
                     let path = "\(root)/cluster-\(String(format: "%06d", start)).\(format.rawValue)"
-                    try (format == .json ? generator.json(range) : generator.yaml(range)).write(toFile: path, atomically: false, encoding: .utf8)
+                    try (format == .json ? generator.json(range) : generator.yaml(range)).write(
+                        toFile: path, atomically: false, encoding: .utf8)
                     files.append(path)
                 }
                 // Measured at rest: while the kernel writes 100 MB of new files back, reads of them slow down.
@@ -213,7 +214,8 @@ struct LoadBench: AsyncParsableCommand {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-\(index)\n  namespace: bench\nspec:\n  clusterIP: \(SyntheticCluster(services: count, endpointsPerService: 1).clusterIP(index))\n  ports:\n  - port: \(port)\n"
         }
         for index in 0..<count {
-            try text(index, port: 80).write(toFile: "\(folder)/svc-\(String(format: "%06d", index)).yaml", atomically: false, encoding: .utf8)
+            try text(index, port: 80).write(
+                toFile: "\(folder)/svc-\(String(format: "%06d", index)).yaml", atomically: false, encoding: .utf8)
         }
         // Measured at rest, as a watched folder is, not while the new files are being written back.
         sync()
@@ -230,7 +232,8 @@ struct LoadBench: AsyncParsableCommand {
                 let elapsed = clock.measure { result = walk ? tree.reload() : tree.reload(paths: [edited]) }.seconds
                 if walk { walked.append(elapsed) } else { named.append(elapsed) }
                 guard result.changes.count == 1, result.problems.isEmpty else {
-                    throw CommandFailure.runtime("editing one of \(count) files gave \(result.changes.count) changes and \(result.problems) problems")
+                    throw CommandFailure.runtime(
+                        "editing one of \(count) files gave \(result.changes.count) changes and \(result.problems) problems")
                 }
             }
         }

@@ -36,7 +36,8 @@ struct BenchTests {
     }
 
     @Test func loadReportsBothFormatsAsJSON() throws {
-        let result = try runFerry(["bench", "load", "--sizes", "200", "--endpoints", "3", "--repeats", "1", "--json"], timeout: .seconds(120))
+        let result = try runFerry(
+            ["bench", "load", "--sizes", "200", "--endpoints", "3", "--repeats", "1", "--json"], timeout: .seconds(120))
         try #require(result.status == 0, "\(result)")
         let report = try JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8))
         #expect(report.load.map(\.format) == ["json", "yaml"])

@@ -21,7 +21,8 @@ struct HostileManifestTests {
 
     /// Ten anchors, each a list of ten aliases to the one before: 10^10 strings once expanded.
     static func billionLaughs(kind: String) -> String {
-        var text = kind == "Service"
+        var text =
+            kind == "Service"
             ? "apiVersion: v1\nkind: Service\nmetadata:\n  name: lol\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n"
             : "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\n"
         text += "lols:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
@@ -58,7 +59,8 @@ struct HostileManifestTests {
                 FileManager.default.createFile(atPath: path, contents: nil)
                 let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                 defer { try? handle.close() }
-                try handle.write(contentsOf: Data(#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"huge","annotations":{"a":""#.utf8))
+                try handle.write(
+                    contentsOf: Data(#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"huge","annotations":{"a":""#.utf8))
                 let piece = Data(repeating: UInt8(ascii: "x"), count: 1 << 20)
                 for _ in 0..<100 { try handle.write(contentsOf: piece) }
                 try handle.write(contentsOf: Data(#""}},"spec":{"clusterIP":"10.96.0.12","ports":[{"port":80}]}}"#.utf8))

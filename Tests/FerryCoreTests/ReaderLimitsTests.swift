@@ -21,7 +21,9 @@ struct ReaderLimitsTests {
     @Test func excessiveAliasingNamesTheFileAndDocument() {
         var text = "kind: ConfigMap\napiVersion: v1\nmetadata: {name: a}\n---\n" + Self.service
         text += "l0: &l0 [a, b, c, d, e, f, g, h, i, j]\n"
-        for level in 1..<9 { text += "l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        for level in 1..<9 {
+            text += "l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ") + "]\n"
+        }
         let started = ContinuousClock.now
         let result = readYAML(text)
         #expect(ContinuousClock.now - started < .seconds(1))
@@ -34,7 +36,8 @@ struct ReaderLimitsTests {
 
     @Test func anAliasDoesNotCrossDocuments() {
         let result = readYAML("kind: ConfigMap\napiVersion: v1\nmetadata: {name: a}\nx: &a 1\n---\n" + Self.service + "y: *a\n")
-        #expect(result.errors.map(\.description).first?.contains("document 2: line 13: found undefined alias *a") == true, "\(result.errors)")
+        #expect(
+            result.errors.map(\.description).first?.contains("document 2: line 13: found undefined alias *a") == true, "\(result.errors)")
     }
 
     @Test func duplicateYAMLKeysAreRefused() {
@@ -53,7 +56,8 @@ struct ReaderLimitsTests {
         let keys = (0..<100_000).map { "key-\($0)" }
         let text =
             format == .json
-            ? #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"# + keys.map { #""\#($0)":"v""# }.joined(separator: ",")
+            ? #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"#
+                + keys.map { #""\#($0)":"v""# }.joined(separator: ",")
                 + "}}"
             : "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n" + keys.map { "  \($0): v\n" }.joined()
         let started = ContinuousClock.now
@@ -61,15 +65,21 @@ struct ReaderLimitsTests {
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(result.errors.isEmpty)
         #expect(result.skipped.count == 1)
-        let duplicated = text.replacingOccurrences(of: format == .json ? #""key-99999""# : "key-99999:", with: format == .json ? #""key-5""# : "key-5:")
-        #expect(ManifestReader.read(Data(duplicated.utf8), format: format, source: "big").errors.first?.description.contains(#"duplicate key "key-5""#) == true)
+        let duplicated = text.replacingOccurrences(
+            of: format == .json ? #""key-99999""# : "key-99999:", with: format == .json ? #""key-5""# : "key-5:")
+        #expect(
+            ManifestReader.read(Data(duplicated.utf8), format: format, source: "big").errors.first?.description.contains(
+                #"duplicate key "key-5""#) == true)
     }
 
     @Test func aFileOverTheLimitIsRefusedBeforeItIsRead() {
         let limits = ManifestLimits(maximumFileBytes: 1 << 20)
         let text = Self.service + "# " + String(repeating: "x", count: 1 << 20) + "\n"
         let result = ManifestReader.read(Data(text.utf8), format: .yaml, source: "big.yaml", limits: limits)
-        #expect(result.errors.map(\.description) == ["big.yaml: is \(text.utf8.count) bytes, more than the 1 MiB a manifest file may hold: split it into several files"])
+        #expect(
+            result.errors.map(\.description) == [
+                "big.yaml: is \(text.utf8.count) bytes, more than the 1 MiB a manifest file may hold: split it into several files"
+            ])
     }
 
     @Test(arguments: [ManifestFormat.json, .yaml])

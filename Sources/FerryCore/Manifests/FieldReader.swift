@@ -20,13 +20,16 @@ struct FieldReader {
             return
         }
         guard tree.kind(index) == .object else {
-            throw FieldError(tree.path(from: root, to: index), "has the wrong type: expected a mapping, found \(tree.typeDescription(index))")
+            throw FieldError(
+                tree.path(from: root, to: index), "has the wrong type: expected a mapping, found \(tree.typeDescription(index))")
         }
         node = index
     }
 
     /// The path of a field of this object, as text (only built for errors).
-    func path(_ key: StaticString) -> String { FieldPath.appending(key: key.description, to: node.map { tree.path(from: root, to: $0) } ?? "") }
+    func path(_ key: StaticString) -> String {
+        FieldPath.appending(key: key.description, to: node.map { tree.path(from: root, to: $0) } ?? "")
+    }
 
     /// The node of `key`'s value; `nil` when absent or `null`.
     func value(_ key: StaticString) -> Int? {

@@ -208,7 +208,8 @@ public enum ManifestReader {
                 case .success(let tree):
                     collect(tree, document: document, source: source, into: &units)
                 case .failure(let error):
-                    units.append(.failed(ManifestError(location: ManifestLocation(source: source, document: document), message: error.description)))
+                    units.append(
+                        .failed(ManifestError(location: ManifestLocation(source: source, document: document), message: error.description)))
                 }
             }
         } catch {

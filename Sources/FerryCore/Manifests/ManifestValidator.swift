@@ -189,7 +189,8 @@ public enum ManifestValidator {
         for (index, entry) in (wire.ports ?? []).enumerated() {
             func path() -> String { "ports[\(index)]" }
             if let number = entry.port { try checkPort(number, "\(path()).port") }
-            ports.append(SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).protocol"), port: entry.port))
+            ports.append(
+                SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).protocol"), port: entry.port))
         }
         return EndpointSlice(meta: meta, serviceName: serviceName, addressType: addressType, endpoints: endpoints, ports: ports)
     }
@@ -360,7 +361,8 @@ public enum ManifestValidator {
         }
     }
 
-    static func enumValue<T: RawRepresentable & CaseIterable>(_ text: String?, _ field: @autoclosure () -> String, default fallback: T) throws(FieldError) -> T
+    static func enumValue<T: RawRepresentable & CaseIterable>(_ text: String?, _ field: @autoclosure () -> String, default fallback: T)
+        throws(FieldError) -> T
     where T.RawValue == String {
         guard let text, !text.isEmpty else { return fallback }
         guard let value = T(rawValue: text) else {

@@ -179,7 +179,8 @@ struct ValueTreeBuilder {
     mutating func appendString(_ bytes: UnsafeRawBufferPointer) {
         let offset = text.count
         appendText(bytes)
-        nodes.append(ValueTree.Node(kind: .string, first: UInt32(truncatingIfNeeded: offset), second: UInt32(truncatingIfNeeded: bytes.count)))
+        nodes.append(
+            ValueTree.Node(kind: .string, first: UInt32(truncatingIfNeeded: offset), second: UInt32(truncatingIfNeeded: bytes.count)))
     }
 
     /// A string whose bytes are already at the end of `text` (appended with `appendText`).
