@@ -121,6 +121,8 @@ public struct ManifestTree: Sendable {
     /// Re-reads only `changed` (as the watcher names them: created, written, moved or deleted files),
     /// without walking the folder. Paths that are not manifests under the root are ignored.
     public mutating func reload(paths changed: Set<String>) -> (changes: [ObjectChange], problems: [ManifestError]) {
+        // A single-file root that changed is the whole tree: the walk also says when it has gone missing.
+        if changed.contains(root) { return reload() }
         var problems: [ManifestError] = []
         var affected: Set<ObjectKey> = []
         for path in changed.sorted() where isManifest(path) {

@@ -320,6 +320,20 @@ struct ManifestTreeTests {
         }
     }
 
+    /// The watcher names a single-file root when it changes; its going missing is said at once.
+    @Test func aNamedReloadOfAVanishedSingleFileRootSaysSo() throws {
+        try withTemporaryFolder { root in
+            let file = "\(root)/only.yaml"
+            try write(serviceYAML("only", ip: "10.96.4.1"), to: file)
+            var tree = ManifestTree(root: file)
+            _ = tree.reload()
+            try FileManager.default.removeItem(atPath: file)
+            let gone = tree.reload(paths: [file])
+            #expect(gone.changes == [.delete(serviceKey("only"))])
+            #expect(gone.problems.map(\.description) == ["\(file): no such file or directory"])
+        }
+    }
+
     @Test func aMissingRootIsAProblem() throws {
         try withTemporaryFolder { root in
             let missing = "\(root)/no/such/folder"
