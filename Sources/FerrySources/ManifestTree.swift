@@ -41,8 +41,8 @@ public struct ManifestTree: Sendable {
 
     /// The files defining one key.
     struct Claim: Sendable {
-        /// Every file defining the key, owner or not (almost always one).
-        var definers: [String] = []
+        /// Every file defining the key, with its object there, owner or not (almost always one).
+        var definers: [(path: String, object: ManifestObject)] = []
         /// The file whose object is in force.
         var owner: String?
         /// The duplicates already reported: said once, not on every reload while they stay.
@@ -182,14 +182,18 @@ public struct ManifestTree: Sendable {
         let after = entry?.objects ?? [:]
         for (key, object) in before {
             guard let kept = after[key] else {
-                claims[key]?.definers.removeAll { $0 == path }
+                claims[key]?.definers.removeAll { $0.path == path }
                 affected.insert(key)
                 continue
             }
-            if kept !== object { affected.insert(key) }
+            guard kept !== object else { continue }
+            if let index = claims.index(forKey: key), let position = claims.values[index].definers.firstIndex(where: { $0.path == path }) {
+                claims.values[index].definers[position].object = kept
+            }
+            affected.insert(key)
         }
-        for key in after.keys where before[key] == nil {
-            claims[key, default: Claim()].definers.append(path)
+        for (key, object) in after where before[key] == nil {
+            claims[key, default: Claim()].definers.append((path, object))
             affected.insert(key)
         }
         files[path] = entry
@@ -202,19 +206,21 @@ public struct ManifestTree: Sendable {
         var duplicateProblems: [(path: String, key: ObjectKey, problem: ManifestError)] = []
         if objects.isEmpty { objects.reserveCapacity(affected.count) }
         for key in affected.sorted() {
-            guard var claim = claims[key], !claim.definers.isEmpty else {
-                claims.removeValue(forKey: key)
+            // One lookup per key in each dictionary: the claim is changed in place through its index.
+            guard let index = claims.index(forKey: key), !claims.values[index].definers.isEmpty else {
+                if let index = claims.index(forKey: key) { claims.remove(at: index) }
                 if objects.removeValue(forKey: key) != nil { changes.append(.delete(key)) }
                 continue
             }
-            let owner = claim.owner.flatMap { claim.definers.contains($0) ? $0 : nil } ?? claim.definers.min()!
-            let object = files[owner]!.objects[key]!
+            let claim = claims.values[index]
+            let owner = claim.owner.flatMap { owner in claim.definers.contains { $0.path == owner } ? owner : nil }
+                ?? claim.definers.min { $0.path < $1.path }!.path
+            let object = claim.definers.first { $0.path == owner }!.object
             var duplicates: Set<Duplicate> = []
-            for path in claim.definers where path != owner {
+            for (path, copy) in claim.definers where path != owner {
                 let duplicate = Duplicate(key: key, file: path, owner: owner)
                 duplicates.insert(duplicate)
                 if !claim.reported.contains(duplicate) {
-                    let copy = files[path]!.objects[key]!
                     duplicateProblems.append(
                         (
                             path, key,
@@ -224,15 +230,11 @@ public struct ManifestTree: Sendable {
                         ))
                 }
             }
-            claim.reported = duplicates
-            claim.owner = owner
-            claims[key] = claim
-            if let current = objects[key], current === object || current.object == object.object {
-                objects[key] = object
-                continue
-            }
+            if claim.owner != owner { claims.values[index].owner = owner }
+            if claim.reported != duplicates { claims.values[index].reported = duplicates }
+            let previous = objects.updateValue(object, forKey: key)
+            if let previous, previous === object || previous.object == object.object { continue }
             changes.append(.upsert(object.object))
-            objects[key] = object
         }
         duplicateProblems.sort { ($0.path, $0.key) < ($1.path, $1.key) }
         problems += duplicateProblems.map(\.problem)
