@@ -191,18 +191,24 @@ struct LoadBench: AsyncParsableCommand {
         try text(port: 1000).write(toFile: path, atomically: false, encoding: .utf8)
         var tree = ManifestTree(root: root)
         _ = tree.reload()
-        let clock = ContinuousClock()
-        var seconds: [Double] = []
-        for round in 0..<max(5, repeats) {
-            try text(port: 1001 + round).write(toFile: path, atomically: true, encoding: .utf8)
-            var result: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
-            // As the watcher reloads after inotify names the file.
-            seconds.append(clock.measure { result = tree.reload(paths: [path]) }.seconds)
-            guard result.changes.count == 1, result.problems.isEmpty else {
-                throw CommandFailure.runtime("editing one file gave \(result.changes.count) changes and \(result.problems) problems")
-            }
+        // As the watcher reloads after inotify names the file.
+        return try (0..<max(5, repeats)).map { round in
+            try timeOneEdit(text(port: 1001 + round), to: path) { tree.reload(paths: [path]) }
         }
-        return seconds
+    }
+
+    /// Writes `text` to `path` (as an editor saves, by rename), times `reload`, and checks that it found
+    /// exactly that one change.
+    private func timeOneEdit(
+        _ text: String, to path: String, _ reload: () -> (changes: [ObjectChange], problems: [ManifestError])
+    ) throws -> Double {
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        var result: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
+        let elapsed = ContinuousClock().measure { result = reload() }.seconds
+        guard result.changes.count == 1, result.problems.isEmpty else {
+            throw CommandFailure.runtime("editing \(path) gave \(result.changes.count) changes and \(result.problems) problems")
+        }
+        return elapsed
     }
 
     /// Reload time after editing one file in a folder of `count` files of one Service each.
@@ -222,20 +228,11 @@ struct LoadBench: AsyncParsableCommand {
         var tree = ManifestTree(root: folder)
         _ = tree.reload()
         let edited = "\(folder)/svc-\(String(format: "%06d", count / 2)).yaml"
-        let clock = ContinuousClock()
         var named: [Double] = []
         var walked: [Double] = []
         for round in 0..<max(5, repeats) {
-            for walk in [false, true] {
-                try text(count / 2, port: 81 + round * 2 + (walk ? 1 : 0)).write(toFile: edited, atomically: true, encoding: .utf8)
-                var result: (changes: [ObjectChange], problems: [ManifestError]) = ([], [])
-                let elapsed = clock.measure { result = walk ? tree.reload() : tree.reload(paths: [edited]) }.seconds
-                if walk { walked.append(elapsed) } else { named.append(elapsed) }
-                guard result.changes.count == 1, result.problems.isEmpty else {
-                    throw CommandFailure.runtime(
-                        "editing one of \(count) files gave \(result.changes.count) changes and \(result.problems) problems")
-                }
-            }
+            named.append(try timeOneEdit(text(count / 2, port: 81 + round * 2), to: edited) { tree.reload(paths: [edited]) })
+            walked.append(try timeOneEdit(text(count / 2, port: 82 + round * 2), to: edited) { tree.reload() })
         }
         return ManyFilesFigures(files: count, editSeconds: Sample(named), walkSeconds: Sample(walked))
     }

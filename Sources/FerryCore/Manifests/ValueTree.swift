@@ -163,8 +163,8 @@ struct ValueTreeBuilder {
     init(expectedBytes: Int = 0) {
         // Reserved generously, since pages of a reservation that are never written cost no memory, while
         // regrowing copies: EndpointSlices take a node per 8.3 bytes of JSON, and a reservation of one per
-        // 12 made the node array double and copy at the peak (18 MB more). The strings' bytes never
-        // outnumber the document's, so `text` never grows (regrowing it was 10% of a parse).
+        // 12 made the node array double and copy its 19 MB in the middle of the parse. The strings' bytes
+        // never outnumber the document's, so `text` never grows.
         nodes.reserveCapacity(expectedBytes / 6)
         text.reserveCapacity(expectedBytes)
     }
