@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
     ],
     targets: [
         // The pure core: model, manifest decoding, change tracking, endpoint selection, tables.
@@ -34,10 +37,26 @@ let package = Package(
         // listeners following the tables, and local routes for service addresses (rtnetlink).
         .systemLibrary(name: "CLinux"),
         .target(name: "FerryUserspace", dependencies: ["FerryCore", "CMnl", "CLinux"]),
-        // Where objects come from: manifest files and folders (watched).
+        // Where objects come from: manifest files and folders (watched), and the Kubernetes API
+        // server (list + watch over HTTPS with AsyncHTTPClient).
         .target(
             name: "FerrySources",
-            dependencies: ["FerryCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "FerryCore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        // A small Kubernetes API server for tests: lists, watches and the failures a real one has.
+        .target(
+            name: "FerryFakeAPIServer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
         ),
         // The commands, as a library so tests can drive them.
         .target(
@@ -53,13 +72,15 @@ let package = Package(
         // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
         .target(name: "FerryTestbed", dependencies: ["FerryCore"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
-        .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources"]),
+        .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
         .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
         .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
         // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).
         .testTarget(
-            name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry"], exclude: ["Fixtures"]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry"], exclude: ["Golden"]),
+            name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry", "FerryFakeAPIServer"],
+            exclude: ["Fixtures"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry", "FerryFakeAPIServer"], exclude: ["Golden"]),
+        .testTarget(name: "FerryFakeAPIServerTests", dependencies: ["FerryFakeAPIServer"]),
     ]
 )

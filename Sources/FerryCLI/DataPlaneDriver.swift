@@ -22,6 +22,8 @@ protocol DataPlaneDriver: AnyObject {
     func shutdown() throws
     /// Counters worth a line when Ferry stops.
     var statistics: [(String, String)] { get }
+    /// The node's addresses, for NodePorts: given at start, then as the Node object changes.
+    func setNodeAddresses(_ addresses: [IPAddress])
 }
 
 /// The nftables mode.
@@ -44,6 +46,8 @@ final class NFTablesDriver: DataPlaneDriver {
     }
 
     var hasPendingWork: Bool { proxier.hasPendingDeletions }
+
+    func setNodeAddresses(_ addresses: [IPAddress]) { proxier.setNodeAddresses(addresses) }
 
     /// The rules stay: they keep forwarding while Ferry restarts.
     func shutdown() throws {}
@@ -79,6 +83,8 @@ final class UserspaceDriver: DataPlaneDriver {
     }
 
     var hasPendingWork: Bool { retry }
+
+    func setNodeAddresses(_ addresses: [IPAddress]) { proxier.setNodeAddresses(addresses) }
 
     func shutdown() throws {
         try proxier.shutdown()

@@ -37,7 +37,7 @@ struct ExplainCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try source.load()
+        let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
         let context = try node.context(state: loaded.state)
         let (address, port) = try destination()
         let query = ExplainQuery(

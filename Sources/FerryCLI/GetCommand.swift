@@ -39,17 +39,19 @@ struct GetCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "wide, json or yaml.")
     var output: OutputFormat?
 
-    @Flag(name: [.short, .customLong("watch")], help: "After the list, print rows as they change (with --manifests).")
+    @Flag(name: [.short, .customLong("watch")], help: "After the list, print rows as they change (manifests or API server).")
     var watch = false
 
     func validate() throws {
         if allNamespaces && namespace != nil { throw ValidationError("-n and -A cannot be used together") }
-        if watch && source.manifests == nil { throw ValidationError("--watch needs --manifests PATH") }
+        if watch && source.manifests == nil && (try? source.clusterAccess()) == nil {
+            throw ValidationError("--watch needs --manifests PATH or an API server (--kubeconfig, --in-cluster)")
+        }
         if watch && (output == .json || output == .yaml) { throw ValidationError("--watch prints tables; drop -o json|yaml") }
     }
 
     func run() async throws {
-        let loaded = try source.load(keepingWire: output == .json || output == .yaml)
+        let loaded = try await source.read(keepingWire: output == .json || output == .yaml)
         print(try render(state: loaded.state, wireFor: loaded.wire(for:), now: Date()), terminator: "")
         fflush(nil)
         if watch { try await watchChanges(from: loaded.state) }
@@ -124,7 +126,7 @@ struct GetCommand: AsyncParsableCommand {
         // The source's own view replaces the first listing's, so an edit made in between is not missed.
         var state = ClusterState()
         var sawInitial = false
-        for await event in ManifestSource(path: source.manifests!, watch: true).events() {
+        for await event in try source.objectSource(nodeName: HostInfo.hostName()).events() {
             switch event {
             case .problems(let problems):
                 for problem in problems { FileHandle.standardError.write(Data("error: \(problem)\n".utf8)) }

@@ -3,10 +3,107 @@ import FerryCore
 import FerrySources
 import Foundation
 
-/// Where objects come from.
+/// Where objects come from: manifests, the Kubernetes API server, or the embedded walk-through.
 struct SourceOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("A manifest file or folder (YAML/JSON, recursive).", valueName: "path"))
     var manifests: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Read Services, EndpointSlices and the Node from the API server of this kubeconfig (also $KUBECONFIG; files may be joined with ':').",
+            valueName: "file"))
+    var kubeconfig: String?
+
+    @Option(name: .long, help: ArgumentHelp("The kubeconfig context (default: its current-context).", valueName: "name"))
+    var context: String?
+
+    @Option(name: .long, help: ArgumentHelp("The API server's URL, overriding the kubeconfig's (as kube-proxy's --master).", valueName: "url"))
+    var master: String?
+
+    @Flag(
+        name: .customLong("in-cluster"),
+        help: "Use the pod's service account (the default in a pod when no source is given).")
+    var inCluster = false
+
+    @Option(
+        name: .customLong("service-proxy-name"),
+        help: ArgumentHelp("Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.", valueName: "name"))
+    var serviceProxyName: String?
+
+    func validate() throws {
+        let chosen = [manifests != nil, kubeconfig != nil, inCluster].filter { $0 }.count
+        if chosen > 1 { throw ValidationError("choose one source: --manifests, --kubeconfig or --in-cluster") }
+        if context != nil && kubeconfig == nil && environmentKubeconfig == nil {
+            throw ValidationError("--context needs --kubeconfig (or $KUBECONFIG)")
+        }
+    }
+
+    private var environmentKubeconfig: String? {
+        ProcessInfo.processInfo.environment["KUBECONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// How to reach the API server, when the source is one: `--kubeconfig`, `--in-cluster`, `$KUBECONFIG`
+    /// (when no manifests are given), or a pod's service account when Ferry runs in one.
+    func clusterAccess() throws -> ClusterAccess? {
+        guard manifests == nil else { return nil }
+        var access: ClusterAccess?
+        do {
+            if let kubeconfig {
+                access = try ClusterAccess.kubeconfig(paths: kubeconfig, context: context)
+            } else if inCluster {
+                access = try ClusterAccess.inCluster()
+            } else if let environmentKubeconfig {
+                access = try ClusterAccess.kubeconfig(paths: environmentKubeconfig, context: context)
+            } else if ClusterAccess.looksInCluster() {
+                access = try ClusterAccess.inCluster()
+            } else if master != nil {
+                access = ClusterAccess(server: "https://127.0.0.1", origin: "--master")
+            }
+            if let master, let current = access { access = try current.overridingServer(master) }
+        } catch {
+            throw CommandFailure.badInput("error: \(error)")
+        }
+        return access
+    }
+
+    /// The API source for node `nodeName`, when the source is the API server.
+    func kubernetesSource(nodeName: String, timeouts: KubeAPITimeouts = KubeAPITimeouts()) throws -> KubernetesSource? {
+        guard let access = try clusterAccess() else { return nil }
+        do {
+            let client = try KubeAPIClient(access: access, timeouts: timeouts)
+            return KubernetesSource(
+                client: client, resources: WatchedResource.proxyResources(nodeName: nodeName, serviceProxyName: serviceProxyName))
+        } catch {
+            throw CommandFailure.badInput("error: \(error)")
+        }
+    }
+
+    /// The long-running source: the API server, the manifests (watched), or the embedded objects.
+    func objectSource(nodeName: String) throws -> ObjectSource {
+        if let kubernetes = try kubernetesSource(nodeName: nodeName) { return kubernetes }
+        return manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
+    }
+
+    /// Reads the objects once: the manifests (or the embedded set), failing with exit 2 on any problem;
+    /// or the API server's lists, where an object that does not decode is reported and left out, as
+    /// kube-proxy leaves it out. Objects keep their form as written when `keepingWire` (for `-o json|yaml`).
+    func read(keepingWire: Bool = false, nodeName: String = HostInfo.hostName()) async throws -> LoadedManifests {
+        if let kubernetes = try kubernetesSource(nodeName: nodeName) {
+            defer { Task { await kubernetes.client.shutdown() } }
+            let listed: (objects: [ManifestObject], problems: [ManifestError])
+            do {
+                listed = try await kubernetes.listOnce(keepingWire: keepingWire)
+            } catch {
+                throw CommandFailure.runtime("error: \(error)")
+            }
+            for problem in listed.problems {
+                FileHandle.standardError.write(Data("warning: ignoring an object the API server sent: \(problem)\n".utf8))
+            }
+            return LoadedManifests(objects: listed.objects)
+        }
+        return try load(keepingWire: keepingWire)
+    }
 
     /// Reads the manifests once (or the embedded set), failing with exit 2 on any problem; objects keep
     /// their form as written when `keepingWire` (for `-o json|yaml`).

@@ -52,8 +52,10 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "ferry")
-        let objects: ObjectSource = source.manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
-        let context = try node.context(state: ClusterState())
+        let objects = try source.objectSource(nodeName: node.nodeName ?? HostInfo.hostName())
+        // Flags only: the Node object's addresses (then the host's) come in as the sources report it,
+        // and NodePorts follow them when they change.
+        let context = NodeContext(name: node.nodeName ?? HostInfo.hostName(), addresses: try node.parsedIPs())
         let plane: DataPlaneDriver
         switch mode {
         case .nftables:
@@ -95,7 +97,7 @@ final class SyncLoop: Sendable {
     }
 
     private let source: ObjectSource
-    private let state: Mutex<(tracker: ChangeTracker, plane: DataPlaneDriver)>
+    private let state: Mutex<(tracker: ChangeTracker, plane: DataPlaneDriver, nodeAddresses: [IPAddress]?)>
     private let logger: Logger
     private let syncPeriod: Duration
     private let minSyncPeriod: Duration
@@ -105,7 +107,7 @@ final class SyncLoop: Sendable {
         minSyncPeriod: Duration
     ) {
         self.source = source
-        self.state = Mutex((tracker, plane))
+        self.state = Mutex((tracker, plane, nil))
         self.logger = logger
         self.syncPeriod = syncPeriod
         self.minSyncPeriod = minSyncPeriod
@@ -200,6 +202,16 @@ final class SyncLoop: Sendable {
             let clock = ContinuousClock()
             let start = clock.now
             let result = parts.tracker.sync()
+            // NodePort addresses: the flags, else the Node object's, else the host's.
+            var addresses = parts.tracker.node.addresses
+            if addresses.isEmpty { addresses = HostInfo.localAddresses() }
+            if addresses != parts.nodeAddresses {
+                if parts.nodeAddresses != nil {
+                    logger.info("node addresses changed", metadata: ["addresses": "\(addresses.map(\.description))"])
+                }
+                parts.nodeAddresses = addresses
+                parts.plane.setNodeAddresses(addresses)
+            }
             let outcome = try parts.plane.sync(result.tables, verify: verify)
             for problem in outcome.problems { logger.error("\(problem)") }
             var metadata: Logger.Metadata = [

@@ -64,7 +64,7 @@ struct SyncCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try source.load()
+        let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
         let context = try node.context(state: loaded.state)
         let tables = TableBuilder.build(loaded.state, node: context)
         let ruleset = Planner.plan(tables, config: try nftables.plannerConfig(node: node, context: context))

@@ -92,7 +92,7 @@ public final class UserspaceProxier {
 
     public let listeners: ListenerHost
     public let routes: LocalRouteTable
-    public let config: UserspaceConfig
+    public private(set) var config: UserspaceConfig
     private var pools: [PoolKey: PoolHandle] = [:]
     private var open: [ListenKey: UInt64] = [:]
     private var routed: Set<IPAddress> = []
@@ -103,6 +103,9 @@ public final class UserspaceProxier {
         self.routes = routes
         self.config = config
     }
+
+    /// The node's addresses changed (its Node object did): NodePort listeners follow on the next sync.
+    public func setNodeAddresses(_ addresses: [IPAddress]) { config.nodeAddresses = addresses }
 
     /// The listening addresses, for display and tests.
     public var listening: [String] { open.keys.map { "\($0.address) -> \($0.pool.port)" }.sorted() }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A JSON (or YAML) value as a tree, for callers that want one (`ValueTree.value(at:)`); manifests
 /// are decoded from the flat `ValueTree` itself. Objects keep their keys in order.
 public enum JSONValue: Sendable, Hashable {
@@ -43,5 +45,37 @@ public enum JSONValue: Sendable, Hashable {
         guard case .object(let pairs) = self else { return nil }
         for (name, value) in pairs where name == key { return value }
         return nil
+    }
+}
+
+extension JSONValue {
+    /// Parses a small configuration document (a kubeconfig, say): the first YAML document, or JSON,
+    /// with the manifest readers' limits (aliases bounded, depth capped). An empty text is `null`.
+    public static func parseDocument(_ data: Data, format: ManifestFormat) throws(APIDecodingError) -> JSONValue {
+        let result = data.withUnsafeBytes { bytes in Result { () throws(APIDecodingError) in try parseDocument(bytes, format: format) } }
+        return try result.get()
+    }
+
+    private static func parseDocument(_ bytes: UnsafeRawBufferPointer, format: ManifestFormat) throws(APIDecodingError) -> JSONValue {
+        switch format {
+        case .json:
+            do {
+                return try JSONParser.parseTree(bytes).value(at: 0)
+            } catch {
+                throw APIDecodingError("is not valid JSON: \(error)")
+            }
+        case .yaml:
+            var first: Result<ValueTree, YAMLReader.DocumentError>?
+            do throws(YAMLReader.SyntaxError) {
+                try YAMLReader.read(bytes) { _, tree in if first == nil { first = tree } }
+            } catch {
+                throw APIDecodingError(error.isEncoding ? "is not UTF-8 text" : "is not valid YAML: \(error.description)")
+            }
+            switch first {
+            case nil: return .null
+            case .success(let tree)?: return tree.value(at: tree.root)
+            case .failure(let error)?: throw APIDecodingError("\(error.description)")
+            }
+        }
     }
 }

@@ -210,7 +210,7 @@ public enum ManifestReader {
 
     /// Reads one document: an object, or a list (`kind: List` or a typed list such as `ServiceList`,
     /// whose items may omit their kind).
-    private static func collect(_ tree: ValueTree, document: Int, source: String, into units: inout [Unit]) {
+    static func collect(_ tree: ValueTree, document: Int, source: String, into units: inout [Unit]) {
         let location = ManifestLocation(source: source, document: document)
         let root = tree.root
         guard tree.kind(root) == .object else {
@@ -262,7 +262,7 @@ public enum ManifestReader {
         "Service": ["v1"], "Endpoints": ["v1"], "Pod": ["v1"], "Node": ["v1"], "EndpointSlice": ["discovery.k8s.io/v1"],
     ]
 
-    private static func decode(_ unit: Unit, keepingWire: Bool) -> Outcome {
+    static func decode(_ unit: Unit, keepingWire: Bool) -> Outcome {
         let (tree, index, impliedKind, location): (ValueTree, Int, String?, ManifestLocation)
         switch unit {
         case .failed(let error): return .error(error)

@@ -29,7 +29,7 @@ public struct NFTablesSyncReport: Sendable {
 /// and deleted one sync later.
 public final class NFTablesProxier {
     public let netfilter: Netfilter
-    public let config: PlannerConfig
+    public private(set) var config: PlannerConfig
     /// Deletes conntrack entries of UDP flows whose endpoint went away; `nil` to leave conntrack alone.
     public let conntrack: ConntrackCleaner?
     /// What is programmed, per service port: the entry it was planned from. Its fragments are not kept:
@@ -45,6 +45,14 @@ public final class NFTablesProxier {
         self.netfilter = netfilter
         self.config = config
         self.conntrack = conntrack
+    }
+
+    /// The node's addresses changed (its Node object did): NodePorts follow them. Every service port is
+    /// planned again on the next sync, which is a full one.
+    public func setNodeAddresses(_ addresses: [IPAddress]) {
+        guard addresses != config.nodeAddresses else { return }
+        config.nodeAddresses = addresses
+        trusted = false
     }
 
     /// Chains or sets are waiting to be deleted: another sync should follow shortly.
