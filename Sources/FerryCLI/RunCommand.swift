@@ -220,6 +220,16 @@ final class SyncLoop: Sendable {
                 "duration": "\(clock.now - start)",
             ]
             for (key, value) in outcome.fields { metadata[key] = "\(value)" }
+            // Network programming latency, as kube-proxy measures it: from each endpoint change's trigger
+            // time (set by the control plane) to its rules or listeners being in place.
+            if !result.triggerTimes.isEmpty {
+                let now = Date()
+                let latencies = result.triggerTimes.map { max(0, now.timeIntervalSince($0)) }.sorted()
+                metadata["programming-latency-max"] = "\(String(format: "%.3f", latencies.last!))s"
+                logger.debug(
+                    "network programming latencies",
+                    metadata: ["seconds": "\(latencies.map { String(format: "%.4f", $0) }.joined(separator: ","))"])
+            }
             logger.log(level: outcome.quiet ? .debug : .info, "synced", metadata: metadata)
         }
     }

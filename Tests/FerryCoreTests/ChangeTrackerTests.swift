@@ -46,6 +46,25 @@ struct ChangeTrackerTests {
         #expect(result.tables.sorted.map { $0.endpoints.map(\.description) } == [["10.0.0.1:80"], ["10.0.0.2:8080"]])
     }
 
+    @Test func triggerTimesOfEndpointChangesComeOutOfTheNextSync() throws {
+        var tracker = loaded()
+        let changed = objects("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata:
+              name: b-1
+              labels: {kubernetes.io/service-name: b}
+              annotations: {endpoints.kubernetes.io/last-change-trigger-time: "2026-12-02T10:00:00.250Z"}
+            addressType: IPv4
+            endpoints: [{addresses: [10.0.0.3]}]
+            ports: [{port: 8080}]
+            """)
+        tracker.apply(.upsert(try #require(changed.first)))
+        let result = tracker.sync()
+        #expect(result.triggerTimes.map(\.timeIntervalSince1970) == [1_796_205_600.25])
+        #expect(tracker.sync().triggerTimes.isEmpty)
+    }
+
     @Test func identicalUpdatesAndUndoneChangesAreDropped() {
         var tracker = loaded()
         let identical = tracker.apply(.upsert(Self.documents[0]))

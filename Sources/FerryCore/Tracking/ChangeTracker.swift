@@ -1,3 +1,5 @@
+import Foundation
+
 /// A change to one object, as a source reports it.
 public enum ObjectChange: Sendable, Hashable {
     /// Added or modified: the object's current version.
@@ -23,6 +25,10 @@ public struct SyncResult: Sendable {
     public var serviceChanges: Int
     /// EndpointSlices, Endpoints and Pods that changed.
     public var endpointChanges: Int
+    /// When the control plane changed the endpoints this sync applies (the EndpointSlices' and Endpoints'
+    /// `endpoints.kubernetes.io/last-change-trigger-time`): once the data plane has them, now minus each
+    /// is kube-proxy's network programming latency, the Kubernetes SLI.
+    public var triggerTimes: [Date] = []
 }
 
 /// Accumulates object changes between syncs and turns them into backend tables.
@@ -38,6 +44,23 @@ public struct ChangeTracker: Sendable {
     private let configuredNode: NodeContext
     private var pending: [ObjectKey: (previous: KubeObject?, current: KubeObject?)] = [:]
     private var needsFullRebuild = true
+    /// Trigger times of the endpoint changes applied since the last sync.
+    private var triggerTimes: [Date] = []
+
+    /// The annotation the endpoints controllers set to when the change that produced an object happened.
+    public static let triggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
+
+    /// An EndpointSlice's or Endpoints' trigger time, when it has a readable one.
+    static func triggerTime(_ object: KubeObject) -> Date? {
+        let text: String?
+        switch object {
+        case .endpointSlice(let slice): text = slice.meta.annotations[triggerTimeAnnotation]
+        case .endpoints(let endpoints): text = endpoints.meta.annotations[triggerTimeAnnotation]
+        default: return nil
+        }
+        guard let text else { return nil }
+        return try? ManifestValidator.timestamp(text, "")
+    }
 
     public init(node: NodeContext) {
         self.node = node
@@ -63,6 +86,7 @@ public struct ChangeTracker: Sendable {
             previous = state.remove(key)
         }
         if previous == current { return false }
+        if let time = current.flatMap(ChangeTracker.triggerTime) { triggerTimes.append(time) }
         if let earlier = pending[key] {
             if earlier.previous == current {
                 pending.removeValue(forKey: key)
@@ -104,6 +128,8 @@ public struct ChangeTracker: Sendable {
         }
         pending.removeAll(keepingCapacity: true)
         needsFullRebuild = false
+        let triggered = triggerTimes
+        triggerTimes.removeAll()
         node = effectiveNode()
 
         var changed: Set<ServicePortName> = []
@@ -114,7 +140,8 @@ public struct ChangeTracker: Sendable {
             let entries = state.services[name].map { TableBuilder.entries(for: $0, in: state, node: node) } ?? []
             changed.formUnion(tables.replace(service: name, with: entries))
         }
-        return SyncResult(tables: tables, changedPorts: changed, serviceChanges: serviceChanges, endpointChanges: endpointChanges)
+        return SyncResult(
+            tables: tables, changedPorts: changed, serviceChanges: serviceChanges, endpointChanges: endpointChanges, triggerTimes: triggered)
     }
 
     /// The configured node, completed by its Node object: zone from its labels, addresses when none were

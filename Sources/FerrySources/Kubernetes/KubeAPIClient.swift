@@ -101,6 +101,9 @@ public final class KubeAPIClient: Sendable {
         configuration.httpVersion = .automatic
         // Kept-alive connections are reused by every list and watch; a few spare ones are enough.
         configuration.connectionPool = .init(idleTimeout: .seconds(90), concurrentHTTP1ConnectionsPerHostSoftLimit: 8)
+        // A refused connection or a TLS failure is reported at once: the reflectors retry with their own
+        // back-off (and log each failure), and `ferry get` should not sit out the connect timeout (10 s).
+        configuration.connectionPool.retryConnectionEstablishment = false
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
