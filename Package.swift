@@ -70,7 +70,7 @@ let package = Package(
         ),
         .executableTarget(name: "ferry", dependencies: ["FerryCLI"]),
         // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
-        .target(name: "FerryTestbed", dependencies: ["FerryCore"]),
+        .target(name: "FerryTestbed", dependencies: ["FerryCore", "CLinux"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
         .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),

@@ -1,4 +1,4 @@
-// Linux interfaces the Glibc module leaves out: epoll, eventfd, splice and pipe sizes.
+// Linux interfaces the Glibc module leaves out: epoll, eventfd, splice, pipe sizes and setns.
 #ifndef FERRY_CLINUX_SHIM_H
 #define FERRY_CLINUX_SHIM_H
 #include <sys/epoll.h>
@@ -32,4 +32,7 @@ static inline int ferry_pipe2(int fds[2]) { return (int)syscall(SYS_pipe2, fds, 
 static inline int ferry_accept4(int fd, void *address, unsigned int *length) {
     return (int)syscall(SYS_accept4, fd, address, length, 04000 | 02000000);
 }
+
+/// setns(2) into a network namespace (CLONE_NEWNET): the calling thread only.
+static inline int ferry_setns_net(int fd) { return (int)syscall(SYS_setns, fd, 0x40000000); }
 #endif

@@ -1,3 +1,4 @@
+import CLinux
 import FerryCore
 import Foundation
 
@@ -78,6 +79,8 @@ public final class Testbed: @unchecked Sendable {
         /// Under `CI=true` the root-only tests must run, and cannot.
         case cannotRunUnderCI(String)
         case badPods(String)
+        /// A system call failed.
+        case systemCall(String, errno: Int32)
         /// A pod's server did not print its readiness line in time (its output so far).
         case serverNotReady(pod: String, stdout: String, stderr: String)
 
@@ -87,6 +90,7 @@ public final class Testbed: @unchecked Sendable {
             case .cannotRunUnderCI(let reason):
                 return "CI=true, but the network-namespace tests cannot run: \(reason) (they need root and iproute2)"
             case .badPods(let reason): return "bad pods: \(reason)"
+            case .systemCall(let call, let code): return "\(call): \(String(cString: strerror(code)))"
             case .serverNotReady(let pod, let stdout, let stderr):
                 return "the server in pod \(pod) did not become ready within 5 s\n--- stdout\n\(stdout)--- stderr\n\(stderr)"
             }
@@ -254,6 +258,46 @@ public final class Testbed: @unchecked Sendable {
         spawned.append(process)
         lock.unlock()
         return process
+    }
+
+    /// A TCP socket listening on `address` (port chosen by the kernel) inside `namespace`, for a server
+    /// this process runs there (a fake API server the node's Ferry reaches). The socket is made on a
+    /// thread of its own that enters the namespace (`setns`), so this process's other threads stay
+    /// where they are; a socket keeps the namespace it was made in. Returns the descriptor and the port.
+    public func listeningSocket(in namespace: Namespace, address: String = "127.0.0.1") throws -> (descriptor: Int32, port: Int) {
+        let result = LockedResult()
+        let thread = Thread {
+            result.set(Result { try Testbed.listen(inNamespaceAt: "/var/run/netns/\(namespace.name)", address: address) })
+        }
+        thread.start()
+        return try result.wait().get()
+    }
+
+    private static func listen(inNamespaceAt path: String, address: String) throws -> (descriptor: Int32, port: Int) {
+        let namespace = open(path, O_RDONLY | O_CLOEXEC)
+        guard namespace >= 0 else { throw Failure.systemCall("open \(path)", errno: errno) }
+        defer { close(namespace) }
+        guard ferry_setns_net(namespace) == 0 else { throw Failure.systemCall("setns \(path)", errno: errno) }
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socket >= 0 else { throw Failure.systemCall("socket", errno: errno) }
+        var on: Int32 = 1
+        setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        var socketAddress = sockaddr_in()
+        socketAddress.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, address, &socketAddress.sin_addr)
+        let bound = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, Glibc.listen(socket, 128) == 0 else {
+            let code = errno
+            close(socket)
+            throw Failure.systemCall("bind/listen \(address)", errno: code)
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) }
+        }
+        return (socket, Int(UInt16(bigEndian: socketAddress.sin_port)))
     }
 
     /// What a spawned process has written so far.
@@ -462,4 +506,24 @@ public final class Testbed: @unchecked Sendable {
         }
         return nil
     }()
+}
+
+/// A result handed from one thread to another.
+private final class LockedResult: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var value: Result<(descriptor: Int32, port: Int), Error>?
+
+    func set(_ result: Result<(descriptor: Int32, port: Int), Error>) {
+        condition.lock()
+        value = result
+        condition.signal()
+        condition.unlock()
+    }
+
+    func wait() -> Result<(descriptor: Int32, port: Int), Error> {
+        condition.lock()
+        defer { condition.unlock() }
+        while value == nil { condition.wait() }
+        return value!
+    }
 }

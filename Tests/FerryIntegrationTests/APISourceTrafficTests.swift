@@ -1,0 +1,111 @@
+import FerryFakeAPIServer
+import FerryTestbed
+import Foundation
+import Testing
+
+/// `ferry run --kubeconfig` in the node namespace, its API server a fake one listening inside that
+/// namespace (so Ferry reaches it at its own address, never through a ClusterIP it programs), with real
+/// traffic that follows the watch events.
+final class APIBed {
+    let traffic: TrafficBed
+    let server: FakeAPIServer
+    let kubeconfig: String
+    let folder: String
+
+    init() throws {
+        traffic = try TrafficBed()
+        folder = NSTemporaryDirectory() + "ferry-api-bed-\(traffic.bed.prefix)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let tls = try FakeCertificates.generate(in: folder)
+        server = FakeAPIServer(tls: tls, token: "node-token")
+        let socket = try traffic.bed.listeningSocket(in: traffic.bed.node)
+        _ = try server.start(boundSocket: socket.descriptor)
+        kubeconfig = folder + "/kubeconfig"
+        try server.kubeconfig(token: "node-token").write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        server.upsert(.nodes, #"{"kind":"Node","apiVersion":"v1","metadata":{"name":"node-1","labels":{"topology.kubernetes.io/zone":"zone-a"}},"status":{"addresses":[{"type":"InternalIP","address":"\#(Testbed.nodeAddress)"}]}}"#)
+        upsertService("web", ip: "10.96.0.10", nodePort: 30080)
+        upsertSlice("web", addresses: ["10.244.1.2", "10.244.2.2", "10.244.2.3"])
+    }
+
+    deinit {
+        server.stop()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    func upsertService(_ name: String, ip: String, nodePort: Int? = nil) {
+        let type = nodePort == nil ? "ClusterIP" : "NodePort"
+        let node = nodePort.map { #","nodePort":\#($0)"# } ?? ""
+        server.upsert(
+            .services,
+            #"{"kind":"Service","apiVersion":"v1","metadata":{"name":"\#(name)","namespace":"default"},"spec":{"type":"\#(type)","clusterIP":"\#(ip)","ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":80\#(node)}]}}"#)
+    }
+
+    func upsertSlice(_ service: String, addresses: [String]) {
+        let endpoints = addresses.map { address in
+            let node = address.hasPrefix("10.244.1.") ? "node-1" : "node-2"
+            return #"{"addresses":["\#(address)"],"conditions":{"ready":true},"nodeName":"\#(node)"}"#
+        }.joined(separator: ",")
+        server.upsert(
+            .endpointSlices,
+            #"{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"\#(service)-x","namespace":"default","labels":{"kubernetes.io/service-name":"\#(service)"}},"addressType":"IPv4","endpoints":[\#(endpoints)],"ports":[{"name":"http","protocol":"TCP","port":80}]}"#)
+    }
+
+    /// Starts Ferry on the API server; no --node-ip: the Node object's address serves NodePorts.
+    func run(mode: String) throws -> Process {
+        try traffic.bed.spawn(
+            in: traffic.bed.node,
+            [traffic.ferry, "run", "--mode", mode, "--kubeconfig", kubeconfig, "--node-name", "node-1", "--cluster-cidr", "10.244.0.0/16",
+             "--min-sync-period", "0.1"],
+            logName: "ferry-\(mode)")
+    }
+
+    func log(_ mode: String) -> String { traffic.bed.log("ferry-\(mode)").stderr }
+}
+
+@Suite("API server source: real traffic in network namespaces", .serialized)
+struct APISourceTrafficTests {
+    @Test(arguments: ["nftables", "userspace"])
+    func trafficFollowsWatchEvents(mode: String) throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try APIBed()
+        let ferry = try bed.run(mode: mode)
+        defer {
+            kill(ferry.processIdentifier, SIGTERM)
+            ferry.waitUntilExit()
+            _ = try? bed.traffic.bed.run(in: bed.traffic.bed.node, [bed.traffic.ferry, "cleanup"])
+        }
+        try waitUntil("ferry lists the API server and programs") { bed.log(mode).contains("synced") }
+        #expect(bed.log(mode).contains("initial sync done"), "\(bed.log(mode))")
+
+        let clusterIP = try bed.traffic.probe(from: bed.traffic.podNamespace("10.244.2.2"), to: "10.96.0.10:80", count: 60)
+        #expect(Set(clusterIP.answers.keys) == bed.traffic.allPods, "\(clusterIP.answers)")
+        #expect(clusterIP.failures == 0)
+        let nodePort = try bed.traffic.probe(from: bed.traffic.bed.client, to: "\(Testbed.nodeAddress):30080", count: 60)
+        #expect(Set(nodePort.answers.keys) == bed.traffic.allPods, "\(nodePort.answers)")
+
+        // An endpoint leaves: new connections avoid it once the watch event is programmed.
+        bed.upsertSlice("web", addresses: ["10.244.1.2", "10.244.2.2"])
+        let removed = bed.traffic.podName("10.244.2.3")
+        try waitUntil("the removed endpoint gets no more connections") {
+            let report = try? bed.traffic.probe(from: bed.traffic.bed.client, to: "10.96.0.10:80", count: 30)
+            return report.map { $0.answers[removed] == nil && $0.total == 30 } ?? false
+        }
+
+        // A new service appears and is served.
+        bed.upsertService("api", ip: "10.96.0.30")
+        bed.upsertSlice("api", addresses: ["10.244.2.3"])
+        try waitUntil("the new service answers") {
+            let report = try? bed.traffic.probe(from: bed.traffic.bed.client, to: "10.96.0.30:80", count: 5, extra: ["--timeout-ms", "300"])
+            return report?.answers == [removed: 5]
+        }
+
+        // The watch is cut: Ferry resumes and keeps following.
+        bed.server.cutWatches(midEvent: true)
+        bed.upsertSlice("web", addresses: ["10.244.2.3"])
+        try waitUntil("after a cut watch, the next change still arrives") {
+            let report = try? bed.traffic.probe(from: bed.traffic.bed.client, to: "10.96.0.10:80", count: 10)
+            return report?.answers == [removed: 10]
+        }
+        #expect(ferry.isRunning)
+    }
+}
