@@ -41,6 +41,18 @@ public final class FakeAPIServer: @unchecked Sendable {
     /// Listens on 127.0.0.1 on a free port, on one event loop thread, and returns the port.
     @discardableResult
     public func start() throws -> Int {
+        try start { $0.bind(host: "127.0.0.1", port: 0) }
+    }
+
+    /// Serves on a stream socket the caller has already bound (and possibly put in listening state),
+    /// for example one made inside a test network namespace; the server owns it from now on and closes
+    /// it on `stop()`. Returns the socket's port. `url` names the socket's own address.
+    @discardableResult
+    public func start(boundSocket descriptor: CInt) throws -> Int {
+        try start { $0.withBoundSocket(descriptor) }
+    }
+
+    private func start(_ listen: (ServerBootstrap) -> EventLoopFuture<Channel>) throws -> Int {
         precondition(state.withLock { $0.group == nil }, "FakeAPIServer: already started")
         let sslContext = try tls.map { try Self.makeSSLContext($0, requireClientCertificate: requireClientCertificate) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -61,16 +73,19 @@ public final class FakeAPIServer: @unchecked Sendable {
             }
         let channel: Channel
         do {
-            channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
+            channel = try listen(bootstrap).wait()
         } catch {
             try? group.syncShutdownGracefully()
             throw error
         }
         let port = channel.localAddress?.port ?? 0
+        var host = channel.localAddress?.ipAddress ?? "127.0.0.1"
+        if host.contains(":") { host = "[\(host)]" }
         state.withLock {
             $0.group = group
             $0.serverChannel = channel
             $0.port = port
+            $0.host = host
         }
         return port
     }
@@ -92,8 +107,11 @@ public final class FakeAPIServer: @unchecked Sendable {
     /// The port listened on (0 before `start()`).
     public var port: Int { state.withLock { $0.port } }
 
-    /// `https://127.0.0.1:PORT`, or `http://…` without TLS.
-    public var url: String { "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)" }
+    /// `https://127.0.0.1:PORT`, or `http://…` without TLS (the bound socket's address if not 127.0.0.1).
+    public var url: String {
+        let (host, port) = state.withLock { ($0.host, $0.port) }
+        return "\(tls == nil ? "http" : "https")://\(host):\(port)"
+    }
 
     /// A kubeconfig (YAML) for this server: a cluster with its URL and CA (base64 of the CA PEM), a user
     /// with `token` (and the client certificate and key when client certificates are required), and
@@ -223,9 +241,8 @@ public final class FakeAPIServer: @unchecked Sendable {
                 state.stores[index].history.removeAll()
                 state.stores[index].historyFloor = max(state.stores[index].historyFloor, state.resourceVersion)
             }
-            let compacted = state.compactedResourceVersion
             for watch in state.takeAllWatches() {
-                watch.channel.eventLoop.execute { watch.expire(compactedResourceVersion: compacted) }
+                watch.channel.eventLoop.execute { watch.expire() }
             }
         }
     }

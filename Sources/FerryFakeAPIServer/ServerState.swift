@@ -92,6 +92,7 @@ struct ServerState {
     var group: MultiThreadedEventLoopGroup?
     var serverChannel: Channel?
     var port = 0
+    var host = "127.0.0.1"
 
     /// Keeps `event` in the resource's history and hands it to the resource's watches, in order.
     mutating func record(_ event: StoredEvent, in resource: FakeResource) {
@@ -127,4 +128,3 @@ struct ServerState {
         return watches
     }
 }
-

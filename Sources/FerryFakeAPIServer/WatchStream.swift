@@ -24,7 +24,6 @@ final class WatchStream: @unchecked Sendable {
     private let startResourceVersion: Int
 
     private var isFinished = false
-    private var lastResourceVersion: Int
     private var pending: ByteBuffer?
     private var coalescedFlushScheduled = false
     private var timeoutTask: Scheduled<Void>?
@@ -39,7 +38,6 @@ final class WatchStream: @unchecked Sendable {
         self.filter = filter
         self.allowsBookmarks = allowsBookmarks
         self.keepAlive = keepAlive
-        self.lastResourceVersion = startResourceVersion
         self.startResourceVersion = startResourceVersion
         self.server = server
     }
@@ -58,7 +56,6 @@ final class WatchStream: @unchecked Sendable {
                     object.writeWatchObject(to: &$0, resource: resource, resourceVersion: object.resourceVersion)
                 }
                 send(line, chunking: chunking, flush: false)
-                lastResourceVersion = max(lastResourceVersion, object.resourceVersion)
             }
         }
         writePending()
@@ -73,7 +70,6 @@ final class WatchStream: @unchecked Sendable {
     func deliver(_ event: StoredEvent, chunking: FakeChunking, flush: Bool = true) {
         // A watch from a resource version not reached yet starts after it, as kube-apiserver's does.
         guard !isFinished, event.resourceVersion > startResourceVersion else { return }
-        lastResourceVersion = max(lastResourceVersion, event.resourceVersion)
         let current = event.kind == .deleted ? nil : event.object.flatMap { filter.matches($0) ? $0 : nil }
         let previousMatched = event.previous.map(filter.matches) ?? false
         let type: String
@@ -93,7 +89,6 @@ final class WatchStream: @unchecked Sendable {
     /// Sends a BOOKMARK at `resourceVersion` if the client asked for bookmarks.
     func bookmark(resourceVersion: Int, chunking: FakeChunking) {
         guard !isFinished, allowsBookmarks else { return }
-        lastResourceVersion = max(lastResourceVersion, resourceVersion)
         let line = Self.eventLine(type: "BOOKMARK", allocator: channel.allocator) {
             $0.writeString("{\"kind\":\"\(resource.kind)\",\"apiVersion\":\"\(resource.apiVersion)\",")
             $0.writeString("\"metadata\":{\"resourceVersion\":\"\(resourceVersion)\"}}")
@@ -101,13 +96,12 @@ final class WatchStream: @unchecked Sendable {
         send(line, chunking: chunking, flush: true)
     }
 
-    /// Ends the watch with an ERROR event (Status 410 Expired), after a compaction. The server has
-    /// already forgotten the watch.
-    func expire(compactedResourceVersion: Int) {
+    /// Ends the watch with an ERROR event (Status 410 Expired, kube-apiserver's words for a watch whose
+    /// history etcd compacted away), after a compaction. The server has already forgotten the watch.
+    func expire() {
         guard !isFinished else { return }
         let status = WireFormat.status(
-            code: 410, reason: "Expired",
-            message: WireFormat.tooOldMessage(requested: lastResourceVersion, oldest: compactedResourceVersion))
+            code: 410, reason: "Expired", message: "The resourceVersion for the provided watch is too old.")
         let line = Self.eventLine(type: "ERROR", allocator: channel.allocator) { $0.writeString(status) }
         send(line, chunking: .whole, flush: false)
         end()

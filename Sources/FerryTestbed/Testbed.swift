@@ -265,9 +265,14 @@ public final class Testbed: @unchecked Sendable {
     /// thread of its own that enters the namespace (`setns`), so this process's other threads stay
     /// where they are; a socket keeps the namespace it was made in. Returns the descriptor and the port.
     public func listeningSocket(in namespace: Namespace, address: String = "127.0.0.1") throws -> (descriptor: Int32, port: Int) {
+        try Testbed.listeningSocket(inNamespaceNamed: namespace.name, address: address)
+    }
+
+    /// `listeningSocket(in:address:)` for any named namespace (`ip netns add NAME`).
+    public static func listeningSocket(inNamespaceNamed name: String, address: String = "127.0.0.1") throws -> (descriptor: Int32, port: Int) {
         let result = LockedResult()
         let thread = Thread {
-            result.set(Result { try Testbed.listen(inNamespaceAt: "/var/run/netns/\(namespace.name)", address: address) })
+            result.set(Result { try Testbed.listen(inNamespaceAt: "/var/run/netns/\(name)", address: address) })
         }
         thread.start()
         return try result.wait().get()
