@@ -76,7 +76,9 @@ struct RunCommand: AsyncParsableCommand {
         }
         let loop = SyncLoop(
             source: objects, tracker: ChangeTracker(node: context), plane: plane, logger: logger,
-            syncPeriod: .milliseconds(Int64(syncPeriod * 1000)), minSyncPeriod: .milliseconds(Int64(minSyncPeriod * 1000)))
+            syncPeriod: .milliseconds(Int64(syncPeriod * 1000)), minSyncPeriod: .milliseconds(Int64(minSyncPeriod * 1000)),
+            apiServerAddress: (objects as? KubernetesSource).flatMap { URL(string: $0.client.access.server)?.host }
+                .flatMap { IPAddress($0.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) })
         logger.info("ferry starting", metadata: ["mode": "\(mode.rawValue)", "source": "\(objects.name)", "node": "\(context.name)"])
         await loop.run()
         switch mode {
@@ -101,12 +103,16 @@ final class SyncLoop: Sendable {
     private let logger: Logger
     private let syncPeriod: Duration
     private let minSyncPeriod: Duration
+    /// The API server's address, when Ferry reads from one: it must not be a ClusterIP Ferry programs.
+    private let apiServerAddress: IPAddress?
+    private let warnedAboutAPIServer = Atomic<Bool>(false)
 
     init(
         source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, logger: Logger, syncPeriod: Duration,
-        minSyncPeriod: Duration
+        minSyncPeriod: Duration, apiServerAddress: IPAddress? = nil
     ) {
         self.source = source
+        self.apiServerAddress = apiServerAddress
         self.state = Mutex((tracker, plane, nil))
         self.logger = logger
         self.syncPeriod = syncPeriod
@@ -202,6 +208,16 @@ final class SyncLoop: Sendable {
             let clock = ContinuousClock()
             let start = clock.now
             let result = parts.tracker.sync()
+            if let address = apiServerAddress, !warnedAboutAPIServer.load(ordering: .relaxed),
+                let service = parts.tracker.state.services.values.first(where: { $0.clusterIPs.contains(address) })
+            {
+                // A proxy that reaches its own control plane through its own rules locks itself out when
+                // they break (or before they exist, at boot).
+                warnedAboutAPIServer.store(true, ordering: .relaxed)
+                logger.warning(
+                    "the API server is reached through a ClusterIP Ferry programs itself; give its own address with --master or a kubeconfig",
+                    metadata: ["address": "\(address)", "service": "\(service.name)"])
+            }
             // NodePort addresses: the flags, else the Node object's, else the host's.
             var addresses = parts.tracker.node.addresses
             if addresses.isEmpty { addresses = HostInfo.localAddresses() }

@@ -170,6 +170,9 @@ struct KubernetesSourceTests {
         #expect(requests.contains { $0.contains("labelSelector=%21service.kubernetes.io%2Fservice-proxy-name%2C%21service.kubernetes.io%2Fheadless") })
         #expect(requests.contains { $0.contains("/api/v1/nodes?fieldSelector=metadata.name%3Dnode-1") })
         #expect(recorder.problems.isEmpty)
+        // Kept-alive connections: one per resource listed at once, reused by the watches.
+        #expect(await recorder.until { _ in fixture.server.activeWatches == 3 })
+        #expect(fixture.server.connectionsAccepted <= 3, "\(fixture.server.connectionsAccepted) connections")
     }
 
     @Test func everyEventKindOfEveryResource() async throws {
@@ -260,6 +263,34 @@ struct KubernetesSourceTests {
         // The watches resumed from where they were: no relist.
         let lists = fixture.server.requests.filter { $0.hasPrefix("GET /api/v1/services?") && !$0.contains("watch=") }
         #expect(lists.count == 1)
+    }
+
+    @Test func anExpiredContinueTokenStartsTheListOver() async throws {
+        let fixture = try APIFixture()
+        defer { fixture.close() }
+        Self.seed(fixture.server, services: 5)
+        // The second page's token has expired (the server compacted between pages): the list restarts.
+        fixture.server.failNext(1, status: 410, pathPrefix: "/api/v1/services?limit=2&continue=")
+        let client = try KubeAPIClient(access: fixture.access(), timeouts: .fast)
+        let source = KubernetesSource(client: client, resources: [WatchedResource(path: "/api/v1/services")], pageSize: 2)
+        let listed = try await source.listOnce()
+        #expect(listed.objects.count == 5)
+        let pages = fixture.server.requests.filter { $0.hasPrefix("GET /api/v1/services?") }
+        #expect(pages.count == 5, "\(pages)")  // a first page, an expired second, then three pages again
+    }
+
+    @Test func aRejectedTokenIsRetriedUntilTheServerAcceptsIt() async throws {
+        let fixture = try APIFixture()
+        defer { fixture.close() }
+        Self.seed(fixture.server)
+        let recorder = EventRecorder(try fixture.source(access: fixture.access(token: "next")))
+        defer { recorder.stop() }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!recorder.synced)
+        let refused = fixture.server.requests.count
+        #expect(refused >= 3, "retried: \(fixture.server.requests)")
+        fixture.server.setToken("next")
+        #expect(await recorder.until { $0.synced })
     }
 
     @Test func wrongTokenNamesTheServerAnd401() async throws {
