@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryTestbed", "FerryFakeAPIServer",
+                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryTestbed", "FerryFakeAPIServer", "CLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

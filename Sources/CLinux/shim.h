@@ -1,6 +1,7 @@
-// Linux interfaces the Glibc module leaves out: epoll, eventfd, splice, pipe sizes and setns.
+// Linux interfaces the Glibc module leaves out: epoll, eventfd, splice, pipe sizes, setns, malloc_trim.
 #ifndef FERRY_CLINUX_SHIM_H
 #define FERRY_CLINUX_SHIM_H
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>

@@ -44,6 +44,9 @@ struct APIBench: AsyncParsableCommand {
     @Flag(help: "Print the figures as JSON.")
     var json = false
 
+    @Option(name: .customLong("logs"), help: ArgumentHelp("Keep each run's Ferry log (info and above) in this folder.", valueName: "dir"))
+    var logs: String?
+
     func validate() throws {
         guard (1...100_000).contains(services) else { throw ValidationError("--services must be 1-100000") }
         guard (1...1_000).contains(endpoints) else { throw ValidationError("--endpoints must be 1-1000") }
@@ -95,9 +98,7 @@ struct APIBench: AsyncParsableCommand {
             }
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+            try printJSON(results)
             return
         }
         print(report(results), terminator: "")
@@ -164,6 +165,10 @@ struct APIBench: AsyncParsableCommand {
         // The last changes are programmed within a sync period or so.
         _ = child.wait(within: .seconds(period + 5)) { child in child.latencies.count >= total }
         let latencies = child.latencies.sorted()
+        if let logs {
+            try? FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+            try? child.text.write(toFile: "\(logs)/ferry-\(mode)-\(period).log", atomically: true, encoding: .utf8)
+        }
         let memory = child.memory()
         func percentile(_ fraction: Double) -> Double {
             latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int((Double(latencies.count) * fraction).rounded(.up)) - 1)]

@@ -128,6 +128,13 @@ struct SyntheticCluster {
     }
 }
 
+/// Prints a benchmark's figures as indented JSON with sorted keys (`--json`).
+func printJSON<Figures: Encodable>(_ figures: Figures) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(figures), as: UTF8.self))
+}
+
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

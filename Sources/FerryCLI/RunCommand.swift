@@ -94,12 +94,18 @@ struct RunCommand: AsyncParsableCommand {
 final class SyncLoop: Sendable {
     private enum Signal: Sendable {
         case events(SourceEvent)
+        /// The source's changes were applied to the tracker.
+        case changed
         case tick
         case stop
     }
 
     private let source: ObjectSource
-    private let state: Mutex<(tracker: ChangeTracker, plane: DataPlaneDriver, nodeAddresses: [IPAddress]?)>
+    /// The tracker and the data plane are locked apart: a sync takes the tracker only to build its
+    /// tables, so the source keeps applying changes while the data plane is programmed, and the next
+    /// sync takes everything that arrived meanwhile.
+    private let tracker: Mutex<ChangeTracker>
+    private let plane: Mutex<(driver: DataPlaneDriver, nodeAddresses: [IPAddress]?)>
     private let logger: Logger
     private let syncPeriod: Duration
     private let minSyncPeriod: Duration
@@ -113,7 +119,8 @@ final class SyncLoop: Sendable {
     ) {
         self.source = source
         self.apiServerAddress = apiServerAddress
-        self.state = Mutex((tracker, plane, nil))
+        self.tracker = Mutex(tracker)
+        self.plane = Mutex((plane, nil))
         self.logger = logger
         self.syncPeriod = syncPeriod
         self.minSyncPeriod = minSyncPeriod
@@ -122,7 +129,18 @@ final class SyncLoop: Sendable {
     func run() async {
         let (signals, continuation) = AsyncStream.makeStream(of: Signal.self)
         let sourceTask = Task {
-            for await event in source.events() { continuation.yield(.events(event)) }
+            for await event in source.events() {
+                // Changes go into the tracker as they arrive, not behind the loop: while a sync runs,
+                // the next ones pile up there and the following sync takes them all. (Queued behind the
+                // loop, each change got a sync of its own: at 10,000 services and 50 changes/s with
+                // --min-sync-period 0, syncs of 0.4 s fell 15 s behind, p50.)
+                if case .changes(let changes) = event {
+                    tracker.withLock { tracker in for change in changes { tracker.apply(change) } }
+                    continuation.yield(.changed)
+                } else {
+                    continuation.yield(.events(event))
+                }
+            }
         }
         let tickTask = Task {
             while !Task.isCancelled {
@@ -160,16 +178,16 @@ final class SyncLoop: Sendable {
                 dirty = true
             case .events(.problems(let problems)):
                 for problem in problems { logger.error("\(problem)") }
-            case .events(.changes(let changes)):
-                state.withLock { for change in changes { $0.tracker.apply(change) } }
-                dirty = true
+            case .changed, .events(.changes):
+                // Already applied; a sync that ran meanwhile may have taken them.
+                dirty = tracker.withLock { $0.hasPendingChanges }
             case .tick:
                 break
             }
             guard synced else { continue }
             let now = clock.now
             let periodic = now - lastSync >= syncPeriod
-            let pendingDeletion = state.withLock { $0.plane.hasPendingWork } && now - lastSync >= .seconds(1)
+            let pendingDeletion = plane.withLock { $0.driver.hasPendingWork } && now - lastSync >= .seconds(1)
             let retry = retryAt.map { now >= $0 } ?? false
             guard (dirty && now - lastSync >= minSyncPeriod) || periodic || pendingDeletion || retry else { continue }
             lastSync = now
@@ -191,44 +209,49 @@ final class SyncLoop: Sendable {
 
     /// Lets the data plane remove what it set up (userspace: listeners and routes).
     func shutdown() {
-        state.withLock { parts in
+        plane.withLock { parts in
             do {
-                try parts.plane.shutdown()
+                try parts.driver.shutdown()
             } catch {
                 logger.error("cleaning up on exit failed", metadata: ["error": "\(error)"])
             }
             var metadata: Logger.Metadata = [:]
-            for (key, value) in parts.plane.statistics { metadata[key] = "\(value)" }
+            for (key, value) in parts.driver.statistics { metadata[key] = "\(value)" }
             if !metadata.isEmpty { logger.info("totals", metadata: metadata) }
         }
     }
 
     private func syncOnce(verify: Bool) throws {
-        try state.withLock { parts in
-            let clock = ContinuousClock()
-            let start = clock.now
-            let result = parts.tracker.sync()
-            if let address = apiServerAddress, !warnedAboutAPIServer.load(ordering: .relaxed),
-                let service = parts.tracker.state.services.values.first(where: { $0.clusterIPs.contains(address) })
-            {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let warned = warnedAboutAPIServer.load(ordering: .relaxed)
+        let (result, node, apiService) = tracker.withLock { tracker in
+            let result = tracker.sync()
+            let apiService = apiServerAddress.flatMap { address in
+                warned ? nil : tracker.state.services.values.first { $0.clusterIPs.contains(address) }?.name
+            }
+            return (result, tracker.node, apiService)
+        }
+        try plane.withLock { parts in
+            if let address = apiServerAddress, let service = apiService {
                 // A proxy that reaches its own control plane through its own rules locks itself out when
                 // they break (or before they exist, at boot).
                 warnedAboutAPIServer.store(true, ordering: .relaxed)
                 logger.warning(
                     "the API server is reached through a ClusterIP Ferry programs itself; give its own address with --master or a kubeconfig",
-                    metadata: ["address": "\(address)", "service": "\(service.name)"])
+                    metadata: ["address": "\(address)", "service": "\(service)"])
             }
             // NodePort addresses: the flags, else the Node object's, else the host's.
-            var addresses = parts.tracker.node.addresses
+            var addresses = node.addresses
             if addresses.isEmpty { addresses = HostInfo.localAddresses() }
             if addresses != parts.nodeAddresses {
                 if parts.nodeAddresses != nil {
                     logger.info("node addresses changed", metadata: ["addresses": "\(addresses.map(\.description))"])
                 }
                 parts.nodeAddresses = addresses
-                parts.plane.setNodeAddresses(addresses)
+                parts.driver.setNodeAddresses(addresses)
             }
-            let outcome = try parts.plane.sync(result.tables, verify: verify)
+            let outcome = try parts.driver.sync(result.tables, verify: verify)
             for problem in outcome.problems { logger.error("\(problem)") }
             var metadata: Logger.Metadata = [
                 "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",

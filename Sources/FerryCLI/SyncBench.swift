@@ -81,9 +81,7 @@ struct SyncBench: AsyncParsableCommand {
             results.append(figures)
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+            try printJSON(results)
             return
         }
         print(report(results), terminator: "")
