@@ -80,6 +80,44 @@ struct KubeconfigCommandTests {
         }
     }
 
+    @Test func getWatchFollowsTheServer() async throws {
+        let executable = try #require(ferryExecutable, "\(RunError.noExecutable)")
+        try await withTemporaryFolder { folder in
+            let tls = try FakeCertificates.generate(in: folder)
+            let server = FakeAPIServer(tls: tls, token: "t0ken")
+            _ = try server.start()
+            defer { server.stop() }
+            let service = { (port: Int) in
+                #"{"kind":"Service","apiVersion":"v1","metadata":{"name":"web","namespace":"default"},"spec":{"clusterIP":"10.96.0.10","ports":[{"protocol":"TCP","port":\#(port)}]}}"#
+            }
+            server.upsert(.services, service(80))
+            try server.kubeconfig(token: "t0ken").write(toFile: "\(folder)/kubeconfig", atomically: true, encoding: .utf8)
+            let outPath = "\(folder)/stdout"
+            _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+            let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            defer { try? out.close() }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = ["get", "svc", "--watch", "--kubeconfig", "\(folder)/kubeconfig"]
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            defer {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            func lines() -> [String] {
+                ((try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "").components(separatedBy: "\n").filter { !$0.isEmpty }
+            }
+            #expect(await eventually { lines().count >= 2 }, "\(lines())")
+            #expect(await eventually { server.activeWatches == 3 })
+            server.upsert(.services, service(81))
+            #expect(await eventually { lines().count >= 3 }, "\(lines())")
+            #expect(lines().last?.contains("81/TCP") == true, "\(lines())")
+        }
+    }
+
     @Test func syncDryRunPlansFromTheServer() throws {
         try Self.withServer { _, kubeconfig, _ in
             let result = try runFerry(["sync", "--dry-run", "--kubeconfig", kubeconfig, "--node-name", "node-1", "--node-ip", "192.0.2.1"])
