@@ -58,11 +58,24 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // The node daemon: the sync schedule and loop, the data-plane protocol and its two planes, node
+        // addresses, the published status, the health server.
+        .target(
+            name: "FerryProxy",
+            dependencies: [
+                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The commands, as a library so tests can drive them.
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryTestbed", "FerryFakeAPIServer", "CLinux",
+                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed", "FerryFakeAPIServer",
+                "CLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -72,6 +85,7 @@ let package = Package(
         // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
         .target(name: "FerryTestbed", dependencies: ["FerryCore", "CLinux"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
+        .testTarget(name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySources", "FerryNFTables"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
         .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryProxy
 import Foundation
 
 /// `ferry explain --to IP:PORT`: which service port a destination reaches and which backends may serve it.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryProxy
 import FerrySources
 import Foundation
 import Yams

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerryProxy
 import FerryNFTables
 import FerryUserspace
 import Foundation

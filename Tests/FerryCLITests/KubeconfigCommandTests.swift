@@ -110,10 +110,10 @@ struct KubeconfigCommandTests {
             func lines() -> [String] {
                 ((try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "").components(separatedBy: "\n").filter { !$0.isEmpty }
             }
-            #expect(await eventually { lines().count >= 2 }, "\(lines())")
-            #expect(await eventually { server.activeWatches == 3 })
+            #expect(await eventually(within: .seconds(60)) { lines().count >= 2 }, "\(lines())")
+            #expect(await eventually(within: .seconds(60)) { server.activeWatches == 3 })
             server.upsert(.services, service(81))
-            #expect(await eventually { lines().count >= 3 }, "\(lines())")
+            #expect(await eventually(within: .seconds(60)) { lines().count >= 3 }, "\(lines())")
             #expect(lines().last?.contains("81/TCP") == true, "\(lines())")
         }
     }

@@ -49,7 +49,7 @@ final class APIFixture: @unchecked Sendable {
             origin: "test")
     }
 
-    func source(access: ClusterAccess? = nil, pageSize: Int = 500, timeouts: KubeAPITimeouts = .fast) throws -> KubernetesSource {
+    func source(access: ClusterAccess? = nil, pageSize: Int = 500, timeouts: KubeAPITimeouts = .tests) throws -> KubernetesSource {
         let client = try KubeAPIClient(access: access ?? self.access(), timeouts: timeouts)
         return KubernetesSource(
             client: client, resources: WatchedResource.proxyResources(nodeName: "node-1"), pageSize: pageSize,
@@ -63,7 +63,11 @@ final class APIFixture: @unchecked Sendable {
 }
 
 extension KubeAPITimeouts {
-    static let fast = KubeAPITimeouts(connect: .seconds(2), list: .seconds(2), watch: .seconds(5), watchGrace: .seconds(2))
+    /// Generous: the whole suite runs in parallel with root tests that block the cooperative pool's two
+    /// threads for seconds at a time, so a list here may wait long for its task to be scheduled.
+    static let tests = KubeAPITimeouts(connect: .seconds(10), list: .seconds(30), watch: .seconds(5), watchGrace: .seconds(10))
+    /// For the test of a stalled list, which must be abandoned soon.
+    static let stalls = KubeAPITimeouts(connect: .seconds(2), list: .seconds(2), watch: .seconds(5), watchGrace: .seconds(2))
 }
 
 /// Collects a source's events on a task; `until` waits for a condition on what has arrived.
@@ -115,7 +119,9 @@ final class EventRecorder: Sendable {
 
     /// Waits up to `seconds` for `condition`; false when it never held.
     @discardableResult
-    func until(seconds: Double = 10, _ condition: (EventRecorder) -> Bool) async -> Bool {
+    /// (The limit is generous for the same reason as `KubeAPITimeouts.tests`; a condition that holds
+    /// returns at once.)
+    func until(seconds: Double = 60, _ condition: (EventRecorder) -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
         while ContinuousClock.now < deadline {
             if condition(self) { return true }
@@ -271,7 +277,7 @@ struct KubernetesSourceTests {
         Self.seed(fixture.server, services: 5)
         // The second page's token has expired (the server compacted between pages): the list restarts.
         fixture.server.failNext(1, status: 410, pathPrefix: "/api/v1/services?limit=2&continue=")
-        let client = try KubeAPIClient(access: fixture.access(), timeouts: .fast)
+        let client = try KubeAPIClient(access: fixture.access(), timeouts: .tests)
         let source = KubernetesSource(client: client, resources: [WatchedResource(path: "/api/v1/services")], pageSize: 2)
         let listed = try await source.listOnce()
         #expect(listed.objects.count == 5)
@@ -339,10 +345,10 @@ struct KubernetesSourceTests {
         defer { fixture.close() }
         Self.seed(fixture.server)
         fixture.server.stallNext(1, pathPrefix: "/apis/discovery.k8s.io/v1/endpointslices")
-        let recorder = EventRecorder(try fixture.source())
+        let recorder = EventRecorder(try fixture.source(timeouts: .stalls))
         defer { recorder.stop() }
         // The list timeout is 2 s: the second attempt succeeds.
-        #expect(await recorder.until(seconds: 10) { $0.synced })
+        #expect(await recorder.until { $0.synced })
         #expect(state(recorder.changes).count == 7)
     }
 

@@ -1,0 +1,262 @@
+import FerryCore
+import FerrySources
+import Foundation
+import Logging
+import Synchronization
+
+/// What the daemon has done, published for health checks and metrics.
+public struct ProxyStatus: Sendable, Hashable {
+    /// Every source has delivered its initial view.
+    public var initialSyncDone = false
+    /// When the last sync succeeded (kube-proxy's healthz `lastUpdated`).
+    public var lastSynced: Date?
+    /// When the oldest change not yet synced arrived (`nil`: none waiting).
+    public var oldestQueued: Date?
+    public var syncs = 0
+    public var failures = 0
+    public var servicePorts = 0
+
+    public init() {}
+
+    /// Healthy as kube-proxy's healthz decides: synced at least once, and no change has waited longer
+    /// than `limit` (twice the sync period there).
+    public func isHealthy(now: Date, limit: TimeInterval) -> Bool {
+        guard lastSynced != nil else { return false }
+        guard let oldestQueued else { return true }
+        return now.timeIntervalSince(oldestQueued) <= limit
+    }
+}
+
+/// Where NodePorts listen: the addresses given by flag, else the Node object's, else the host's;
+/// worked out again at every sync, so a Node address change reaches the data plane.
+public struct NodeAddressResolver: Sendable {
+    /// `--node-ip`; empty: not given.
+    public var flags: [IPAddress]
+    public var host: @Sendable () -> [IPAddress]
+
+    public init(flags: [IPAddress], host: @escaping @Sendable () -> [IPAddress] = HostInfo.localAddresses) {
+        self.flags = flags
+        self.host = host
+    }
+
+    /// The addresses for `node` (the tracker's view, completed by its Node object).
+    public func addresses(for node: NodeContext) -> [IPAddress] {
+        if !flags.isEmpty { return flags }
+        if !node.addresses.isEmpty { return node.addresses }
+        return host()
+    }
+}
+
+/// The node daemon's loop: source events in, syncs out, one at a time, when the `SyncSchedule` says.
+///
+/// Changes go into the tracker as they arrive; a sync holds the tracker only to build its tables, so
+/// changes that arrive while the data plane is programmed go into the next sync. (Queued behind the
+/// loop, each change got a sync of its own: at 10,000 services and 50 changes/s with
+/// --min-sync-period 0, syncs of 0.2-0.4 s fell 15 s behind, p50.) Nothing wakes the loop but an event
+/// or the time the schedule names: there is no polling tick.
+public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration {
+    private enum Signal: Sendable {
+        case changed
+        case initialSyncDone(String)
+        case timer
+        case stop
+    }
+
+    private let source: ObjectSource
+    private let tracker: Mutex<ChangeTracker>
+    private let plane: Mutex<(driver: DataPlaneDriver, nodeAddresses: [IPAddress]?)>
+    private let schedule: Mutex<SyncSchedule>
+    private let published = Mutex(ProxyStatus())
+    private let resolver: NodeAddressResolver
+    private let clock: C
+    private let logger: Logger
+    /// The API server's address, when Ferry reads from one: it must not be a ClusterIP Ferry programs.
+    private let apiServerAddress: IPAddress?
+    private let warnedAboutAPIServer = Atomic<Bool>(false)
+    private let wake = Mutex<AsyncStream<Signal>.Continuation?>(nil)
+    /// A stop asked for before the loop started.
+    private let stopRequested = Atomic<Bool>(false)
+
+    public init(
+        source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, schedule: SyncSchedule, resolver: NodeAddressResolver,
+        clock: C, logger: Logger, apiServerAddress: IPAddress? = nil
+    ) {
+        self.source = source
+        self.tracker = Mutex(tracker)
+        self.plane = Mutex((plane, nil))
+        self.schedule = Mutex(schedule)
+        self.resolver = resolver
+        self.clock = clock
+        self.logger = logger
+        self.apiServerAddress = apiServerAddress
+    }
+
+    /// The status health checks and metrics read.
+    public var status: ProxyStatus { published.withLock { $0 } }
+
+    /// Ends `run()` (from a signal handler, say).
+    public func stop() {
+        stopRequested.store(true, ordering: .relaxed)
+        _ = wake.withLock { $0?.yield(.stop) }
+    }
+
+    /// Follows the source and syncs until `stop()`.
+    public func run() async {
+        let (signals, continuation) = AsyncStream.makeStream(of: Signal.self)
+        wake.withLock { $0 = continuation }
+        if stopRequested.load(ordering: .relaxed) { return }
+        let origin = clock.now
+        let clock = self.clock
+        let elapsed = { origin.duration(to: clock.now) }
+        let sourceTask = Task { [self] in
+            for await event in source.events() {
+                switch event {
+                case .changes(let changes):
+                    let pending = tracker.withLock { tracker in
+                        for change in changes { tracker.apply(change) }
+                        return tracker.hasPendingChanges
+                    }
+                    if pending {
+                        published.withLock { if $0.oldestQueued == nil { $0.oldestQueued = Date() } }
+                        continuation.yield(.changed)
+                    }
+                case .initialSyncDone(let name): continuation.yield(.initialSyncDone(name))
+                case .problems(let problems): for problem in problems { logger.error("\(problem)") }
+                }
+            }
+        }
+        var timer: Task<Void, Never>?
+        defer {
+            sourceTask.cancel()
+            timer?.cancel()
+            wake.withLock { $0 = nil }
+        }
+        var synced = false
+        for await signal in signals {
+            switch signal {
+            case .stop:
+                logger.info("stopping")
+                return
+            case .initialSyncDone(let name):
+                logger.info("initial sync done", metadata: ["source": "\(name)"])
+                synced = true
+                published.withLock { $0.initialSyncDone = true }
+                schedule.withLock { $0.request(at: elapsed()) }
+            case .changed:
+                schedule.withLock { $0.request(at: elapsed()) }
+            case .timer:
+                break
+            }
+            guard synced else { continue }
+            let now = elapsed()
+            let (due, periodic) = schedule.withLock { ($0.isDue(at: now), $0.isPeriodic(at: now)) }
+            if due {
+                schedule.withLock { $0.started(at: now) }
+                let succeeded = syncOnce(verify: periodic)
+                let end = elapsed()
+                schedule.withLock { schedule in
+                    schedule.finished(succeeded: succeeded, at: end)
+                    // A change that arrived during the sync (the tracker has it) is requested again.
+                    if tracker.withLock({ $0.hasPendingChanges }) { schedule.request(at: end) }
+                    // Stale chains and sets are deleted one sync later, at least a second on.
+                    if plane.withLock({ $0.driver.hasPendingWork }) { schedule.followUp(at: end + .seconds(1)) }
+                }
+            }
+            // One timer, for the next time the schedule names.
+            timer?.cancel()
+            if let next = schedule.withLock({ $0.nextRun }) {
+                timer = Task {
+                    try? await clock.sleep(until: origin.advanced(by: next), tolerance: nil)
+                    if !Task.isCancelled { continuation.yield(.timer) }
+                }
+            }
+        }
+    }
+
+    /// Lets the data plane remove what it set up (userspace: listeners and routes), and logs its totals.
+    public func shutdown() {
+        plane.withLock { parts in
+            do {
+                try parts.driver.shutdown()
+            } catch {
+                logger.error("cleaning up on exit failed", metadata: ["error": "\(error)"])
+            }
+            var metadata: Logger.Metadata = [:]
+            for (key, value) in parts.driver.statistics { metadata[key] = "\(value)" }
+            if !metadata.isEmpty { logger.info("totals", metadata: metadata) }
+        }
+    }
+
+    /// One sync; false when the data plane refused it (the last good state stays).
+    private func syncOnce(verify: Bool) -> Bool {
+        let start = ContinuousClock.now
+        let warned = warnedAboutAPIServer.load(ordering: .relaxed)
+        let (result, node, apiService) = tracker.withLock { tracker in
+            let result = tracker.sync()
+            let apiService = apiServerAddress.flatMap { address in
+                warned ? nil : tracker.state.services.values.first { $0.clusterIPs.contains(address) }?.name
+            }
+            return (result, tracker.node, apiService)
+        }
+        // Taken by this sync: what arrives from now on is queued anew (and, if the sync fails, this
+        // is still waiting).
+        let taken = published.withLock { status in
+            defer { status.oldestQueued = nil }
+            return status.oldestQueued
+        }
+        if let address = apiServerAddress, let service = apiService {
+            // A proxy that reaches its own control plane through its own rules locks itself out when
+            // they break (or before they exist, at boot).
+            warnedAboutAPIServer.store(true, ordering: .relaxed)
+            logger.warning(
+                "the API server is reached through a ClusterIP Ferry programs itself; give its own address with --master or a kubeconfig",
+                metadata: ["address": "\(address)", "service": "\(service)"])
+        }
+        do {
+            let outcome = try plane.withLock { parts in
+                let addresses = resolver.addresses(for: node)
+                if addresses != parts.nodeAddresses {
+                    if parts.nodeAddresses != nil {
+                        logger.info("node addresses changed", metadata: ["addresses": "\(addresses.map(\.description))"])
+                    }
+                    parts.nodeAddresses = addresses
+                    parts.driver.setNodeAddresses(addresses)
+                }
+                return try parts.driver.sync(result.tables, verify: verify)
+            }
+            let finished = Date()
+            published.withLock { status in
+                status.lastSynced = finished
+                status.syncs += 1
+                status.servicePorts = result.tables.count
+            }
+            for problem in outcome.problems { logger.error("\(problem)") }
+            var metadata: Logger.Metadata = [
+                "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
+                "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
+                "duration": "\(ContinuousClock.now - start)",
+            ]
+            for (key, value) in outcome.fields { metadata[key] = "\(value)" }
+            // Network programming latency, as kube-proxy measures it: from each endpoint change's trigger
+            // time (set by the control plane) to its rules or listeners being in place.
+            if !result.triggerTimes.isEmpty {
+                let latencies = result.triggerTimes.map { max(0, finished.timeIntervalSince($0)) }.sorted()
+                metadata["programming-latency-max"] = "\(String(format: "%.3f", latencies.last!))s"
+                logger.debug(
+                    "network programming latencies",
+                    metadata: ["seconds": "\(latencies.map { String(format: "%.4f", $0) }.joined(separator: ","))"])
+            }
+            logger.log(level: outcome.quiet ? .debug : .info, "synced", metadata: metadata)
+            return true
+        } catch {
+            // The retry programs the same complete tables again (the planes compare them with what they
+            // hold, and nftables reads the kernel back after a refused batch).
+            published.withLock { status in
+                status.failures += 1
+                if let taken { status.oldestQueued = min(status.oldestQueued ?? taken, taken) }
+            }
+            logger.error("sync failed; last good rules stay in force", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import FerryCore
+import FerryProxy
+import FerrySources
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+/// A source the test feeds by hand.
+final class ManualSource: ObjectSource, @unchecked Sendable {
+    let name = "manual"
+    private let continuation = Mutex<AsyncStream<SourceEvent>.Continuation?>(nil)
+
+    func events() -> AsyncStream<SourceEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SourceEvent.self)
+        self.continuation.withLock { $0 = continuation }
+        return stream
+    }
+
+    func send(_ event: SourceEvent) { _ = continuation.withLock { $0?.yield(event) } }
+    var started: Bool { continuation.withLock { $0 != nil } }
+}
+
+/// A data plane that records what it was asked to program, and fails on demand.
+final class RecordingPlane: DataPlaneDriver, @unchecked Sendable {
+    private let state = Mutex<(syncs: [(Date, Int, Bool)], failNext: Int, addresses: [[IPAddress]])>(([], 0, []))
+
+    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
+        try state.withLock { state in
+            if state.failNext > 0 {
+                state.failNext -= 1
+                throw RefusedBatch()
+            }
+            state.syncs.append((Date(), tables.count, verify))
+            return DataPlaneOutcome(quiet: false, fields: [])
+        }
+    }
+
+    struct RefusedBatch: Error {}
+
+    var hasPendingWork: Bool { false }
+    func shutdown() throws {}
+    var statistics: [(String, String)] { [] }
+    func setNodeAddresses(_ addresses: [IPAddress]) { state.withLock { $0.addresses.append(addresses) } }
+
+    var syncs: [(Date, Int, Bool)] { state.withLock { $0.syncs } }
+    var addresses: [[IPAddress]] { state.withLock { $0.addresses } }
+    func fail(_ count: Int) { state.withLock { $0.failNext = count } }
+}
+
+func service(_ name: String, port: Int = 80) -> KubeObject {
+    .service(
+        Service(
+            meta: ObjectMeta(name: name, namespace: "default"), clusterIPs: [IPAddress("10.96.0.\(name.count)")!],
+            ports: [ServicePort(name: "http", protocol: .tcp, port: port, targetPort: .number(8080))]))
+}
+
+func eventually(within seconds: Double = 60, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
+@Suite("Proxy daemon")
+struct ProxyDaemonTests {
+    static func daemon(_ source: ManualSource, _ plane: RecordingPlane, minInterval: Duration = .milliseconds(300))
+        -> ProxyDaemon<ContinuousClock>
+    {
+        ProxyDaemon(
+            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
+            schedule: SyncSchedule(minInterval: minInterval, maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
+            resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
+            logger: Logger(label: "test"))
+    }
+
+    @Test func nothingIsProgrammedBeforeTheInitialSyncThenBurstsCoalesce() async throws {
+        let source = ManualSource()
+        let plane = RecordingPlane()
+        let daemon = Self.daemon(source, plane)
+        let running = Task { await daemon.run() }
+        defer { daemon.stop() }
+        #expect(await eventually { source.started })
+        source.send(.changes([.upsert(service("a"))]))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(plane.syncs.isEmpty, "a partial view is never programmed")
+        #expect(!daemon.status.isHealthy(now: Date(), limit: 60))
+        source.send(.initialSyncDone(source: "manual"))
+        #expect(await eventually { plane.syncs.count == 1 })
+        #expect(daemon.status.isHealthy(now: Date(), limit: 60))
+        // NodePorts on the host's addresses: no flag, no Node object.
+        #expect(plane.addresses == [[IPAddress("192.0.2.9")!]])
+        // Ten changes within the minimum interval: one more sync, a minimum interval after the first.
+        for index in 0..<10 { source.send(.changes([.upsert(service("svc\(index)"))])) }
+        #expect(await eventually { plane.syncs.count == 2 })
+        try await Task.sleep(for: .milliseconds(400))
+        let syncs = plane.syncs
+        #expect(syncs.count == 2, "coalesced: \(syncs.map(\.1))")
+        #expect(syncs.last?.1 == 11)
+        #expect(syncs[1].0.timeIntervalSince(syncs[0].0) >= 0.29)
+        daemon.stop()
+        await running.value
+    }
+
+    @Test func aRefusedSyncIsRetriedWithBackOffAndHealthReportsTheWait() async throws {
+        let source = ManualSource()
+        let plane = RecordingPlane()
+        let daemon = Self.daemon(source, plane, minInterval: .zero)
+        let running = Task { await daemon.run() }
+        #expect(await eventually { source.started })
+        plane.fail(3)
+        source.send(.changes([.upsert(service("a"))]))
+        source.send(.initialSyncDone(source: "manual"))
+        // 100, 200, 400 ms of back-off, then success.
+        #expect(await eventually { plane.syncs.count == 1 })
+        #expect(daemon.status.failures == 3)
+        #expect(daemon.status.syncs == 1)
+        // A change that waits too long makes the daemon unhealthy; syncing it heals.
+        plane.fail(100)
+        source.send(.changes([.upsert(service("b"))]))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!daemon.status.isHealthy(now: Date(), limit: 0.2))
+        plane.fail(0)
+        #expect(await eventually { plane.syncs.count == 2 })
+        #expect(daemon.status.isHealthy(now: Date(), limit: 0.2))
+        daemon.stop()
+        await running.value
+    }
+
+    @Test func aNodeAddressChangeReachesThePlane() async throws {
+        let source = ManualSource()
+        let plane = RecordingPlane()
+        let daemon = Self.daemon(source, plane, minInterval: .zero)
+        let running = Task { await daemon.run() }
+        #expect(await eventually { source.started })
+        let node = { (address: String) in KubeObject.node(Node(meta: ObjectMeta(name: "node-1"), addresses: [IPAddress(address)!])) }
+        source.send(.changes([.upsert(node("192.0.2.1"))]))
+        source.send(.initialSyncDone(source: "manual"))
+        #expect(await eventually { plane.addresses.count == 1 })
+        source.send(.changes([.upsert(node("192.0.2.2"))]))
+        #expect(await eventually { plane.addresses.count == 2 })
+        #expect(plane.addresses == [[IPAddress("192.0.2.1")!], [IPAddress("192.0.2.2")!]])
+        daemon.stop()
+        await running.value
+    }
+}
