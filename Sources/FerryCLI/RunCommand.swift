@@ -36,6 +36,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-sync-period"), help: "Minimum seconds between two syncs (bursts are coalesced).")
     var minSyncPeriod: Double = 1
 
+    @Option(
+        name: .customLong("healthz-bind-address"),
+        help: ArgumentHelp("Where /healthz and /livez answer, as kube-proxy's (empty: nowhere).", valueName: "host:port"))
+    var healthzBindAddress = "0.0.0.0:10256"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -44,6 +49,9 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+        if !healthzBindAddress.isEmpty, ProbeServer.splitAddress(healthzBindAddress) == nil {
+            throw ValidationError("--healthz-bind-address: \"\(healthzBindAddress)\" is not HOST:PORT such as 0.0.0.0:10256")
+        }
     }
 
     func run() async throws {
@@ -90,6 +98,23 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         defer { for handler in stopSources { handler.cancel() } }
+        // Unhealthy when a change has waited more than twice the sync period, as kube-proxy's healthz.
+        let healthLimit = 2 * syncPeriod
+        var probes: ProbeServer?
+        if let (host, port) = ProbeServer.splitAddress(healthzBindAddress) {
+            do {
+                probes = try ProbeServer.start(host: host, port: port) { path in
+                    switch path {
+                    case "/healthz", "/livez": return daemon.status.healthAnswer(now: Date(), limit: healthLimit)
+                    default: return ProbeServer.Answer(status: 404, contentType: "text/plain", body: "404 page not found\n")
+                    }
+                }
+            } catch {
+                // As kube-proxy: the proxy keeps proxying; only the probes are missing (and say so).
+                logger.error("cannot serve health checks", metadata: ["address": "\(healthzBindAddress)", "error": "\(error)"])
+            }
+        }
+        defer { probes?.stop() }
         logger.info("ferry starting", metadata: ["mode": "\(mode.rawValue)", "source": "\(objects.name)", "node": "\(context.name)"])
         await daemon.run()
         switch mode {

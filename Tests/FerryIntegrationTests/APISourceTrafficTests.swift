@@ -76,6 +76,12 @@ struct APISourceTrafficTests {
         }
         try waitUntil("ferry lists the API server and programs") { bed.log(mode).contains("synced") }
         #expect(bed.log(mode).contains("initial sync done"), "\(bed.log(mode))")
+        // kube-proxy's health endpoints, on its default port in the node's namespace.
+        for path in ["/healthz", "/livez"] {
+            let health = try bed.traffic.bed.run(
+                in: bed.traffic.bed.node, ["curl", "-s", "-w", " %{http_code}", "http://127.0.0.1:10256\(path)"])
+            #expect(health.stdout.hasSuffix(" 200") && health.stdout.contains(#""nodeEligible": true"#), "\(path): \(health)")
+        }
 
         let clusterIP = try bed.traffic.probe(from: bed.traffic.podNamespace("10.244.2.2"), to: "10.96.0.10:80", count: 60)
         #expect(Set(clusterIP.answers.keys) == bed.traffic.allPods, "\(clusterIP.answers)")

@@ -146,3 +146,52 @@ struct ProxyDaemonTests {
         await running.value
     }
 }
+
+@Suite("Health probes")
+struct HealthProbeTests {
+    /// GET through curl: status code and body.
+    static func get(_ url: String) throws -> (status: Int, body: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", url]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    @Test func healthzFollowsTheStatusInKubeProxysShape() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/curl") else { return }
+        let status = Mutex(ProxyStatus())
+        let server = try ProbeServer.start(host: "127.0.0.1", port: 0) { path in
+            path == "/healthz" ? status.withLock { $0 }.healthAnswer(now: Date(), limit: 60) : ProbeServer.Answer(status: 404, body: "")
+        }
+        defer { server.stop() }
+        let url = "http://127.0.0.1:\(server.port)/healthz"
+        // Before the first sync: 503.
+        var answer = try Self.get(url)
+        #expect(answer.status == 503)
+        #expect(answer.body.hasPrefix(#"{"lastUpdated": "1970-01-01 00:00:00 +0000 UTC","currentTime": ""#), "\(answer.body)")
+        // Synced: 200, kube-proxy's fields.
+        status.withLock { $0.lastSynced = Date(timeIntervalSince1970: 1_796_205_600.25) }
+        answer = try Self.get(url)
+        #expect(answer.status == 200)
+        #expect(answer.body.contains(#""lastUpdated": "2026-12-02 10:00:00.25 +0000 UTC""#), "\(answer.body)")
+        #expect(answer.body.contains(#""nodeEligible": true"#))
+        // A change waiting longer than the limit: 503 again.
+        status.withLock { $0.oldestQueued = Date().addingTimeInterval(-61) }
+        #expect(try Self.get(url).status == 503)
+        #expect(try Self.get("http://127.0.0.1:\(server.port)/other").status == 404)
+    }
+
+    @Test func bindAddresses() {
+        #expect(ProbeServer.splitAddress("0.0.0.0:10256")! == ("0.0.0.0", 10256))
+        #expect(ProbeServer.splitAddress("[::]:10256")! == ("::", 10256))
+        #expect(ProbeServer.splitAddress("10256") == nil)
+        #expect(ProbeServer.splitAddress("0.0.0.0:70000") == nil)
+    }
+}
