@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the project needs: the netfilter libraries and tools for the data planes and their
 # tests, iproute2 for network namespaces, procps for the demo.
-DEBIAN_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 procps openssl curl
+DEBIAN_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 procps openssl curl python3-prometheus-client
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build release test demo bench format clean

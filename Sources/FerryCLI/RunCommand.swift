@@ -41,6 +41,11 @@ struct RunCommand: AsyncParsableCommand {
         help: ArgumentHelp("Where /healthz and /livez answer, as kube-proxy's (empty: nowhere).", valueName: "host:port"))
     var healthzBindAddress = "0.0.0.0:10256"
 
+    @Option(
+        name: .customLong("metrics-bind-address"),
+        help: ArgumentHelp("Where Prometheus /metrics answers, as kube-proxy's (empty: nowhere).", valueName: "host:port"))
+    var metricsBindAddress = "127.0.0.1:10249"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -49,6 +54,9 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+        if !metricsBindAddress.isEmpty, ProbeServer.splitAddress(metricsBindAddress) == nil {
+            throw ValidationError("--metrics-bind-address: \"\(metricsBindAddress)\" is not HOST:PORT such as 127.0.0.1:10249")
+        }
         if !healthzBindAddress.isEmpty, ProbeServer.splitAddress(healthzBindAddress) == nil {
             throw ValidationError("--healthz-bind-address: \"\(healthzBindAddress)\" is not HOST:PORT such as 0.0.0.0:10256")
         }
@@ -83,13 +91,16 @@ struct RunCommand: AsyncParsableCommand {
             }
             plane = try userspace.driver(node: context, nodePortAddresses: try nftables.parsedNodePortAddresses())
         }
+        // The userspace relay's counters (atomics), read at each scrape.
+        let forwarder = (plane as? UserspaceDriver)?.forwarder
         let schedule = SyncSchedule(
             minInterval: .milliseconds(Int64(minSyncPeriod * 1000)), maxInterval: .milliseconds(Int64(syncPeriod * 1000)))
         let daemon = ProxyDaemon(
             source: objects, tracker: ChangeTracker(node: context), plane: plane, schedule: schedule,
             resolver: NodeAddressResolver(flags: try node.parsedIPs()), clock: ContinuousClock(), logger: logger,
             apiServerAddress: (objects as? KubernetesSource).flatMap { URL(string: $0.client.access.server)?.host }
-                .flatMap { IPAddress($0.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) })
+                .flatMap { IPAddress($0.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) },
+            metrics: metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue))
         let stopSources = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)
             let handler = DispatchSource.makeSignalSource(signal: number)
@@ -115,6 +126,20 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         defer { probes?.stop() }
+        var metricsServer: ProbeServer?
+        if let metrics = daemon.metrics, let (host, port) = ProbeServer.splitAddress(metricsBindAddress) {
+            let statistics: @Sendable () -> [(String, String)] = { forwarder.map(UserspaceDriver.statistics(of:)) ?? [] }
+            do {
+                metricsServer = try ProbeServer.start(host: host, port: port) { path in
+                    guard path == "/metrics" else { return ProbeServer.Answer(status: 404, contentType: "text/plain", body: "404 page not found\n") }
+                    metrics.updatePlaneCounters(statistics())
+                    return ProbeServer.Answer(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+                }
+            } catch {
+                logger.error("cannot serve metrics", metadata: ["address": "\(metricsBindAddress)", "error": "\(error)"])
+            }
+        }
+        defer { metricsServer?.stop() }
         logger.info("ferry starting", metadata: ["mode": "\(mode.rawValue)", "source": "\(objects.name)", "node": "\(context.name)"])
         await daemon.run()
         switch mode {

@@ -105,7 +105,10 @@ public final class UserspaceDriver: DataPlaneDriver {
         forwarder.stop()
     }
 
-    public var statistics: [(String, String)] {
+    public var statistics: [(String, String)] { Self.statistics(of: forwarder) }
+
+    /// The relay's counters (atomics: safe to read from any thread while it runs).
+    public static func statistics(of forwarder: Forwarder) -> [(String, String)] {
         let stats = forwarder.stats
         let values: [(String, Int)] = [
             ("accepted", stats.accepted.load(ordering: .relaxed)), ("established", stats.established.load(ordering: .relaxed)),

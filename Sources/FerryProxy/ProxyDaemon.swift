@@ -74,13 +74,16 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
     private let apiServerAddress: IPAddress?
     private let warnedAboutAPIServer = Atomic<Bool>(false)
     private let wake = Mutex<AsyncStream<Signal>.Continuation?>(nil)
+    /// Where the daemon's metrics go, when exported.
+    public let metrics: ProxyMetrics?
     /// A stop asked for before the loop started.
     private let stopRequested = Atomic<Bool>(false)
 
     public init(
         source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, schedule: SyncSchedule, resolver: NodeAddressResolver,
-        clock: C, logger: Logger, apiServerAddress: IPAddress? = nil
+        clock: C, logger: Logger, apiServerAddress: IPAddress? = nil, metrics: ProxyMetrics? = nil
     ) {
+        self.metrics = metrics
         self.source = source
         self.tracker = Mutex(tracker)
         self.plane = Mutex((plane, nil))
@@ -112,12 +115,16 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
             for await event in source.events() {
                 switch event {
                 case .changes(let changes):
-                    let pending = tracker.withLock { tracker in
+                    let (pending, counts) = tracker.withLock { tracker in
                         for change in changes { tracker.apply(change) }
-                        return tracker.hasPendingChanges
+                        return (tracker.hasPendingChanges, tracker.pendingCounts)
                     }
                     if pending {
-                        published.withLock { if $0.oldestQueued == nil { $0.oldestQueued = Date() } }
+                        let now = Date()
+                        published.withLock { if $0.oldestQueued == nil { $0.oldestQueued = now } }
+                        metrics?.lastQueued.set(now.timeIntervalSince1970)
+                        metrics?.serviceChangesPending.set(Double(counts.services))
+                        metrics?.endpointChangesPending.set(Double(counts.endpoints))
                         continuation.yield(.changed)
                     }
                 case .initialSyncDone(let name): continuation.yield(.initialSyncDone(name))
@@ -198,6 +205,8 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
             }
             return (result, tracker.node, apiService)
         }
+        metrics?.serviceChangesPending.set(to: 0)
+        metrics?.endpointChangesPending.set(to: 0)
         // Taken by this sync: what arrives from now on is queued anew (and, if the sync fails, this
         // is still waiting).
         let taken = published.withLock { status in
@@ -225,6 +234,18 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 return try parts.driver.sync(result.tables, verify: verify)
             }
             let finished = Date()
+            if let metrics {
+                let duration = ContinuousClock.now - start
+                metrics.syncDuration.record(duration)
+                (outcome.full ? metrics.fullSyncDuration : metrics.partialSyncDuration).record(duration)
+                metrics.lastSync.set(finished.timeIntervalSince1970)
+                metrics.serviceChanges.increment(by: Int64(result.serviceChanges))
+                metrics.endpointChanges.increment(by: Int64(result.endpointChanges))
+                metrics.servicePorts.set(Double(result.tables.count))
+                for time in result.triggerTimes {
+                    metrics.programmingDuration.record(.milliseconds(Int64(max(0, finished.timeIntervalSince(time)) * 1000)))
+                }
+            }
             published.withLock { status in
                 status.lastSynced = finished
                 status.syncs += 1
@@ -251,6 +272,7 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
         } catch {
             // The retry programs the same complete tables again (the planes compare them with what they
             // hold, and nftables reads the kernel back after a refused batch).
+            metrics?.syncFailures.increment()
             published.withLock { status in
                 status.failures += 1
                 if let taken { status.oldestQueued = min(status.oldestQueued ?? taken, taken) }

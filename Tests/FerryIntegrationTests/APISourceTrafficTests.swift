@@ -45,9 +45,13 @@ final class APIBed {
             let node = address.hasPrefix("10.244.1.") ? "node-1" : "node-2"
             return #"{"addresses":["\#(address)"],"conditions":{"ready":true},"nodeName":"\#(node)"}"#
         }.joined(separator: ",")
+        // Stamped as the endpoints controller stamps a change, for the network programming latency.
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let trigger = formatter.string(from: Date())
         server.upsert(
             .endpointSlices,
-            #"{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"\#(service)-x","namespace":"default","labels":{"kubernetes.io/service-name":"\#(service)"}},"addressType":"IPv4","endpoints":[\#(endpoints)],"ports":[{"name":"http","protocol":"TCP","port":80}]}"#)
+            #"{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"\#(service)-x","namespace":"default","labels":{"kubernetes.io/service-name":"\#(service)"},"annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"\#(trigger)"}},"addressType":"IPv4","endpoints":[\#(endpoints)],"ports":[{"name":"http","protocol":"TCP","port":80}]}"#)
     }
 
     /// Starts Ferry on the API server; no --node-ip: the Node object's address serves NodePorts.
@@ -60,6 +64,30 @@ final class APIBed {
     }
 
     func log(_ mode: String) -> String { traffic.bed.log("ferry-\(mode)").stderr }
+
+    /// `/metrics` from the node's namespace, parsed by Prometheus' own Python parser (Debian's
+    /// python3-prometheus-client): each sample by name (labels appended as JSON).
+    func metrics() throws -> [String: Double] {
+        let scraped = try traffic.bed.run(in: traffic.bed.node, ["curl", "-sf", "http://127.0.0.1:10249/metrics"])
+        guard scraped.status == 0 else { throw TrafficTestError("scrape failed: \(scraped)") }
+        let file = NSTemporaryDirectory() + "ferry-metrics-\(getpid()).txt"
+        try scraped.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let script = """
+            import json, sys
+            from prometheus_client.parser import text_string_to_metric_families
+            out = {}
+            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+                for sample in family.samples:
+                    out[sample.name + (json.dumps(sorted(sample.labels.items())) if sample.labels else "")] = sample.value
+            print(json.dumps(out))
+            """
+        let parsed = try Testbed.execute(["/usr/bin/python3", "-c", script, file], timeout: .seconds(30))
+        guard parsed.status == 0, let data = parsed.stdout.data(using: .utf8),
+            let values = try JSONSerialization.jsonObject(with: data) as? [String: Double]
+        else { throw TrafficTestError("the Prometheus parser refused the metrics: \(parsed)\n\(scraped.stdout.prefix(2000))") }
+        return values
+    }
 }
 
 @Suite("API server source: real traffic in network namespaces", .serialized)
@@ -89,6 +117,10 @@ struct APISourceTrafficTests {
         let nodePort = try bed.traffic.probe(from: bed.traffic.bed.client, to: "\(Testbed.nodeAddress):30080", count: 60)
         #expect(Set(nodePort.answers.keys) == bed.traffic.allPods, "\(nodePort.answers)")
 
+        let before = try bed.metrics()
+        #expect((before["kubeproxy_sync_proxy_rules_last_timestamp_seconds"] ?? 0) > 1_700_000_000, "\(before)")
+        #expect((before["kubeproxy_sync_proxy_rules_duration_seconds_count"] ?? 0) >= 1)
+
         // An endpoint leaves: new connections avoid it once the watch event is programmed.
         bed.upsertSlice("web", addresses: ["10.244.1.2", "10.244.2.2"])
         let removed = bed.traffic.podName("10.244.2.3")
@@ -96,6 +128,13 @@ struct APISourceTrafficTests {
             let report = try? bed.traffic.probe(from: bed.traffic.bed.client, to: "10.96.0.10:80", count: 30)
             return report.map { $0.answers[removed] == nil && $0.total == 30 } ?? false
         }
+
+        let after = try bed.metrics()
+        #expect(
+            (after["kubeproxy_sync_proxy_rules_endpoint_changes_total"] ?? 0) > (before["kubeproxy_sync_proxy_rules_endpoint_changes_total"] ?? 0),
+            "\(after)")
+        #expect((after["kubeproxy_network_programming_duration_seconds_count"] ?? 0) >= 1, "the change's trigger time was measured")
+        if mode == "userspace" { #expect((after["ferry_accepted_total"] ?? 0) >= 120, "\(after)") }
 
         // A new service appears and is served.
         bed.upsertService("api", ip: "10.96.0.30")

@@ -70,6 +70,12 @@ public struct ChangeTracker: Sendable {
     /// There are changes a sync would apply.
     public var hasPendingChanges: Bool { !pending.isEmpty || needsFullRebuild }
 
+    /// Changes waiting for the next sync: to Services, and to what their endpoints come from.
+    public var pendingCounts: (services: Int, endpoints: Int) {
+        let services = pending.keys.reduce(0) { $0 + ($1.kind == .service ? 1 : 0) }
+        return (services, pending.count - services)
+    }
+
     /// Records one change. Returns `false` when the change is a no-op (an identical update, or the
     /// deletion of an object that does not exist).
     @discardableResult
