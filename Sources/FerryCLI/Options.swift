@@ -27,14 +27,17 @@ struct SourceOptions: ParsableArguments {
         help: "Use the pod's service account (the default in a pod when no source is given).")
     var inCluster = false
 
+    @Flag(help: "Use the embedded walk-through (three pods behind my-service, 10.96.0.10:80) as the source.")
+    var demo = false
+
     @Option(
         name: .customLong("service-proxy-name"),
         help: ArgumentHelp("Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.", valueName: "name"))
     var serviceProxyName: String?
 
     func validate() throws {
-        let chosen = [manifests != nil, kubeconfig != nil, inCluster].filter { $0 }.count
-        if chosen > 1 { throw ValidationError("choose one source: --manifests, --kubeconfig or --in-cluster") }
+        let chosen = [manifests != nil, kubeconfig != nil, inCluster, demo].filter { $0 }.count
+        if chosen > 1 { throw ValidationError("choose one source: --manifests, --kubeconfig, --in-cluster or --demo") }
         if context != nil && kubeconfig == nil && environmentKubeconfig == nil {
             throw ValidationError("--context needs --kubeconfig (or $KUBECONFIG)")
         }
@@ -47,7 +50,7 @@ struct SourceOptions: ParsableArguments {
     /// How to reach the API server, when the source is one: `--kubeconfig`, `--in-cluster`, `$KUBECONFIG`
     /// (when no manifests are given), or a pod's service account when Ferry runs in one.
     func clusterAccess() throws -> ClusterAccess? {
-        guard manifests == nil else { return nil }
+        guard manifests == nil, !demo else { return nil }
         var access: ClusterAccess?
         do {
             if let kubeconfig {
@@ -84,6 +87,15 @@ struct SourceOptions: ParsableArguments {
     func objectSource(nodeName: String) throws -> ObjectSource {
         if let kubernetes = try kubernetesSource(nodeName: nodeName) { return kubernetes }
         return manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
+    }
+
+    /// For commands that change the node (`run`, `sync`): a source must be named. The embedded
+    /// walk-through's 10.96.0.10:80 is kube-dns's ClusterIP on kubeadm clusters: proxied on a real node
+    /// by mistake, it would take over that address, so it is used only on request (`--demo`).
+    func requireNamedSource() throws {
+        guard manifests == nil, !demo, try clusterAccess() == nil else { return }
+        throw CommandFailure.badInput(
+            "error: no source: give --kubeconfig FILE (or run in a pod, or set $KUBECONFIG), --manifests PATH, or --demo for the embedded walk-through")
     }
 
     /// Reads the objects once: the manifests (or the embedded set), failing with exit 2 on any problem;

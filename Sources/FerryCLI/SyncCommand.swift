@@ -65,6 +65,10 @@ struct SyncCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if !dryRun { try source.requireNamedSource() }
+        if !dryRun, !HostInfo.canAdministerNetwork() {
+            throw CommandFailure.runtime("error: ferry sync programs the node's nftables: it needs root or CAP_NET_ADMIN (or use --dry-run)")
+        }
         let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
         let context = try node.context(state: loaded.state)
         let tables = TableBuilder.build(loaded.state, node: context)

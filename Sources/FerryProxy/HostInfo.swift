@@ -31,4 +31,14 @@ public enum HostInfo {
         }
         return result
     }
+
+    /// Whether this process may program the network (CAP_NET_ADMIN in its effective set, as root has).
+    public static func canAdministerNetwork() -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return getuid() == 0 }
+        let netAdmin: UInt64 = 1 << 12
+        return mask & netAdmin != 0
+    }
 }
