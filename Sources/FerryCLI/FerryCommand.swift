@@ -9,14 +9,20 @@ public struct FerryCommand: AsyncParsableCommand {
         commandName: "ferry",
         abstract: "A kube-proxy replacement: Services and EndpointSlices in, forwarding out.",
         discussion: """
-            Sources: --manifests PATH (a file or a folder of YAML/JSON, watched where it matters); with no \
-            source, the embedded walk-through (my-service and three pods) is used.
+            Sources: --kubeconfig FILE or --in-cluster (the Kubernetes API server, listed and watched), or \
+            --manifests PATH (a file or a folder of YAML/JSON, watched where it matters). Read-only commands \
+            with no source use the embedded walk-through (my-service and three pods); run and sync need a \
+            source named, or --demo for the walk-through.
             Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.
             """,
+        version: FerryCommand.version,
         subcommands: [
             RunCommand.self, SyncCommand.self, CleanupCommand.self, GetCommand.self, ExplainCommand.self, BenchCommand.self,
             DebugCommand.self,
         ])
+
+    /// Ferry's version, as `ferry --version` prints it.
+    public static let version = "0.5.0"
 
     public init() {}
 

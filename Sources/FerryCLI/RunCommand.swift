@@ -46,6 +46,9 @@ struct RunCommand: AsyncParsableCommand {
         help: ArgumentHelp("Where Prometheus /metrics answers, as kube-proxy's (empty: nowhere).", valueName: "host:port"))
     var metricsBindAddress = "127.0.0.1:10249"
 
+    @Option(name: .customLong("log-format"), help: "text (default) or json: one JSON object per line.")
+    var logFormat = "text"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -53,6 +56,7 @@ struct RunCommand: AsyncParsableCommand {
         guard syncPeriod >= 1, minSyncPeriod >= 0, minSyncPeriod <= syncPeriod else {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
         }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: expected text or json, not \"\(logFormat)\"") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
         if !metricsBindAddress.isEmpty, ProbeServer.splitAddress(metricsBindAddress) == nil {
             throw ValidationError("--metrics-bind-address: \"\(metricsBindAddress)\" is not HOST:PORT such as 127.0.0.1:10249")
@@ -63,10 +67,15 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            return handler
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        if logFormat == "json" {
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+        } else {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "ferry")
         try source.requireNamedSource()

@@ -30,4 +30,11 @@ struct LifecycleTests {
         #expect(result.stderr.contains("needs root or CAP_NET_ADMIN"), "\(result)")
         #expect(!result.timedOut)
     }
+
+    @Test func versionAndLogFormat() throws {
+        let version = try runFerry(["--version"])
+        #expect(version.status == 0 && version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(version)")
+        let bad = try runFerry(["run", "--demo", "--log-format", "xml"])
+        #expect(bad.status == 2 && bad.stderr.contains("--log-format: expected text or json"), "\(bad)")
+    }
 }
