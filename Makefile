@@ -6,7 +6,7 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 DEBIAN_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 procps openssl curl python3-prometheus-client
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build release test demo bench format clean
+.PHONY: all deps build release test validator install demo bench format clean
 
 all: build
 
@@ -31,9 +31,20 @@ release: deps
 	$(SWIFT) build -c release
 
 ## test: build and run every test (root-only tests skip with a message unless root; under CI=true they must run)
-test: deps
+test: deps validator
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+
+## validator: kubernetes-validate from PyPI, which checks deploy/kubernetes against the API's schemas offline
+validator:
+	@command -v kubernetes-validate >/dev/null || python3 -m pip install -q kubernetes-validate || \
+	  echo "make: kubernetes-validate could not be installed; the deployment manifests test will skip" >&2
+
+## install: the release binary in $(PREFIX)/bin and the systemd unit (as root; then: systemctl enable --now ferry)
+PREFIX ?= /usr/local
+install: release
+	install -D -m 0755 .build/release/ferry $(DESTDIR)$(PREFIX)/bin/ferry
+	install -D -m 0644 deploy/systemd/ferry.service $(DESTDIR)/etc/systemd/system/ferry.service
 
 ## demo: build, then show Ferry reading the example manifests
 demo: release
@@ -52,6 +63,7 @@ bench: release
 ## format: format the sources with the toolchain's swift-format
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
 
 clean:
 	rm -rf .build
