@@ -32,7 +32,13 @@ public struct FerryCommand: AsyncParsableCommand {
         unblockAllSignals()
         if getenv(peakMemoryFileVariable) != nil { atexit(writePeakMemory) }
         do {
-            var command = try parseAsRoot(arguments)
+            let expanded: [String]
+            do {
+                expanded = try ProxyConfiguration.expand(arguments ?? Array(CommandLine.arguments.dropFirst()))
+            } catch {
+                throw CommandFailure.badInput("error: \(error)")
+            }
+            var command = try parseAsRoot(expanded)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

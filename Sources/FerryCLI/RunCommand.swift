@@ -46,6 +46,19 @@ struct RunCommand: AsyncParsableCommand {
         help: ArgumentHelp("Where Prometheus /metrics answers, as kube-proxy's (empty: nowhere).", valueName: "host:port"))
     var metricsBindAddress = "127.0.0.1:10249"
 
+    @Option(
+        help: ArgumentHelp(
+            "kube-proxy's KubeProxyConfiguration (v1alpha1) file, plus a ferry: section; flags given as well win.", valueName: "file"))
+    var config: String?
+
+    @Option(
+        name: .customLong("write-config-to"),
+        help: ArgumentHelp("Write the effective configuration (file and flags) to this file and exit.", valueName: "file"))
+    var writeConfigTo: String?
+
+    @Flag(help: "Remove every rule, set and route Ferry made, then exit (as `ferry cleanup`).")
+    var cleanup = false
+
     @Option(name: .customLong("log-format"), help: "text (default) or json: one JSON object per line.")
     var logFormat = "text"
 
@@ -67,6 +80,19 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let writeConfigTo {
+            do {
+                try ProxyConfiguration.render(self).write(toFile: writeConfigTo, atomically: true, encoding: .utf8)
+            } catch {
+                throw CommandFailure.runtime("error: --write-config-to \(writeConfigTo): \(error.localizedDescription)")
+            }
+            return
+        }
+        if cleanup {
+            var command = CleanupCommand()
+            try await command.run()
+            return
+        }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         if logFormat == "json" {
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }

@@ -123,6 +123,14 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
         }
     }
 
+    /// Whether this is the unspecified address (0.0.0.0 or ::), "all addresses" in a bind address.
+    public var isUnspecified: Bool {
+        switch self {
+        case .v4(let value): return value == 0
+        case .v6(let high, let low): return high == 0 && low == 0
+        }
+    }
+
     /// Whether this is a loopback address (127.0.0.0/8 or ::1).
     public var isLoopback: Bool {
         switch self {
