@@ -56,6 +56,11 @@ struct RunCommand: AsyncParsableCommand {
         help: ArgumentHelp("Write the effective configuration (file and flags) to this file and exit.", valueName: "file"))
     var writeConfigTo: String?
 
+    @Option(
+        name: .customLong("shutdown-grace"),
+        help: "userspace: seconds established connections may take to finish after SIGTERM before they are reset.")
+    var shutdownGrace: Double = 10
+
     @Flag(help: "Remove every rule, set and route Ferry made, then exit (as `ferry cleanup`).")
     var cleanup = false
 
@@ -69,6 +74,7 @@ struct RunCommand: AsyncParsableCommand {
         guard syncPeriod >= 1, minSyncPeriod >= 0, minSyncPeriod <= syncPeriod else {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
         }
+        guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more seconds") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: expected text or json, not \"\(logFormat)\"") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
         if !metricsBindAddress.isEmpty, ProbeServer.splitAddress(metricsBindAddress) == nil {
@@ -185,7 +191,8 @@ struct RunCommand: AsyncParsableCommand {
         switch mode {
         case .nftables: logger.info("ferry stopped; rules left in place")
         case .userspace:
-            daemon.shutdown()
+            logger.info("stopped accepting; waiting for established connections", metadata: ["grace": "\(shutdownGrace)s"])
+            daemon.shutdown(grace: .milliseconds(Int64(shutdownGrace * 1000)))
             logger.info("ferry stopped; listeners closed and local routes removed")
         }
     }

@@ -27,8 +27,9 @@ public protocol DataPlaneDriver: AnyObject {
     func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome
     /// Something is left to do soon (stale chains to delete, listeners to retry).
     var hasPendingWork: Bool { get }
-    /// Removes what this plane set up that must not outlive Ferry.
-    func shutdown() throws
+    /// Removes what this plane set up that must not outlive Ferry, letting work in flight finish for up
+    /// to `grace` first.
+    func shutdown(grace: Duration) throws
     /// Counters worth a line when Ferry stops.
     var statistics: [(String, String)] { get }
     /// The node's addresses, for NodePorts: given at start, then as the Node object changes.
@@ -63,8 +64,8 @@ public final class NFTablesDriver: DataPlaneDriver {
 
     public func setNodeAddresses(_ addresses: [IPAddress]) { proxier.setNodeAddresses(addresses) }
 
-    /// The rules stay: they keep forwarding while Ferry restarts.
-    public func shutdown() throws {}
+    /// The rules stay: they keep forwarding while Ferry restarts (nothing to wait for).
+    public func shutdown(grace: Duration) throws {}
 
     public var statistics: [(String, String)] { [] }
 }
@@ -100,7 +101,14 @@ public final class UserspaceDriver: DataPlaneDriver {
 
     public func setNodeAddresses(_ addresses: [IPAddress]) { proxier.setNodeAddresses(addresses) }
 
-    public func shutdown() throws {
+    /// Stops accepting at once, lets established connections finish for up to `grace` (their routes
+    /// stay until then, or their packets would stop arriving), then removes the routes and resets what is left.
+    public func shutdown(grace: Duration) throws {
+        proxier.stopAccepting()
+        let deadline = ContinuousClock.now + grace
+        while forwarder.stats.active.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         try proxier.shutdown()
         forwarder.stop()
     }

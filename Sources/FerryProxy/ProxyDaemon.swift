@@ -180,11 +180,12 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
         }
     }
 
-    /// Lets the data plane remove what it set up (userspace: listeners and routes), and logs its totals.
-    public func shutdown() {
+    /// Lets the data plane remove what it set up (userspace: listeners, then after up to `grace` for
+    /// established connections, routes), and logs its totals.
+    public func shutdown(grace: Duration) {
         plane.withLock { parts in
             do {
-                try parts.driver.shutdown()
+                try parts.driver.shutdown(grace: grace)
             } catch {
                 logger.error("cleaning up on exit failed", metadata: ["error": "\(error)"])
             }

@@ -185,10 +185,16 @@ public final class UserspaceProxier {
 
     /// Closes every listener and removes Ferry's routes (on exit and for `ferry cleanup`).
     public func shutdown() throws(SystemError) {
-        for id in open.values { listeners.closeListener(id) }
-        open = [:]
+        stopAccepting()
         try UserspaceProxier.removeRoutes(routes)
         routed = []
+    }
+
+    /// Closes every listener; established connections go on (their service addresses stay local until
+    /// `shutdown()` removes the routes).
+    public func stopAccepting() {
+        for id in open.values { listeners.closeListener(id) }
+        open = [:]
     }
 
     /// Removes every route Ferry made, including those of an earlier run.

@@ -170,6 +170,30 @@ struct UserspaceTrafficTests {
         #expect(report.verified == 1, "the stream through the removed backend completes: \(output)")
     }
 
+    /// SIGTERM: no new connection is accepted, an established one finishes within --shutdown-grace,
+    /// then Ferry removes its routes and exits.
+    @Test func sigtermDrainsEstablishedConnections() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let ferry = try bed.startUserspace(extra: ["--shutdown-grace", "8"])
+        let streamer = try bed.bed.spawn(
+            in: bed.bed.client,
+            [bed.ferry, "debug", "stream", "--to", "10.96.0.10:80", "--bytes", String(4 << 20), "--pause-ms", "2000"], logName: "stream")
+        try waitUntil("the stream connects") { bed.bed.log("stream").stdout.contains("connected ") }
+        let stopped = ContinuousClock.now
+        kill(ferry.processIdentifier, SIGTERM)
+        try bed.waitForLog("ferry-userspace", containing: "stopped accepting")
+        let refused = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 3, extra: ["--timeout-ms", "500"])
+        #expect(refused.total == 0, "no new connection while draining: \(refused.answers)")
+        while streamer.isRunning { usleep(50_000) }
+        let line = try #require(bed.bed.log("stream").stdout.split(separator: "\n").last)
+        let report = try JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
+        #expect(report.verified == 1, "the established stream finishes: \(bed.bed.log("stream").stdout)")
+        while kill(ferry.processIdentifier, 0) == 0 && ContinuousClock.now - stopped < .seconds(12) { usleep(20_000) }
+        #expect(ContinuousClock.now - stopped < .seconds(7), "Ferry exits once the last connection ends, not at the grace")
+        #expect(try bed.userspaceRoutes().isEmpty)
+    }
+
     @Test func listenersFollowAManifestEdit() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()

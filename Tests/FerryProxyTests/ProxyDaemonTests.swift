@@ -39,7 +39,7 @@ final class RecordingPlane: DataPlaneDriver, @unchecked Sendable {
     struct RefusedBatch: Error {}
 
     var hasPendingWork: Bool { false }
-    func shutdown() throws {}
+    func shutdown(grace: Duration) throws {}
     var statistics: [(String, String)] { [] }
     func setNodeAddresses(_ addresses: [IPAddress]) { state.withLock { $0.addresses.append(addresses) } }
 
