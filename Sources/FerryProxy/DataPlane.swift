@@ -13,12 +13,15 @@ public struct DataPlaneOutcome: Sendable {
     public var problems: [String] = []
     /// A full sync (everything planned and compared with what the kernel holds), not a partial one.
     public var full = false
+    /// What the plane was asked for and cannot serve (said once per thing, not every sync).
+    public var warnings: [String] = []
 
-    public init(quiet: Bool, fields: [(String, String)], problems: [String] = [], full: Bool = false) {
+    public init(quiet: Bool, fields: [(String, String)], problems: [String] = [], full: Bool = false, warnings: [String] = []) {
         self.quiet = quiet
         self.fields = fields
         self.problems = problems
         self.full = full
+        self.warnings = warnings
     }
 }
 
@@ -75,6 +78,8 @@ public final class UserspaceDriver: DataPlaneDriver {
     public let proxier: UserspaceProxier
     public let forwarder: Forwarder
     private var retry = false
+    private var warned: Set<ServicePortName> = []
+    private var warnedNoNodeAddress = false
 
     public init(_ proxier: UserspaceProxier, forwarder: Forwarder) {
         self.proxier = proxier
@@ -85,7 +90,19 @@ public final class UserspaceDriver: DataPlaneDriver {
         let report = try proxier.sync(tables)
         retry = !report.problems.isEmpty
         let stats = forwarder.stats
-        return DataPlaneOutcome(
+        // Said once each: what this mode does not serve.
+        var warnings: [String] = []
+        for entry in tables.ports.values where entry.name.protocol != .tcp && !warned.contains(entry.name) {
+            warned.insert(entry.name)
+            warnings.append("\(entry.name): userspace mode relays TCP only; this \(entry.name.protocol.rawValue) port is not served")
+        }
+        let nodePorts = tables.ports.values.filter { $0.nodePort != nil && $0.name.protocol == .tcp }
+        if !nodePorts.isEmpty, proxier.config.nodePortListenAddresses.isEmpty, !warnedNoNodeAddress {
+            warnedNoNodeAddress = true
+            warnings.append(
+                "no usable node address for NodePorts (check --node-ip, --nodeport-addresses and the Node object): \(nodePorts.count) NodePort(s) not served")
+        }
+        var outcome = DataPlaneOutcome(
             quiet: report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0
                 && report.poolsUpdated == 0
                 && !retry,
@@ -95,6 +112,8 @@ public final class UserspaceDriver: DataPlaneDriver {
                 ("connections", "\(stats.active.load(ordering: .relaxed))"),
             ],
             problems: report.problems.map(\.description))
+        outcome.warnings = warnings
+        return outcome
     }
 
     public var hasPendingWork: Bool { retry }

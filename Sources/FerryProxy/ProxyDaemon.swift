@@ -78,6 +78,8 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
     public let metrics: ProxyMetrics?
     /// A stop asked for before the loop started.
     private let stopRequested = Atomic<Bool>(false)
+    /// The tables the data plane last accepted: what a sync's log line compares with.
+    private let programmed = Mutex(BackendTables())
 
     public init(
         source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, schedule: SyncSchedule, resolver: NodeAddressResolver,
@@ -235,6 +237,10 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 return try parts.driver.sync(result.tables, verify: verify)
             }
             let finished = Date()
+            let before = programmed.withLock { previous in
+                defer { previous = result.tables }
+                return previous
+            }
             if let metrics {
                 let duration = ContinuousClock.now - start
                 metrics.syncDuration.record(duration)
@@ -253,11 +259,16 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 status.servicePorts = result.tables.count
             }
             for problem in outcome.problems { logger.error("\(problem)") }
+            let elapsed = ContinuousClock.now - start
             var metadata: Logger.Metadata = [
                 "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",
                 "service-changes": "\(result.serviceChanges)", "endpoint-changes": "\(result.endpointChanges)",
-                "duration": "\(ContinuousClock.now - start)",
+                "duration": "\(String(format: "%.1f", elapsed.seconds * 1000))ms",
             ]
+            if !result.changedPorts.isEmpty {
+                metadata["what"] = "\(TableChanges.describe(result.changedPorts, before: before, after: result.tables))"
+            }
+            for warning in outcome.warnings { logger.warning("\(warning)") }
             for (key, value) in outcome.fields { metadata[key] = "\(value)" }
             // Network programming latency, as kube-proxy measures it: from each endpoint change's trigger
             // time (set by the control plane) to its rules or listeners being in place.
@@ -282,4 +293,9 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
             return false
         }
     }
+}
+
+extension Duration {
+    /// The duration in seconds, as a floating-point number.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

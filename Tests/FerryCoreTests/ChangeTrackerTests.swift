@@ -128,3 +128,29 @@ struct ChangeTrackerTests {
         #expect(result.tables.sorted.first?.endpoints.map(\.description) == ["10.0.0.2:8080"])
     }
 }
+
+@Suite("Table changes, described")
+struct TableChangesTests {
+    @Test func addedRemovedAndEndpointDifferences() {
+        var tracker = ChangeTracker(node: NodeContext(name: "node-1"))
+        for object in ChangeTrackerTests.documents { tracker.apply(.upsert(object)) }
+        let first = tracker.sync()
+        #expect(TableChanges.describe(first.changedPorts, before: BackendTables(), after: first.tables)
+            == "default/a/TCP added (1 endpoint); default/b/TCP added (1 endpoint)")
+        let moved = objects("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: b-1, labels: {kubernetes.io/service-name: b}}
+            addressType: IPv4
+            endpoints: [{addresses: [10.0.0.3]}, {addresses: [10.0.0.4]}]
+            ports: [{port: 8080}]
+            """)
+        tracker.apply(.upsert(moved[0]))
+        tracker.apply(.delete(ChangeTrackerTests.documents[0].key))
+        let second = tracker.sync()
+        #expect(TableChanges.describe(second.changedPorts, before: first.tables, after: second.tables)
+            == "default/a/TCP removed; default/b/TCP +10.0.0.3:8080 +10.0.0.4:8080 -10.0.0.2:8080")
+        #expect(TableChanges.describe(second.changedPorts, before: first.tables, after: second.tables, limit: 1)
+            == "default/a/TCP removed; and 1 more")
+    }
+}
