@@ -146,7 +146,8 @@ struct RunCommand: AsyncParsableCommand {
             resolver: NodeAddressResolver(flags: try node.parsedIPs()), clock: ContinuousClock(), logger: logger,
             apiServerAddress: (objects as? KubernetesSource).flatMap { URL(string: $0.client.access.server)?.host }
                 .flatMap { IPAddress($0.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) },
-            metrics: metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue))
+            metrics: metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue),
+            serviceHealth: ServiceHealthServers(logger: logger))
         let stopSources = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)
             let handler = DispatchSource.makeSignalSource(signal: number)
@@ -157,6 +158,8 @@ struct RunCommand: AsyncParsableCommand {
         defer { for handler in stopSources { handler.cancel() } }
         // Unhealthy when a change has waited more than twice the sync period, as kube-proxy's healthz.
         let healthLimit = 2 * syncPeriod
+        daemon.serviceHealth?.setProxyHealth { daemon.status.isHealthy(now: Date(), limit: healthLimit) }
+        defer { daemon.serviceHealth?.stop() }
         var probes: ProbeServer?
         if let (host, port) = ProbeServer.splitAddress(healthzBindAddress) {
             do {

@@ -11,11 +11,14 @@ public final class ProbeServer: Sendable {
         public var status: Int
         public var contentType: String
         public var body: String
+        /// More response headers.
+        public var headers: [(String, String)]
 
-        public init(status: Int, contentType: String = "application/json", body: String) {
+        public init(status: Int, contentType: String = "application/json", body: String, headers: [(String, String)] = []) {
             self.status = status
             self.contentType = contentType
             self.body = body
+            self.headers = headers
         }
     }
 
@@ -85,6 +88,7 @@ private final class ProbeHandler: ChannelInboundHandler, @unchecked Sendable {
             headers.add(name: "X-Content-Type-Options", value: "nosniff")
             headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
             headers.add(name: "Connection", value: "close")
+            for (name, value) in answer.headers { headers.add(name: name, value: value) }
             let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             if method != .HEAD {

@@ -76,6 +76,8 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
     private let wake = Mutex<AsyncStream<Signal>.Continuation?>(nil)
     /// Where the daemon's metrics go, when exported.
     public let metrics: ProxyMetrics?
+    /// The health check node ports of Local-policy services, when served.
+    public let serviceHealth: ServiceHealthServers?
     /// A stop asked for before the loop started.
     private let stopRequested = Atomic<Bool>(false)
     /// The tables the data plane last accepted: what a sync's log line compares with.
@@ -83,9 +85,11 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
 
     public init(
         source: ObjectSource, tracker: ChangeTracker, plane: sending DataPlaneDriver, schedule: SyncSchedule, resolver: NodeAddressResolver,
-        clock: C, logger: Logger, apiServerAddress: IPAddress? = nil, metrics: ProxyMetrics? = nil
+        clock: C, logger: Logger, apiServerAddress: IPAddress? = nil, metrics: ProxyMetrics? = nil,
+        serviceHealth: ServiceHealthServers? = nil
     ) {
         self.metrics = metrics
+        self.serviceHealth = serviceHealth
         self.source = source
         self.tracker = Mutex(tracker)
         self.plane = Mutex((plane, nil))
@@ -259,6 +263,7 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 status.servicePorts = result.tables.count
             }
             for problem in outcome.problems { logger.error("\(problem)") }
+            serviceHealth?.update(result.tables)
             let elapsed = ContinuousClock.now - start
             var metadata: Logger.Metadata = [
                 "service-ports": "\(result.tables.count)", "changed": "\(result.changedPorts.count)",

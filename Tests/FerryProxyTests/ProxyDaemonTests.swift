@@ -195,3 +195,57 @@ struct HealthProbeTests {
         #expect(ProbeServer.splitAddress("0.0.0.0:70000") == nil)
     }
 }
+
+@Suite("Health check node ports")
+struct ServiceHealthServerTests {
+    static func tables(port: Int, endpointNode: String?) -> BackendTables {
+        var text = """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: lb, namespace: shop}
+            spec: {type: LoadBalancer, clusterIP: 10.96.0.40, externalTrafficPolicy: Local, healthCheckNodePort: \(port), ports: [{port: 80, nodePort: 30400}]}
+            """
+        if let endpointNode {
+            text += """
+
+                ---
+                apiVersion: discovery.k8s.io/v1
+                kind: EndpointSlice
+                metadata: {name: lb-1, namespace: shop, labels: {kubernetes.io/service-name: lb}}
+                addressType: IPv4
+                endpoints: [{addresses: [10.244.1.9], nodeName: \(endpointNode)}]
+                ports: [{port: 8080}]
+                """
+        }
+        let read = ManifestReader.read(Data(text.utf8), format: .yaml, source: "test")
+        #expect(read.errors.isEmpty, "\(read.errors)")
+        var tracker = ChangeTracker(node: NodeContext(name: "node-1"))
+        for object in read.objects { tracker.apply(.upsert(object.object)) }
+        return tracker.sync().tables
+    }
+
+    @Test func answersAsLocalEndpointsComeAndGo() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/curl") else { return }
+        let port = Int.random(in: 40_000..<50_000)
+        let servers = ServiceHealthServers(host: "127.0.0.1", logger: Logger(label: "test"))
+        defer { servers.stop() }
+        servers.update(Self.tables(port: port, endpointNode: "node-1"))
+        #expect(servers.ports == [port])
+        var answer = try HealthProbeTests.get("http://127.0.0.1:\(port)/")
+        #expect(answer.status == 200, "\(answer)")
+        #expect(answer.body.contains(#""namespace": "shop""#) && answer.body.contains(#""localEndpoints": 1"#), "\(answer.body)")
+        // The only endpoint is elsewhere: this node must not get the load balancer's traffic.
+        servers.update(Self.tables(port: port, endpointNode: "node-2"))
+        answer = try HealthProbeTests.get("http://127.0.0.1:\(port)/")
+        #expect(answer.status == 503 && answer.body.contains(#""localEndpoints": 0"#), "\(answer)")
+        // A proxy that is not healthy says so too.
+        servers.update(Self.tables(port: port, endpointNode: "node-1"))
+        servers.setProxyHealth { false }
+        answer = try HealthProbeTests.get("http://127.0.0.1:\(port)/")
+        #expect(answer.status == 503 && answer.body.contains(#""serviceProxyHealthy": false"#), "\(answer)")
+        // The service goes: so does its server.
+        servers.update(BackendTables())
+        #expect(servers.ports.isEmpty)
+        #expect(try HealthProbeTests.get("http://127.0.0.1:\(port)/").status == 0)
+    }
+}
