@@ -119,6 +119,7 @@ struct RunCommand: AsyncParsableCommand {
         // Flags only: the Node object's addresses (then the host's) come in as the sources report it,
         // and NodePorts follow them when they change.
         let context = NodeContext(name: node.nodeName ?? HostInfo.hostName(), addresses: try node.parsedIPs())
+        let metrics = metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue)
         let plane: DataPlaneDriver
         switch mode {
         case .nftables:
@@ -126,10 +127,20 @@ struct RunCommand: AsyncParsableCommand {
             if let removed = try? UserspaceProxier.removeRoutes(NetlinkRouteTable()), removed > 0 {
                 logger.info("removed the userspace mode's local routes", metadata: ["routes": "\(removed)"])
             }
+            // Without conntrack, a UDP client keeps reaching a removed endpoint until its flow times out:
+            // said in the log and in ferry_conntrack_cleanup_enabled, not silently dropped.
+            var conntrack: NetlinkConntrack?
+            do {
+                conntrack = try NetlinkConntrack()
+            } catch {
+                logger.warning(
+                    "UDP conntrack cleanup is off: the conntrack netlink socket cannot be opened (clients may keep reaching removed UDP endpoints until their flows expire)",
+                    metadata: ["error": "\(error)"])
+            }
+            metrics?.conntrackCleanup.set(to: conntrack == nil ? 0 : 1)
             plane = NFTablesDriver(
                 NFTablesProxier(
-                    netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context),
-                    conntrack: try? NetlinkConntrack()))
+                    netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context), conntrack: conntrack))
         case .userspace:
             // The nftables mode's rules would DNAT service traffic before it reaches Ferry's sockets.
             if let removed = try? openNetfilter().deleteTables(named: Planner.tableName), !removed.isEmpty {
@@ -146,7 +157,7 @@ struct RunCommand: AsyncParsableCommand {
             resolver: NodeAddressResolver(flags: try node.parsedIPs()), clock: ContinuousClock(), logger: logger,
             apiServerAddress: (objects as? KubernetesSource).flatMap { URL(string: $0.client.access.server)?.host }
                 .flatMap { IPAddress($0.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) },
-            metrics: metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue),
+            metrics: metrics,
             serviceHealth: ServiceHealthServers(logger: logger))
         let stopSources = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)

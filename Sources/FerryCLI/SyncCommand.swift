@@ -77,19 +77,20 @@ struct SyncCommand: AsyncParsableCommand {
             print(Renderer.text(ruleset), terminator: "")
             return
         }
-        let netfilter = try openNetfilter()
+        // The daemon's proxier, as `run` uses it: a full sync (Ferry's tables read back and compared), then,
+        // when stale chains or sets were emptied, the pass that deletes them (the daemon's next sync).
+        let proxier = NFTablesProxier(
+            netfilter: try openNetfilter(), config: try nftables.plannerConfig(node: node, context: context), conntrack: nil)
         let clock = ContinuousClock()
-        var summary = ""
+        var operations: [FerryNFTables.Operation] = []
         let elapsed = try clock.measure {
-            let applied = try netfilter.read(table: Planner.tableName)
-            let transaction = RulesetDiff.transaction(
-                from: applied, to: ruleset, deletable: RulesetDiff.staleObjects(applied: applied, desired: ruleset))
-            try netfilter.apply(transaction)
-            let counts = transaction.summary
-            summary =
-                "\(transaction.operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
-                + "\(counts.chainsDeleted) deleted, \(counts.rules) rules, \(counts.elementsAdded) elements added, \(counts.elementsDeleted) deleted"
+            operations = try proxier.sync(tables, verify: true).transaction.operations
+            if proxier.hasPendingDeletions { operations += try proxier.sync(tables, verify: false).transaction.operations }
         }
+        let counts = Transaction(operations).summary
+        let summary =
+            "\(operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
+            + "\(counts.chainsDeleted) deleted, \(counts.rules) rules, \(counts.elementsAdded) elements added, \(counts.elementsDeleted) deleted"
         print("synced \(tables.count) service ports in \(elapsed): \(summary)")
     }
 }

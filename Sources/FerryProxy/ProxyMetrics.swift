@@ -26,6 +26,8 @@ public final class ProxyMetrics: Sendable {
     let serviceChangesPending: Gauge
     let syncFailures: Counter
     let servicePorts: Gauge
+    /// 1 when stale UDP conntrack entries are deleted as endpoints go (nftables mode), 0 when it cannot be.
+    public let conntrackCleanup: Gauge
     /// Ferry's own counters, read from the data plane at each scrape (`ferry_<plane statistic>_total`).
     private let planeCounters: Mutex<[String: (counter: Counter, last: Int64)]> = Mutex([:])
 
@@ -60,6 +62,8 @@ public final class ProxyMetrics: Sendable {
             name: mode == "nftables" ? "kubeproxy_sync_proxy_rules_nftables_sync_failures_total" : "ferry_sync_failures_total",
             help: "Syncs the data plane refused (the last good state stayed in force)")
         servicePorts = registry.makeGauge(name: "ferry_service_ports", help: "Service ports in the backend tables")
+        conntrackCleanup = registry.makeGauge(
+            name: "ferry_conntrack_cleanup_enabled", help: "1 when UDP flows to removed endpoints are deleted from conntrack")
     }
 
     /// Counters the data plane keeps (userspace: connections, bytes, failures), brought up to date.
