@@ -188,7 +188,10 @@ struct RunCommand: AsyncParsableCommand {
         defer { probes?.stop() }
         var metricsServer: ProbeServer?
         if let metrics = daemon.metrics, let (host, port) = ProbeServer.splitAddress(metricsBindAddress) {
-            let statistics: @Sendable () -> [(String, String)] = { forwarder.map(UserspaceDriver.statistics(of:)) ?? [] }
+            let apiCounters = (objects as? KubernetesSource)?.counters
+            let statistics: @Sendable () -> [(String, String)] = {
+                (forwarder.map(UserspaceDriver.statistics(of:)) ?? []) + (apiCounters?.statistics ?? [])
+            }
             do {
                 metricsServer = try ProbeServer.start(host: host, port: port) { path in
                     guard path == "/metrics" else { return ProbeServer.Answer(status: 404, contentType: "text/plain", body: "404 page not found\n") }

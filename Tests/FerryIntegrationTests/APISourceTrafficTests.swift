@@ -151,6 +151,8 @@ struct APISourceTrafficTests {
             let report = try? bed.traffic.probe(from: bed.traffic.bed.client, to: "10.96.0.10:80", count: 10)
             return report?.answers == [removed: 10]
         }
+        let final = try bed.metrics()
+        #expect((final["ferry_api_lists_total"] ?? 0) >= 3 && (final["ferry_api_watches_total"] ?? 0) >= 4, "\(final)")
         #expect(ferry.isRunning)
     }
 }

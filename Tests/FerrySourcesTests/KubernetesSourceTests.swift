@@ -222,7 +222,8 @@ struct KubernetesSourceTests {
         defer { fixture.close() }
         fixture.server.compactionAnswersWithHTTPStatus = httpStatus
         Self.seed(fixture.server)
-        let recorder = EventRecorder(try fixture.source())
+        let source = try fixture.source()
+        let recorder = EventRecorder(source)
         defer { recorder.stop() }
         #expect(await recorder.until { $0.synced })
         #expect(await recorder.until { _ in fixture.server.activeWatches == 3 })
@@ -239,6 +240,8 @@ struct KubernetesSourceTests {
         // Exactly the two differences: no delete-all/add-all.
         #expect(after.count == 2, "\(after.map(\.key))")
         #expect(Set(after.map(\.key)) == [ObjectKey(kind: .service, namespace: "default", name: "svc-0"), ObjectKey(kind: .service, namespace: "default", name: "svc-1")])
+        #expect(source.counters.relists.load(ordering: .relaxed) >= 1)
+        #expect(source.counters.lists.load(ordering: .relaxed) >= 4, "3 first lists and at least one relist")
     }
 
     @Test(arguments: [FakeChunking.split, .coalesced, .whole])

@@ -49,6 +49,31 @@ public struct WatchedResource: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// What the API source has done, for metrics: counters safe to read from any thread.
+public final class KubeSourceCounters: Sendable {
+    /// Complete lists (the first of each resource, and every relist).
+    public let lists = Atomic<Int>(0)
+    /// Relists because the server said 410 Gone (history compacted).
+    public let relists = Atomic<Int>(0)
+    /// Watches opened.
+    public let watches = Atomic<Int>(0)
+    /// Failed requests (each retried after a back-off).
+    public let failures = Atomic<Int>(0)
+    /// Objects the decoders refused (their last good version stayed).
+    public let rejectedObjects = Atomic<Int>(0)
+
+    public init() {}
+
+    /// As `(name, value)` pairs, the shape the data planes report theirs in.
+    public var statistics: [(String, String)] {
+        [
+            ("api_lists", lists.load(ordering: .relaxed)), ("api_relists", relists.load(ordering: .relaxed)),
+            ("api_watches", watches.load(ordering: .relaxed)), ("api_request_failures", failures.load(ordering: .relaxed)),
+            ("api_rejected_objects", rejectedObjects.load(ordering: .relaxed)),
+        ].map { ($0.0, String($0.1)) }
+    }
+}
+
 /// Retry delays: exponential with full jitter, as client-go's reflector backs off (0.8 s doubling to 30 s).
 public struct Backoff: Sendable {
     public var initial: Duration
@@ -87,6 +112,7 @@ struct Reflector {
     let resource: WatchedResource
     let pageSize: Int
     let retry: Backoff
+    let counters: KubeSourceCounters
     let emit: @Sendable (Output) -> Void
     /// The objects in force from this resource.
     private(set) var known: [ObjectKey: KubeObject] = [:]
@@ -95,8 +121,9 @@ struct Reflector {
 
     init(
         client: KubeAPIClient, resource: WatchedResource, pageSize: Int = 500, retry: Backoff = Backoff(),
-        emit: @escaping @Sendable (Output) -> Void
+        counters: KubeSourceCounters = KubeSourceCounters(), emit: @escaping @Sendable (Output) -> Void
     ) {
+        self.counters = counters
         self.client = client
         self.resource = resource
         self.pageSize = pageSize
@@ -112,6 +139,8 @@ struct Reflector {
             do throws(KubeAPIError) {
                 if needsList {
                     let listed = try await list()
+                    counters.lists.add(1, ordering: .relaxed)
+                    counters.rejectedObjects.add(listed.errors.count, ordering: .relaxed)
                     apply(listed)
                     needsList = false
                     backoff.reset()
@@ -121,15 +150,19 @@ struct Reflector {
                     }
                 }
                 let started = ContinuousClock.now
+                counters.watches.add(1, ordering: .relaxed)
                 needsList = try await watchOnce(resetting: &backoff)
+                if needsList { counters.relists.add(1, ordering: .relaxed) }
                 // A watch the server ends at once, again and again, must not become a busy loop.
                 if !needsList, ContinuousClock.now - started < .seconds(1) { try? await Task.sleep(for: backoff.next()) }
             } catch {
                 if Task.isCancelled { return }
                 if error.isGone {
+                    counters.relists.add(1, ordering: .relaxed)
                     needsList = true
                     continue
                 }
+                counters.failures.add(1, ordering: .relaxed)
                 let delay = backoff.next(atLeast: error.retryAfter)
                 emit(.retrying(error, after: delay))
                 try? await Task.sleep(for: delay)
@@ -230,6 +263,7 @@ struct Reflector {
             case .upsert(.failure(let error), _, let version):
                 // The object's last good version stays in force.
                 problems.append(error)
+                counters.rejectedObjects.add(1, ordering: .relaxed)
                 if let version { state.resourceVersion = version }
             case .delete(let key, let version):
                 if state.known.removeValue(forKey: key) != nil { batch.append(.delete(key)) }
@@ -269,6 +303,8 @@ public struct KubernetesSource: ObjectSource {
     public let pageSize: Int
     /// Delays between retries after a failure.
     public let retry: Backoff
+    /// What the reflectors have done, for metrics.
+    public let counters = KubeSourceCounters()
     public let logger: Logger
 
     public init(
@@ -293,7 +329,9 @@ public struct KubernetesSource: ObjectSource {
             await withTaskGroup(of: Void.self) { group in
                 for resource in resources {
                     group.addTask {
-                        var reflector = Reflector(client: client, resource: resource, pageSize: pageSize, retry: retry) { output in
+                        var reflector = Reflector(
+                            client: client, resource: resource, pageSize: pageSize, retry: retry, counters: counters
+                        ) { output in
                             switch output {
                             case .changes(let changes): continuation.yield(.changes(changes))
                             case .problems(let problems): continuation.yield(.problems(problems))
