@@ -87,7 +87,7 @@ let package = Package(
         // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
         .target(name: "FerryTestbed", dependencies: ["FerryCore", "CLinux"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
-        .testTarget(name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySources", "FerryNFTables"]),
+        .testTarget(name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
         .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),

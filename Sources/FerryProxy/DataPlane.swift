@@ -9,14 +9,16 @@ public struct DataPlaneOutcome: Sendable {
     /// Nothing happened worth an info line.
     public var quiet: Bool
     public var fields: [(String, String)]
-    /// Parts that could not be applied (the rest was).
-    public var problems: [String] = []
+    /// Parts that could not be applied (the rest was): a listener that could not open, say.
+    public var problems: [ListenerProblem] = []
     /// A full sync (everything planned and compared with what the kernel holds), not a partial one.
     public var full = false
     /// What the plane was asked for and cannot serve (said once per thing, not every sync).
     public var warnings: [String] = []
 
-    public init(quiet: Bool, fields: [(String, String)], problems: [String] = [], full: Bool = false, warnings: [String] = []) {
+    public init(
+        quiet: Bool, fields: [(String, String)], problems: [ListenerProblem] = [], full: Bool = false, warnings: [String] = []
+    ) {
         self.quiet = quiet
         self.fields = fields
         self.problems = problems
@@ -25,9 +27,32 @@ public struct DataPlaneOutcome: Sendable {
     }
 }
 
+/// Why a data plane refused a sync, as the plane said it (the last good state stays in force).
+public enum DataPlaneError: Error, Sendable, CustomStringConvertible {
+    /// nftables: the kernel refused the batch, or netlink failed.
+    case netfilter(NetfilterError)
+    /// userspace: a system call failed (routes over rtnetlink, say).
+    case system(SystemError)
+
+    public var description: String {
+        switch self {
+        case .netfilter(let error): return "\(error)"
+        case .system(let error): return "\(error)"
+        }
+    }
+
+    /// The kernel said the process may not do this (EPERM): retrying will not help.
+    public var isPermissionDenied: Bool {
+        switch self {
+        case .netfilter(let error): return error.kind == .permission
+        case .system(let error): return error.errno == EPERM || error.errno == EACCES
+        }
+    }
+}
+
 /// A data plane as the daemon drives it: the nftables proxier or the userspace proxier.
 public protocol DataPlaneDriver: AnyObject {
-    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome
+    func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome
     /// Something is left to do soon (stale chains to delete, listeners to retry).
     var hasPendingWork: Bool { get }
     /// Removes what this plane set up that must not outlive Ferry, letting work in flight finish for up
@@ -45,8 +70,13 @@ public final class NFTablesDriver: DataPlaneDriver {
 
     public init(_ proxier: NFTablesProxier) { self.proxier = proxier }
 
-    public func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
-        let report = try proxier.sync(tables, verify: verify)
+    public func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+        let report: NFTablesSyncReport
+        do {
+            report = try proxier.sync(tables, verify: verify)
+        } catch {
+            throw .netfilter(error)
+        }
         // A full sync builds the whole ruleset and its netlink batch (at 10,000 services, 490 MiB at the
         // peak), then frees them, and glibc keeps the freed pages: `ferry bench api` measured a steady
         // 258-320 MiB after it (4 runs), 221-257 MiB with them handed back here (4 runs, same minutes).
@@ -86,8 +116,13 @@ public final class UserspaceDriver: DataPlaneDriver {
         self.forwarder = forwarder
     }
 
-    public func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
-        let report = try proxier.sync(tables)
+    public func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+        let report: UserspaceSyncReport
+        do {
+            report = try proxier.sync(tables)
+        } catch {
+            throw .system(error)
+        }
         retry = !report.problems.isEmpty
         let stats = forwarder.stats
         // Said once each: what this mode does not serve.
@@ -111,7 +146,7 @@ public final class UserspaceDriver: DataPlaneDriver {
                 ("routes-", "\(report.routesDeleted)"), ("pools", "\(report.poolsUpdated)"),
                 ("connections", "\(stats.active.load(ordering: .relaxed))"),
             ],
-            problems: report.problems.map(\.description))
+            problems: report.problems)
         outcome.warnings = warnings
         return outcome
     }

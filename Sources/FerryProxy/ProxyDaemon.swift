@@ -228,8 +228,8 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 "the API server is reached through a ClusterIP Ferry programs itself; give its own address with --master or a kubeconfig",
                 metadata: ["address": "\(address)", "service": "\(service)"])
         }
-        do {
-            let outcome = try plane.withLock { parts in
+        do throws(DataPlaneError) {
+            let outcome = try plane.withLock { parts throws(DataPlaneError) -> DataPlaneOutcome in
                 let addresses = resolver.addresses(for: node)
                 if addresses != parts.nodeAddresses {
                     if parts.nodeAddresses != nil {
@@ -294,7 +294,9 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                 status.failures += 1
                 if let taken { status.oldestQueued = min(status.oldestQueued ?? taken, taken) }
             }
-            logger.error("sync failed; last good rules stay in force", metadata: ["error": "\(error)"])
+            logger.error(
+                error.isPermissionDenied ? "sync refused: Ferry lacks CAP_NET_ADMIN here" : "sync failed; last good rules stay in force",
+                metadata: ["error": "\(error)"])
             return false
         }
     }

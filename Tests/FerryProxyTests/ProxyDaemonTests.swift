@@ -1,6 +1,7 @@
 import FerryCore
 import FerryProxy
 import FerrySources
+import FerryUserspace
 import Foundation
 import Logging
 import Synchronization
@@ -25,18 +26,17 @@ final class ManualSource: ObjectSource, @unchecked Sendable {
 final class RecordingPlane: DataPlaneDriver, @unchecked Sendable {
     private let state = Mutex<(syncs: [(Date, Int, Bool)], failNext: Int, addresses: [[IPAddress]])>(([], 0, []))
 
-    func sync(_ tables: BackendTables, verify: Bool) throws -> DataPlaneOutcome {
-        try state.withLock { state in
+    func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+        try state.withLock { state throws(DataPlaneError) -> DataPlaneOutcome in
             if state.failNext > 0 {
                 state.failNext -= 1
-                throw RefusedBatch()
+                throw .system(SystemError("sendmsg", EINVAL))
             }
             state.syncs.append((Date(), tables.count, verify))
             return DataPlaneOutcome(quiet: false, fields: [])
         }
     }
 
-    struct RefusedBatch: Error {}
 
     var hasPendingWork: Bool { false }
     func shutdown(grace: Duration) throws {}
