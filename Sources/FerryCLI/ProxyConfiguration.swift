@@ -161,6 +161,8 @@ enum ProxyConfiguration {
     /// first so that the command line's own flags override them.
     static func expand(_ arguments: [String]) throws(Problem) -> [String] {
         guard arguments.first == "run" else { return arguments }
+        // kube-proxy's `-v=4` / `-v 4` (pflag reads a single dash as a long name): `--v`.
+        let arguments = arguments.map { $0.hasPrefix("-v=") ? "-" + $0 : $0 == "-v" ? "--v" : $0 }
         var rest: [String] = []
         var file: String?
         var index = 1

@@ -67,6 +67,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-format"), help: "text (default) or json: one JSON object per line.")
     var logFormat = "text"
 
+    @Option(
+        name: .customLong("v"),
+        help: ArgumentHelp("kube-proxy's verbosity (also -v N): 4 or more logs at debug level, 6 or more at trace (overrides --log-level).", valueName: "n"))
+    var verbosity: Int?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -99,7 +104,8 @@ struct RunCommand: AsyncParsableCommand {
             try await command.run()
             return
         }
-        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let level: Logger.Level =
+            verbosity.map { $0 >= 6 ? .trace : $0 >= 4 ? .debug : .info } ?? Logger.Level(rawValue: logLevel) ?? .info
         if logFormat == "json" {
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
         } else {

@@ -34,6 +34,8 @@ struct LifecycleTests {
     @Test func versionAndLogFormat() throws {
         let version = try runFerry(["--version"])
         #expect(version.status == 0 && version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(version)")
+        let verbose = try runFerry(["run", "--demo", "-v=4", "--write-config-to", "/dev/null"])
+        #expect(verbose.status == 0, "kube-proxy's -v=N is accepted: \(verbose)")
         let bad = try runFerry(["run", "--demo", "--log-format", "xml"])
         #expect(bad.status == 2 && bad.stderr.contains("--log-format: expected text or json"), "\(bad)")
     }
