@@ -156,6 +156,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         // The userspace relay's counters (atomics), read at each scrape.
         let forwarder = (plane as? UserspaceDriver)?.forwarder
+        let poolBoard = (plane as? UserspaceDriver)?.proxier.poolBoard
         let schedule = SyncSchedule(
             minInterval: .milliseconds(Int64(minSyncPeriod * 1000)), maxInterval: .milliseconds(Int64(syncPeriod * 1000)))
         let daemon = ProxyDaemon(
@@ -202,6 +203,7 @@ struct RunCommand: AsyncParsableCommand {
                 metricsServer = try ProbeServer.start(host: host, port: port) { path in
                     guard path == "/metrics" else { return ProbeServer.Answer(status: 404, contentType: "text/plain", body: "404 page not found\n") }
                     metrics.updatePlaneCounters(statistics())
+                    if let poolBoard { metrics.updatePools(poolBoard.current) }
                     return ProbeServer.Answer(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
                 }
             } catch {

@@ -1,3 +1,5 @@
+import FerryCore
+import FerryUserspace
 import Foundation
 import Prometheus
 import Synchronization
@@ -78,6 +80,49 @@ public final class ProxyMetrics: Sendable {
                 let delta = value - counters[name]!.last
                 if delta > 0 { counters[name]!.counter.increment(by: delta) }
                 counters[name]!.last = value
+            }
+        }
+    }
+
+    private struct PoolCounters {
+        var connections: Counter
+        var active: Gauge
+        var failures: Counter
+        var bytes: Counter
+        var last: (connections: Int, failures: Int, bytes: Int)
+    }
+
+    private let poolCounters = Mutex<[String: PoolCounters]>([:])
+
+    /// The userspace relay's counters per service port and frontend kind, brought up to date.
+    public func updatePools(_ pools: [(servicePort: ServicePortName, external: Bool, stats: PoolStats)]) {
+        poolCounters.withLock { counters in
+            for pool in pools {
+                let labels = [("service_port", pool.servicePort.description), ("frontend", pool.external ? "external" : "internal")]
+                let key = "\(labels[0].1) \(labels[1].1)"
+                if counters[key] == nil {
+                    counters[key] = PoolCounters(
+                        connections: registry.makeCounter(
+                            name: "ferry_userspace_connections_total", labels: labels, help: "Connections accepted by the userspace relay"),
+                        active: registry.makeGauge(
+                            name: "ferry_userspace_connections_active", labels: labels, help: "Connections the userspace relay holds open"),
+                        failures: registry.makeCounter(
+                            name: "ferry_userspace_connect_failures_total", labels: labels,
+                            help: "Connect attempts to a backend that failed (each retried on another when one is left)"),
+                        bytes: registry.makeCounter(
+                            name: "ferry_userspace_bytes_total", labels: labels, help: "Bytes relayed, both directions"),
+                        last: (0, 0, 0))
+                }
+                let now = (
+                    pool.stats.accepted.load(ordering: .relaxed), pool.stats.connectFailures.load(ordering: .relaxed),
+                    pool.stats.bytes.load(ordering: .relaxed)
+                )
+                let entry = counters[key]!
+                if now.0 > entry.last.connections { entry.connections.increment(by: Int64(now.0 - entry.last.connections)) }
+                if now.1 > entry.last.failures { entry.failures.increment(by: Int64(now.1 - entry.last.failures)) }
+                if now.2 > entry.last.bytes { entry.bytes.increment(by: Int64(now.2 - entry.last.bytes)) }
+                entry.active.set(to: Double(pool.stats.active.load(ordering: .relaxed)))
+                counters[key]!.last = (now.0, now.1, now.2)
             }
         }
     }

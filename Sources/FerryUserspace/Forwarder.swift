@@ -67,11 +67,23 @@ public final class ForwarderStats: Sendable {
 public final class PoolHandle: Sendable {
     public let name: String
     public let pool: Mutex<BackendPool>
+    /// This pool's share of the forwarder's counters (per service port, for metrics).
+    public let stats = PoolStats()
 
     public init(name: String, pool: BackendPool) {
         self.name = name
         self.pool = Mutex(pool)
     }
+}
+
+/// Counters of one pool: its connections, failed connect attempts (each retried elsewhere when it can
+/// be) and bytes relayed.
+public final class PoolStats: Sendable {
+    public let accepted = Atomic<Int>(0)
+    public let active = Atomic<Int>(0)
+    public let connectFailures = Atomic<Int>(0)
+    public let bytes = Atomic<Int>(0)
+    init() {}
 }
 
 /// The userspace data plane's engine: listening sockets for service frontends, one epoll event loop per

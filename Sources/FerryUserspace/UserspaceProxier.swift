@@ -1,5 +1,6 @@
 import FerryCore
 import Glibc
+import Synchronization
 
 /// Where listening sockets are opened: the forwarder, or an in-memory twin in tests.
 public protocol ListenerHost: AnyObject {
@@ -90,6 +91,9 @@ public final class UserspaceProxier {
         var pool: PoolKey
     }
 
+    /// The pools' counters, readable from any thread (metrics scrapes) while syncs run.
+    public let poolBoard = PoolBoard()
+
     public let listeners: ListenerHost
     public let routes: LocalRouteTable
     public private(set) var config: UserspaceConfig
@@ -175,6 +179,7 @@ public final class UserspaceProxier {
             }
         }
         for key in pools.keys where wantedPools[key] == nil { pools[key] = nil }
+        poolBoard.publish(pools.map { (servicePort: $0.key.port, external: $0.key.external, stats: $0.value.stats) })
         for address in routed.subtracting(wantedRoutes).sorted() {
             try routes.delete(address)
             routed.remove(address)
@@ -204,4 +209,17 @@ public final class UserspaceProxier {
         for address in all { try routes.delete(address) }
         return all.count
     }
+}
+
+/// The current pools' counters, published by each sync for readers on other threads (metrics).
+public final class PoolBoard: Sendable {
+    private let pools = Mutex<[(servicePort: ServicePortName, external: Bool, stats: PoolStats)]>([])
+
+    init() {}
+
+    func publish(_ current: [(servicePort: ServicePortName, external: Bool, stats: PoolStats)]) { pools.withLock { $0 = current } }
+
+    /// Each pool's counters: its service port, and whether it serves external frontends (NodePorts,
+    /// external and load-balancer IPs) or internal ones.
+    public var current: [(servicePort: ServicePortName, external: Bool, stats: PoolStats)] { pools.withLock { $0 } }
 }

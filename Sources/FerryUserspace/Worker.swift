@@ -170,6 +170,8 @@ final class Worker: @unchecked Sendable {
             nextConnectionID += 1
             connections[connection.id] = connection
             stats.active.add(1, ordering: .relaxed)
+            connection.pool.stats.accepted.add(1, ordering: .relaxed)
+            connection.pool.stats.active.add(1, ordering: .relaxed)
             connectNext(connection, now: clock.now)
         }
     }
@@ -213,6 +215,7 @@ final class Worker: @unchecked Sendable {
                 }
                 // Refused or unreachable at once: count it and try another backend.
                 stats.connectFailures.add(1, ordering: .relaxed)
+                connection.pool.stats.connectFailures.add(1, ordering: .relaxed)
                 connection.pool.pool.withLock { $0.failed(backend, now: now) }
             }
         }
@@ -223,6 +226,7 @@ final class Worker: @unchecked Sendable {
 
     private func connectFailed(_ connection: Connection, now: ContinuousClock.Instant) {
         stats.connectFailures.add(1, ordering: .relaxed)
+                connection.pool.stats.connectFailures.add(1, ordering: .relaxed)
         if let backend = connection.backendAddress { connection.pool.pool.withLock { $0.failed(backend, now: now) } }
         connection.closeBackend()
         connectNext(connection, now: now)
@@ -301,11 +305,13 @@ final class Worker: @unchecked Sendable {
                 if moved > 0 {
                     connection.lastActivity = clock.now
                     stats.bytes.add(moved, ordering: .relaxed)
+                    connection.pool.stats.bytes.add(moved, ordering: .relaxed)
                 }
                 if !config.edgeTriggered { updateInterest(connection) }
                 return
             case .close:
                 stats.bytes.add(moved, ordering: .relaxed)
+                connection.pool.stats.bytes.add(moved, ordering: .relaxed)
                 finish(connection, reset: false)
                 return
             default:
@@ -346,6 +352,7 @@ final class Worker: @unchecked Sendable {
         connection.closeAll(reset: reset)
         connections[connection.id] = nil
         stats.active.subtract(1, ordering: .relaxed)
+        connection.pool.stats.active.subtract(1, ordering: .relaxed)
     }
 }
 

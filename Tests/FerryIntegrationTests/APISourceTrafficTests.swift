@@ -134,7 +134,12 @@ struct APISourceTrafficTests {
             (after["kubeproxy_sync_proxy_rules_endpoint_changes_total"] ?? 0) > (before["kubeproxy_sync_proxy_rules_endpoint_changes_total"] ?? 0),
             "\(after)")
         #expect((after["kubeproxy_network_programming_duration_seconds_count"] ?? 0) >= 1, "the change's trigger time was measured")
-        if mode == "userspace" { #expect((after["ferry_accepted_total"] ?? 0) >= 120, "\(after)") }
+        if mode == "userspace" {
+            #expect((after["ferry_accepted_total"] ?? 0) >= 120, "\(after)")
+            // Per service port: the ClusterIP probes (internal) and the NodePort probes (external) of web.
+            let perPort = after.filter { $0.key.hasPrefix("ferry_userspace_connections_total") && $0.key.contains("default/web") }
+            #expect(perPort.count == 2 && perPort.values.allSatisfy { $0 >= 60 }, "\(perPort)")
+        }
 
         // A new service appears and is served.
         bed.upsertService("api", ip: "10.96.0.30")
