@@ -1,4 +1,5 @@
 import FerryCore
+import FerryNFTables
 import FerryProxy
 import FerrySources
 import FerryUserspace
@@ -248,4 +249,43 @@ struct ServiceHealthServerTests {
         #expect(servers.ports.isEmpty)
         #expect(try HealthProbeTests.get("http://127.0.0.1:\(port)/").status == 0)
     }
+}
+
+@Suite("Daemon on the nftables twin")
+struct DaemonOnTheTwinTests {
+    /// The real nftables plane against the in-memory kernel: a refused first batch is retried until
+    /// applied, a later change follows, and the kernel ends with both services. (The kernel is only
+    /// looked at before the daemon starts and after it stops: it is not thread-safe.)
+    @Test func programsRetriesAndFollows() async throws {
+        let twin = LockedTwin()
+        twin.kernel.failNext = NetfilterError(kind: .rejected, message: "refused for the test")
+        let source = ManualSource()
+        let daemon = ProxyDaemon(
+            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")),
+            plane: NFTablesDriver(NFTablesProxier(netfilter: twin, config: PlannerConfig(nodeAddresses: [IPAddress("192.0.2.1")!]))),
+            schedule: SyncSchedule(minInterval: .milliseconds(50), maxInterval: .seconds(60), retryInitial: .milliseconds(50)),
+            resolver: NodeAddressResolver(flags: [IPAddress("192.0.2.1")!]), clock: ContinuousClock(), logger: Logger(label: "test"))
+        let running = Task { await daemon.run() }
+        #expect(await eventually { source.started })
+        source.send(.changes([.upsert(service("web"))]))
+        source.send(.initialSyncDone(source: "manual"))
+        #expect(await eventually { daemon.status.syncs == 1 })
+        #expect(daemon.status.failures == 1)
+        source.send(.changes([.upsert(service("api", port: 8443))]))
+        #expect(await eventually { daemon.status.syncs == 2 })
+        daemon.stop()
+        await running.value
+        let text = Renderer.text(twin.kernel.ruleset)
+        #expect(text.contains("10.96.0.3") && text.contains("8443"), "\(text)")
+    }
+}
+
+/// The in-memory kernel behind a reference the test keeps (used by one thread at a time: set up
+/// before the daemon runs, read after it stops).
+final class LockedTwin: Netfilter, @unchecked Sendable {
+    let kernel = InMemoryNetfilter()
+    func apply(_ transaction: Transaction) throws(NetfilterError) { try kernel.apply(transaction) }
+    func read(table: String) throws(NetfilterError) -> Ruleset { try kernel.read(table: table) }
+    func deleteTables(named table: String) throws(NetfilterError) -> [NFTFamily] { try kernel.deleteTables(named: table) }
+    func generation() throws(NetfilterError) -> UInt32 { try kernel.generation() }
 }
