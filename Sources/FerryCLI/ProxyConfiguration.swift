@@ -88,6 +88,19 @@ enum ProxyConfiguration {
                 where inner == "kubeconfig" {
                     if let path = try string(innerValue, "\(key).\(inner)") { flags += ["--kubeconfig", path] }
                 }
+            case "conntrack":
+                let known: Set<String> = [
+                    "maxPerCore", "min", "tcpBeLiberal", "tcpCloseWaitTimeout", "tcpEstablishedTimeout", "udpStreamTimeout", "udpTimeout",
+                ]
+                for (inner, innerValue) in try mapping(value, key, known: known) {
+                    // The TCP and table-size settings are kube-proxy's business with iptables; Ferry sets the UDP ones.
+                    switch inner {
+                    case "udpTimeout": if let value = try seconds(innerValue, "\(key).\(inner)") { flags += ["--conntrack-udp-timeout", value] }
+                    case "udpStreamTimeout":
+                        if let value = try seconds(innerValue, "\(key).\(inner)") { flags += ["--conntrack-udp-timeout-stream", value] }
+                    default: break
+                    }
+                }
             case "syncPeriod", "minSyncPeriod":
                 if let value = try seconds(value, key) { flags += [key == "syncPeriod" ? "--sync-period" : "--min-sync-period", value] }
             case "nftables":
@@ -128,7 +141,7 @@ enum ProxyConfiguration {
 
     /// kube-proxy's fields with no meaning in Ferry, accepted so that its ConfigMaps can be reused.
     static let ignoredKubeProxyFields: Set<String> = [
-        "bindAddressHardFail", "configSyncPeriod", "conntrack", "detectLocal", "detectLocalMode", "enableProfiling", "featureGates",
+        "bindAddressHardFail", "configSyncPeriod", "detectLocal", "detectLocalMode", "enableProfiling", "featureGates",
         "iptables", "ipvs", "logging", "oomScoreAdj", "portRange", "showHiddenMetricsForVersion", "winkernel", "windowsRunAsService",
     ]
 
@@ -201,6 +214,9 @@ enum ProxyConfiguration {
         let ports = run.nftables.nodePortAddresses?.split(separator: ",").map { quoted(String($0)) } ?? []
         lines.append("nodePortAddresses: [\(ports.joined(separator: ", "))]")
         lines += ["clientConnection:", "  kubeconfig: \(quoted(run.source.kubeconfig ?? ""))"]
+        lines += [
+            "conntrack:", "  udpTimeout: \(duration(run.conntrackUDPTimeout))", "  udpStreamTimeout: \(duration(run.conntrackUDPStreamTimeout))",
+        ]
         lines += [
             "nftables:", "  masqueradeAll: \(run.nftables.masqueradeAll)", "  syncPeriod: \(duration(run.syncPeriod))",
             "  minSyncPeriod: \(duration(run.minSyncPeriod))",

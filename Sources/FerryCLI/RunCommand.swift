@@ -61,6 +61,16 @@ struct RunCommand: AsyncParsableCommand {
         help: "userspace: seconds established connections may take to finish after SIGTERM before they are reset.")
     var shutdownGrace: Double = 10
 
+    @Option(
+        name: .customLong("conntrack-udp-timeout"),
+        help: ArgumentHelp("Seconds an idle UDP flow stays in conntrack (kube-proxy's flag; 0: leave the kernel's).", valueName: "s"))
+    var conntrackUDPTimeout: Double = 0
+
+    @Option(
+        name: .customLong("conntrack-udp-timeout-stream"),
+        help: ArgumentHelp("Seconds an idle UDP stream (replies seen) stays in conntrack (0: leave the kernel's).", valueName: "s"))
+    var conntrackUDPStreamTimeout: Double = 0
+
     @Flag(help: "Remove every rule, set and route Ferry made, then exit (as `ferry cleanup`).")
     var cleanup = false
 
@@ -78,6 +88,9 @@ struct RunCommand: AsyncParsableCommand {
     func validate() throws {
         guard syncPeriod >= 1, minSyncPeriod >= 0, minSyncPeriod <= syncPeriod else {
             throw ValidationError("--sync-period must be at least 1 and --min-sync-period between 0 and it")
+        }
+        guard conntrackUDPTimeout >= 0, conntrackUDPStreamTimeout >= 0 else {
+            throw ValidationError("--conntrack-udp-timeout and --conntrack-udp-timeout-stream must be 0 or more seconds")
         }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more seconds") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: expected text or json, not \"\(logFormat)\"") }
@@ -125,6 +138,17 @@ struct RunCommand: AsyncParsableCommand {
         // Flags only: the Node object's addresses (then the host's) come in as the sources report it,
         // and NodePorts follow them when they change.
         let context = NodeContext(name: node.nodeName ?? HostInfo.hostName(), addresses: try node.parsedIPs())
+        // As kube-proxy: the UDP conntrack timeouts of this network namespace, when given.
+        for (value, name) in [(conntrackUDPTimeout, "nf_conntrack_udp_timeout"), (conntrackUDPStreamTimeout, "nf_conntrack_udp_timeout_stream")]
+        where value > 0 {
+            let path = "/proc/sys/net/netfilter/\(name)"
+            do {
+                try "\(Int(value.rounded()))\n".write(toFile: path, atomically: false, encoding: .utf8)
+                logger.info("set a conntrack timeout", metadata: ["sysctl": "\(name)", "seconds": "\(Int(value.rounded()))"])
+            } catch {
+                logger.error("cannot set a conntrack timeout", metadata: ["path": "\(path)", "error": "\(error.localizedDescription)"])
+            }
+        }
         let metrics = metricsBindAddress.isEmpty ? nil : ProxyMetrics(mode: mode.rawValue)
         let plane: DataPlaneDriver
         switch mode {

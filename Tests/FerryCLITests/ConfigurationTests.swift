@@ -21,7 +21,8 @@ struct ConfigurationTests {
           masqueradeAll: false
           syncPeriod: 30s
         conntrack:
-          udpTimeout: 0s
+          udpTimeout: 45s
+          maxPerCore: 32768
         nftables:
           masqueradeAll: true
           syncPeriod: 1m30s
@@ -42,7 +43,7 @@ struct ConfigurationTests {
             for line in [
                 "mode: nftables", #"hostnameOverride: "node-7""#, #"clusterCIDR: "10.244.0.0/16""#, #"nodePortAddresses: ["192.0.2.0/24"]"#,
                 #"  kubeconfig: "/var/lib/kube-proxy/kubeconfig.conf""#, "  masqueradeAll: true", "  syncPeriod: 90s",
-                "  minSyncPeriod: 2s", "  userspaceBalancer: maglev", "  logFormat: json",
+                "  minSyncPeriod: 2s", "  userspaceBalancer: maglev", "  logFormat: json", "  udpTimeout: 45s",
             ] {
                 #expect(text.contains(line), "\(line) in:\n\(text)")
             }

@@ -59,7 +59,7 @@ final class APIBed {
         try traffic.bed.spawn(
             in: traffic.bed.node,
             [traffic.ferry, "run", "--mode", mode, "--kubeconfig", kubeconfig, "--node-name", "node-1", "--cluster-cidr", "10.244.0.0/16",
-             "--min-sync-period", "0.1"],
+             "--min-sync-period", "0.1", "--conntrack-udp-timeout", "45"],
             logName: "ferry-\(mode)")
     }
 
@@ -104,6 +104,9 @@ struct APISourceTrafficTests {
         }
         try waitUntil("ferry lists the API server and programs") { bed.log(mode).contains("synced") }
         #expect(bed.log(mode).contains("initial sync done"), "\(bed.log(mode))")
+        // The UDP conntrack timeout of the node's namespace, as kube-proxy sets it.
+        let timeout = try bed.traffic.bed.run(in: bed.traffic.bed.node, ["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])
+        #expect(timeout.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "45", "\(timeout)")
         // kube-proxy's health endpoints, on its default port in the node's namespace.
         for path in ["/healthz", "/livez"] {
             let health = try bed.traffic.bed.run(
