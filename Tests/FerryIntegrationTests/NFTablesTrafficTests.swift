@@ -38,6 +38,7 @@ func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil)
             "local", "type: NodePort, clusterIP: 10.96.0.11, externalTrafficPolicy: Local",
             ports: "[{name: http, port: 80, nodePort: 30081}]"),
         service("sticky", "clusterIP: 10.96.0.12, sessionAffinity: ClientIP"),
+        service("internal", "clusterIP: 10.96.0.13, internalTrafficPolicy: Local"),
         service(
             "dns", "clusterIP: 10.96.0.53", ports: "[{name: dns, protocol: UDP, port: 53}]",
             slicePorts: "[{name: dns, protocol: UDP, port: 53}]"),
@@ -145,6 +146,20 @@ struct NFTablesTrafficTests {
         let report = try bed.probe(from: bed.bed.client, to: "\(Testbed.nodeAddress):30081", count: 30)
         #expect(report.answers == [bed.podName("10.244.1.2"): 30])
         #expect(report.sources == [Testbed.clientAddress])
+    }
+
+    /// internalTrafficPolicy: Local from outside the pod network: this node's endpoint only, and
+    /// masqueraded (the pod sees the node), as kube-proxy masquerades before the policy split.
+    @Test func internalLocalPolicyFromOutsideIsMasqueraded() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.13:80", count: 20)
+        #expect(report.answers == [bed.podName("10.244.1.2"): 20], "\(report.answers)")
+        #expect(report.sources == [Testbed.nodeAddress], "\(report.sources)")
+        // From a pod it is not masqueraded: the pod's own address arrives.
+        let fromPod = try bed.probe(from: bed.podNamespace("10.244.2.2"), to: "10.96.0.13:80", count: 10)
+        #expect(fromPod.answers == [bed.podName("10.244.1.2"): 10] && fromPod.sources == ["10.244.2.2"], "\(fromPod)")
     }
 
     @Test func aServiceWithoutEndpointsIsRefusedAtOnce() throws {

@@ -258,8 +258,8 @@ struct UserspaceTrafficTests {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
         let first = try bed.startUserspace()
-        // web, local, sticky and empty (dns is UDP: the userspace mode relays TCP).
-        #expect(try bed.userspaceRoutes().count == 4)
+        // web, local, sticky, internal and empty (dns is UDP: the userspace mode relays TCP).
+        #expect(try bed.userspaceRoutes().count == 5)
         bed.stop(first)
         #expect(try bed.userspaceRoutes().isEmpty, "SIGTERM removes the routes")
         // A Ferry killed outright leaves its routes; `ferry cleanup` removes them.

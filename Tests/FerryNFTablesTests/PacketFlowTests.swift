@@ -59,6 +59,13 @@ struct PacketFlowTests {
             name: "internal Local policy: the ClusterIP reaches only this node's endpoint",
             source: "10.244.2.9", destination: "10.96.0.13", port: 80, expected: to(["10.244.1.12:8080"], masqueraded: false)),
         Flow(
+            name: "internal Local policy from the node: masqueraded, as kube-proxy does before the policy split",
+            source: "10.0.0.1", destination: "10.96.0.13", port: 80, fromNode: true,
+            expected: to(["10.244.1.12:8080"], masqueraded: true)),
+        Flow(
+            name: "internal Local policy from outside the pod network: masqueraded", source: "203.0.113.9", destination: "10.96.0.13",
+            port: 80, expected: to(["10.244.1.12:8080"], masqueraded: true)),
+        Flow(
             name: "terminating endpoints get no new connections while one is ready", source: "10.244.1.5", destination: "10.96.0.15",
             port: 80,
             expected: to(["10.244.1.15:8080"], masqueraded: false)),
@@ -157,6 +164,20 @@ struct PacketFlowTests {
         #expect(
             tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.0.15"), port: 80))
                 == [.forwarded(endpoint: "10.244.1.15:8080", masqueraded: true)])
+    }
+
+    /// masqueradeAll reaches Local-policy ClusterIPs too, with and without a cluster CIDR; external Local
+    /// traffic still keeps its source.
+    @Test(arguments: [[], [CIDR("10.244.0.0/16")!]])
+    func masqueradeAllCoversInternalLocalPolicy(_ cidrs: [CIDR]) {
+        let ruleset = Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: cidrs, masqueradeAll: true))
+        let tracer = PacketTracer(ruleset: ruleset, localAddresses: node1.addresses)
+        #expect(
+            tracer.trace(TracedPacket(source: ip("10.244.2.9"), destination: ip("10.96.0.13"), port: 80))
+                == [.forwarded(endpoint: "10.244.1.12:8080", masqueraded: true)])
+        #expect(
+            tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("10.0.0.1"), port: 30081))
+                == [.forwarded(endpoint: "10.244.1.12:8080", masqueraded: false)])
     }
 
     @Test func nodePortAddressesLimitWhereNodePortsAnswer() {

@@ -227,29 +227,32 @@ public enum Planner {
             return rules
         }
 
-        if !cluster.isEmpty {
-            var rules: [Rule] = []
-            // Traffic to the ClusterIP from outside the pod network is masqueraded (external traffic was
-            // marked in the external chain already).
-            for address in clusterIPs {
-                if config.masqueradeAll {
-                    rules.append(
-                        Rule([
-                            .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
-                            .verdict(.jump(markForMasquerade)),
-                        ]))
-                } else if let clusterCIDR {
-                    rules.append(
-                        Rule([
-                            .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
-                            .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
-                        ]))
-                }
+        // Traffic to the ClusterIP from outside the pod network (the node, say) is masqueraded, or all of
+        // it under masqueradeAll; external traffic was marked in the external chain already. As in
+        // kube-proxy this comes before the traffic policy's split, so it also leads the local chain when
+        // the internal policy is Local: those rules match the ClusterIP only, so external traffic that
+        // reaches the local chain (and must keep its source) is not touched by them.
+        var clusterIPMasquerade: [Rule] = []
+        for address in clusterIPs {
+            if config.masqueradeAll {
+                clusterIPMasquerade.append(
+                    Rule([
+                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
+                        .verdict(.jump(markForMasquerade)),
+                    ]))
+            } else if let clusterCIDR {
+                clusterIPMasquerade.append(
+                    Rule([
+                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
+                        .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
+                    ]))
             }
-            table.add(Chain(name: serviceChain, rules: rules + balancing(cluster)))
+        }
+        if !cluster.isEmpty {
+            table.add(Chain(name: serviceChain, rules: clusterIPMasquerade + balancing(cluster)))
         }
         if !local.isEmpty {
-            table.add(Chain(name: localChain, rules: balancing(local)))
+            table.add(Chain(name: localChain, rules: (entry.policy.internalLocal ? clusterIPMasquerade : []) + balancing(local)))
         }
 
         let noEndpointVerdict: (Bool) -> Verdict = { localPolicy in
