@@ -162,6 +162,21 @@ struct NFTablesTrafficTests {
         #expect(fromPod.answers == [bed.podName("10.244.1.2"): 10] && fromPod.sources == ["10.244.2.2"], "\(fromPod)")
     }
 
+    /// A ClusterIP on a port (or protocol) no service port serves is refused at once, from a pod, from
+    /// the node and from outside, instead of leaving by the default route.
+    @Test func anUnservedPortOfAClusterIPIsRefused() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        for namespace in [bed.podNamespace("10.244.2.2"), bed.bed.node, bed.bed.client] {
+            let report = try bed.probe(from: namespace, to: "10.96.0.10:81", count: 5)
+            #expect(report.failed.refused == 5, "\(namespace): \(report.failed)")
+            #expect(report.elapsedSeconds < 1, "\(namespace): refusals should be immediate")
+        }
+        // The served port still works.
+        #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 10).failures == 0)
+    }
+
     @Test func aServiceWithoutEndpointsIsRefusedAtOnce() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()

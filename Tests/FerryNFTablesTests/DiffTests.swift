@@ -34,7 +34,7 @@ struct DiffTests {
         let before = Planner.plan(tables(yaml: syntheticYAML(services: 3)))
         let after = Planner.plan(tables(yaml: syntheticYAML(services: 2)))
         let transaction = RulesetDiff.transaction(from: before, to: after)
-        #expect(transaction.summary.elementsDeleted == 2)  // ClusterIP and NodePort
+        #expect(transaction.summary.elementsDeleted == 3)  // ClusterIP and NodePort dispatch, and the ClusterIP in cluster-ips
         #expect(transaction.summary.chainsDeleted == 0)
         let stale = RulesetDiff.staleObjects(applied: before.applying(transaction), desired: after)
         #expect(stale.count == 5)  // service, external and three endpoint chains

@@ -39,7 +39,16 @@ struct PacketFlowTests {
                 .forwarded(endpoint: "10.244.2.3:80", masqueraded: false),
             ]),
         Flow(
-            name: "wrong port on a ClusterIP is not a service", source: "10.244.1.5", destination: "10.96.0.10", port: 81,
+            name: "wrong port on a ClusterIP: refused at once (kube-proxy's cluster-ips check)", source: "10.244.1.5",
+            destination: "10.96.0.10", port: 81, expected: [.rejected]),
+        Flow(
+            name: "wrong port on a ClusterIP from the node: refused too", source: "10.0.0.1", destination: "10.96.0.10", port: 81,
+            fromNode: true, expected: [.rejected]),
+        Flow(
+            name: "wrong protocol on a ClusterIP (UDP to a TCP port): refused", source: "10.244.1.5", destination: "10.96.0.10",
+            port: 80, l4: .udp, expected: [.rejected]),
+        Flow(
+            name: "an address that is no ClusterIP is not touched", source: "10.244.1.5", destination: "10.96.200.200", port: 80,
             expected: [.untouched]),
         Flow(
             name: "NodePort from outside: masqueraded", source: "203.0.113.9", destination: "10.0.0.1", port: 30080,

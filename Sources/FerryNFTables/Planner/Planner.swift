@@ -49,13 +49,57 @@ public enum Planner {
     static let markForMasquerade = "mark-for-masquerade"
     static let masquerading = "masquerading"
     static let rejectChain = "reject-chain"
+    static let clusterIPs = "cluster-ips"
+    static let clusterIPsCheck = "cluster-ips-check"
 
     public static func plan(_ tables: BackendTables, config: PlannerConfig = PlannerConfig()) -> Ruleset {
         var fragments: [NFTFamily: [ServicePortFragment]] = [:]
         for entry in tables.ports.values {
             for (family, fragment) in self.fragments(for: entry, config: config) { fragments[family, default: []].append(fragment) }
         }
-        return assemble(fragments, config: config)
+        var ruleset = assemble(fragments, config: config)
+        fillClusterIPs(clusterIPAddresses(tables), into: &ruleset)
+        return ruleset
+    }
+
+    /// Every ClusterIP by family: what the `cluster-ips` set holds. A ClusterIP is shared by all the
+    /// ports of its service, so the set is not part of any one port's fragment: the proxier keeps it
+    /// whole (compared with what it programmed), and per-port re-planning never deletes an address
+    /// another port still needs.
+    public static func clusterIPAddresses(_ tables: BackendTables) -> [NFTFamily: Set<IPAddress>] {
+        var result: [NFTFamily: Set<IPAddress>] = [:]
+        for entry in tables.ports.values {
+            for address in entry.clusterIPs { result[NFTFamily(address.family), default: []].insert(address) }
+        }
+        return result
+    }
+
+    /// Puts `addresses` in the `cluster-ips` set of each table of `ruleset`.
+    public static func fillClusterIPs(_ addresses: [NFTFamily: Set<IPAddress>], into ruleset: inout Ruleset) {
+        for family in Array(ruleset.tables.keys) {
+            for address in addresses[family] ?? [] {
+                ruleset.tables[family]?.sets[clusterIPs]?.elements[ElementKey([.address(address)])] = .some(nil)
+            }
+        }
+    }
+
+    /// The element operations that take the `cluster-ips` sets from `old` to `new`.
+    public static func clusterIPOperations(from old: [NFTFamily: Set<IPAddress>], to new: [NFTFamily: Set<IPAddress>], families: [NFTFamily])
+        -> [Operation]
+    {
+        var operations: [Operation] = []
+        for family in families {
+            let before = old[family] ?? []
+            let after = new[family] ?? []
+            let added = after.subtracting(before).sorted()
+            let removed = before.subtracting(after).sorted()
+            let elements = { (addresses: [IPAddress]) in
+                Dictionary(uniqueKeysWithValues: addresses.map { (ElementKey([.address($0)]), Verdict?.none) })
+            }
+            if !removed.isEmpty { operations.append(Operation(family, tableName, .deleteElements(set: clusterIPs, elements(removed)))) }
+            if !added.isEmpty { operations.append(Operation(family, tableName, .addElements(set: clusterIPs, elements(added)))) }
+        }
+        return operations
     }
 
     /// The families that need a table: IPv4 always (it holds the fixed chains even with no service),
@@ -114,6 +158,7 @@ public enum Planner {
         table.add(NFTSet(name: serviceNodePorts, key: nodePortKey, isVerdictMap: true))
         table.add(NFTSet(name: noEndpointServices, key: serviceKey, isVerdictMap: true))
         table.add(NFTSet(name: noEndpointNodePorts, key: nodePortKey, isVerdictMap: true))
+        table.add(NFTSet(name: clusterIPs, key: [.destinationAddress], isVerdictMap: false))
 
         // Where a packet is addressed to a NodePort: every local address but loopback, or the listed ones.
         let nodePortMatch: [Statement]
@@ -169,6 +214,16 @@ public enum Planner {
                     Rule([.matchMarkClear(bit), .verdict(.return)]), Rule([.toggleMark(bit)]), Rule([.masqueradeFullyRandom]),
                 ]),
             Chain(name: rejectChain, rules: [Rule([.rejectTCPReset]), Rule([.reject])]),
+            // A ClusterIP on a port or protocol no service port serves: refused at once, as kube-proxy's
+            // `cluster-ips` check does. It runs after DNAT (forward, and output after dstnat), so what
+            // still goes to a ClusterIP there is what no service port took.
+            Chain(
+                name: "filter-forward", hook: ChainHook(.filter, .forward, priority: 0),
+                rules: [Rule([.matchNewConnection, .verdict(.jump(clusterIPsCheck))])]),
+            Chain(
+                name: "filter-output-post-dnat", hook: ChainHook(.filter, .output, priority: ChainHook.dstnat + 10),
+                rules: [Rule([.matchNewConnection, .verdict(.jump(clusterIPsCheck))])]),
+            Chain(name: clusterIPsCheck, rules: [Rule([.lookup(.destinationAddress, set: clusterIPs), .verdict(.goto(rejectChain))])]),
         ]
         for chain in chains { table.add(chain) }
         return table

@@ -40,6 +40,8 @@ public final class NFTablesProxier {
     private var trusted = false
     private var lastGeneration: UInt32?
     private var awaitingDeletion: Set<StaleObject> = []
+    /// What the `cluster-ips` sets hold (kept whole here: a ClusterIP belongs to every port of its service).
+    private var programmedClusterIPs: [NFTFamily: Set<IPAddress>] = [:]
 
     public init(netfilter: Netfilter, config: PlannerConfig, conntrack: ConntrackCleaner? = nil) {
         self.netfilter = netfilter
@@ -78,12 +80,15 @@ public final class NFTablesProxier {
         let start = clock.now
         let applied = try netfilter.read(table: Planner.tableName)
         let byFamily = Planner.fragments(for: Array(tables.ports.values), config: config)
-        let desired = Planner.assemble(byFamily, config: config)
+        var desired = Planner.assemble(byFamily, config: config)
+        let clusterIPs = Planner.clusterIPAddresses(tables)
+        Planner.fillClusterIPs(clusterIPs, into: &desired)
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
         let planDuration = clock.now - start
         let kernelDuration = try send(transaction)
         programmed = tables.ports
+        programmedClusterIPs = clusterIPs
         families = Planner.families(byFamily)
         awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
         return NFTablesSyncReport(
@@ -125,6 +130,8 @@ public final class NFTablesProxier {
         let new = partial(after)
         let stale = RulesetDiff.staleObjects(applied: old, desired: new)
         var transaction = RulesetDiff.transaction(from: old, to: new)
+        let clusterIPs = Planner.clusterIPAddresses(tables)
+        transaction.operations += Planner.clusterIPOperations(from: programmedClusterIPs, to: clusterIPs, families: families)
         // Objects emptied by an earlier sync: delete them now, unless this sync wants them again.
         let recreated = Set(
             new.tables.flatMap { family, table in
@@ -141,6 +148,7 @@ public final class NFTablesProxier {
         var previous: [ServicePortName: ServicePortTable] = [:]
         for name in changed { previous[name] = programmed[name] }
         for name in changed { programmed[name] = tables.ports[name] }
+        programmedClusterIPs = clusterIPs
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
         var report = NFTablesSyncReport(
             transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,

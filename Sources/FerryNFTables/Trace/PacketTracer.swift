@@ -1,4 +1,5 @@
 import FerryCore
+import Foundation
 
 /// A packet to trace: the first packet of a new connection.
 public struct TracedPacket: Sendable, Hashable {
@@ -62,15 +63,27 @@ public struct PacketTracer {
     /// Every distinct outcome for `packet`, sorted.
     public func trace(_ packet: TracedPacket) -> [TraceOutcome] {
         let hook: ChainHook.Hook = packet.fromNode ? .output : .prerouting
-        // Filter chains at dstnat-10 run first, then NAT at dstnat, then postrouting NAT (masquerade).
+        // Filter chains before dstnat run first, then NAT at dstnat; then the filter chains after DNAT
+        // (output after dstnat for the node's own packets, forward for the rest), which see the
+        // endpoint as the destination when the packet was DNATed; postrouting NAT (masquerade) last.
         var states: [State] = [State()]
-        for kind in [ChainHook.Kind.filter, .nat] {
+        let stages: [(Chain) -> Bool] = [
+            { $0.hook?.hook == hook && $0.hook?.kind == .filter && $0.hook!.priority < ChainHook.dstnat },
+            { $0.hook?.hook == hook && $0.hook?.kind == .nat },
+            { chain in
+                guard let chainHook = chain.hook, chainHook.kind == .filter else { return false }
+                return packet.fromNode ? chainHook.hook == .output && chainHook.priority > ChainHook.dstnat : chainHook.hook == .forward
+            },
+        ]
+        for (stage, belongs) in stages.enumerated() {
             var next: [State] = []
-            for chain in table.chains.values.filter({ $0.hook?.hook == hook && $0.hook?.kind == kind }).sorted(by: {
-                $0.hook!.priority < $1.hook!.priority
-            }) {
+            for chain in table.chains.values.filter(belongs).sorted(by: { $0.hook!.priority < $1.hook!.priority }) {
                 for state in states {
-                    for (result, end) in run(chain.name, state, packet, depth: 0) {
+                    var seen = packet
+                    if stage == 2, let endpoint = state.endpoint, let address = PacketTracer.address(ofEndpoint: endpoint) {
+                        seen.destination = address
+                    }
+                    for (result, end) in run(chain.name, state, seen, depth: 0) {
                         switch end {
                         case .dropped: return [.dropped]
                         case .rejected: return [.rejected]
@@ -93,6 +106,12 @@ public struct PacketTracer {
                 return .forwarded(endpoint: endpoint, masqueraded: state.mark & masqueradeBit != 0)
             })
         return outcomes.sorted { "\($0)" < "\($1)" }
+    }
+
+    /// The address of an endpoint written `ip:port` or `[ipv6]:port`.
+    static func address(ofEndpoint text: String) -> IPAddress? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        return IPAddress(String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")))
     }
 
     private func run(_ name: String, _ state: State, _ packet: TracedPacket, depth: Int) -> [(State, End)] {
