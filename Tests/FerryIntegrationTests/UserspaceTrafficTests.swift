@@ -237,7 +237,9 @@ struct UserspaceTrafficTests {
         // clients at once take far more.
         let ferry = try bed.bed.spawn(
             in: bed.bed.node,
-            ["prlimit", "--nofile=64:64", bed.ferry, "run", "--mode", "userspace", "--min-sync-period", "0.2"] + bed.nodeFlags,
+            // No probe or metrics servers: their sockets and event loops would take part of the 64.
+            ["prlimit", "--nofile=64:64", bed.ferry, "run", "--mode", "userspace", "--min-sync-period", "0.2",
+             "--healthz-bind-address", "", "--metrics-bind-address", ""] + bed.nodeFlags,
             logName: "ferry-limited")
         try bed.waitForLog("ferry-limited", containing: "synced")
         let load = try bed.bed.run(
