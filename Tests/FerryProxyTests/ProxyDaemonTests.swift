@@ -93,14 +93,15 @@ struct ProxyDaemonTests {
         #expect(daemon.status.isHealthy(now: Date(), limit: 60))
         // NodePorts on the host's addresses: no flag, no Node object.
         #expect(plane.addresses == [[IPAddress("192.0.2.9")!]])
-        // Ten changes within the minimum interval: one more sync, a minimum interval after the first.
+        // Ten changes within the minimum interval: they coalesce, and no two syncs come closer than the
+        // minimum interval. (Usually one more sync; a loaded machine may deliver the ten in two bursts.)
         for index in 0..<10 { source.send(.changes([.upsert(service("svc\(index)"))])) }
-        #expect(await eventually { plane.syncs.count == 2 })
+        #expect(await eventually { plane.syncs.last?.1 == 11 })
         try await Task.sleep(for: .milliseconds(400))
         let syncs = plane.syncs
-        #expect(syncs.count == 2, "coalesced: \(syncs.map(\.1))")
+        #expect(syncs.count <= 3, "coalesced: \(syncs.map(\.1))")
         #expect(syncs.last?.1 == 11)
-        #expect(syncs[1].0.timeIntervalSince(syncs[0].0) >= 0.29)
+        for (earlier, later) in zip(syncs, syncs.dropFirst()) { #expect(later.0.timeIntervalSince(earlier.0) >= 0.29) }
         daemon.stop()
         await running.value
     }
@@ -121,8 +122,7 @@ struct ProxyDaemonTests {
         // A change that waits too long makes the daemon unhealthy; syncing it heals.
         plane.fail(100)
         source.send(.changes([.upsert(service("b"))]))
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(!daemon.status.isHealthy(now: Date(), limit: 0.2))
+        #expect(await eventually { !daemon.status.isHealthy(now: Date(), limit: 0.2) })
         plane.fail(0)
         #expect(await eventually { plane.syncs.count == 2 })
         #expect(daemon.status.isHealthy(now: Date(), limit: 0.2))
