@@ -113,7 +113,10 @@ enum ProxyConfiguration {
                     }
                 }
             case "ferry":
-                let known = ["userspaceBalancer", "userspaceWorkers", "userspaceIdleTimeout", "userspaceCopy", "userspacePipeSizeKiB", "logFormat", "logLevel"]
+                let known = [
+                    "userspaceBalancer", "userspaceWorkers", "userspaceIdleTimeout", "userspaceCopy", "userspacePipeSizeKiB", "logFormat", "logLevel",
+                    "serviceClusterIPRange",
+                ]
                 for (inner, innerValue) in try mapping(value, key, known: Set(known)) {
                     let field = "\(key).\(inner)"
                     switch inner {
@@ -127,6 +130,7 @@ enum ProxyConfiguration {
                         guard case .int(let size) = innerValue else { throw fail(field, "must be a number") }
                         flags += ["--userspace-pipe-size", String(size)]
                     case "logFormat": if let text = try string(innerValue, field) { flags += ["--log-format", text] }
+                    case "serviceClusterIPRange": if let text = try string(innerValue, field) { flags += ["--service-cluster-ip-range", text] }
                     default: if let text = try string(innerValue, field) { flags += ["--log-level", text] }
                     }
                 }
@@ -225,6 +229,7 @@ enum ProxyConfiguration {
             "ferry:", "  userspaceBalancer: \(run.userspace.balancer)",
             "  userspaceIdleTimeout: \(duration(run.userspace.idleTimeout))", "  userspaceCopy: \(run.userspace.copy)",
             "  userspacePipeSizeKiB: \(run.userspace.pipeKiB)", "  logFormat: \(run.logFormat)", "  logLevel: \(run.logLevel)",
+            "  serviceClusterIPRange: \(quoted(run.nftables.serviceClusterIPRange ?? ""))",
         ]
         if let workers = run.userspace.workers { lines.append("  userspaceWorkers: \(workers)") }
         return lines.joined(separator: "\n") + "\n"

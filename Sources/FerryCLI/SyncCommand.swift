@@ -13,7 +13,15 @@ struct NFTablesOptions: ParsableArguments {
     @Option(name: .customLong("nodeport-addresses"), help: "Serve NodePorts only on node addresses inside these CIDRs (comma-separated).")
     var nodePortAddresses: String?
 
+    @Option(
+        name: .customLong("service-cluster-ip-range"),
+        help: ArgumentHelp(
+            "The service range(s), comma-separated (kube-apiserver's flag): traffic to an address in it that no Service owns is dropped.",
+            valueName: "cidr"))
+    var serviceClusterIPRange: String?
+
     func validate() throws {
+        _ = try parsedServiceCIDRs()
         _ = try parsedNodePortAddresses()
     }
 
@@ -30,7 +38,17 @@ struct NFTablesOptions: ParsableArguments {
     func plannerConfig(node: NodeOptions, context: NodeContext) throws -> PlannerConfig {
         PlannerConfig(
             clusterCIDRs: try node.parsedCIDRs(), masqueradeAll: masqueradeAll, nodePortAddresses: try parsedNodePortAddresses(),
-            nodeAddresses: context.addresses)
+            nodeAddresses: context.addresses, serviceCIDRs: try parsedServiceCIDRs())
+    }
+
+    func parsedServiceCIDRs() throws -> [CIDR] {
+        guard let serviceClusterIPRange else { return [] }
+        return try serviceClusterIPRange.split(separator: ",").map { text in
+            guard let cidr = CIDR(String(text)) else {
+                throw ValidationError("--service-cluster-ip-range: \"\(text)\" is not a valid CIDR such as 10.96.0.0/12")
+            }
+            return cidr
+        }
     }
 }
 

@@ -177,6 +177,23 @@ struct NFTablesTrafficTests {
         #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 10).failures == 0)
     }
 
+    /// With --service-cluster-ip-range, an unallocated service address gets no answer and no refusal:
+    /// the packet is dropped on the node instead of leaving it.
+    @Test func anUnallocatedServiceAddressIsDropped() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.ferryInNode(["sync", "--service-cluster-ip-range", "10.96.0.0/12"] + bed.nodeFlags)
+        let chain = try bed.bed.run(in: bed.bed.node, ["nft", "list", "chain", "ip", "ferry", "cluster-ips-check"]).stdout
+        // (nft prints Ferry's prefix match as the raw payload compare it is: `@nh,128,16 & 0xfff0 == 0xa60`.)
+        #expect(chain.contains(" drop"), "\(chain)")
+        for namespace in [bed.podNamespace("10.244.2.2"), bed.bed.client] {
+            let report = try bed.probe(from: namespace, to: "10.96.200.200:80", count: 3, extra: ["--timeout-ms", "400"])
+            #expect(report.total == 0 && report.failed.refused == 0 && report.failed.timeout == 3, "\(namespace): \(report.failed)")
+        }
+        #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 10).failures == 0)
+        #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:81", count: 3).failed.refused == 3)
+    }
+
     @Test func aServiceWithoutEndpointsIsRefusedAtOnce() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()

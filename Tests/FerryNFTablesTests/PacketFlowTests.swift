@@ -189,6 +189,24 @@ struct PacketFlowTests {
                 == [.forwarded(endpoint: "10.244.1.12:8080", masqueraded: false)])
     }
 
+    /// With the service range known, an address in it that no Service owns is dropped (no answer, no
+    /// refusal); a ClusterIP's unserved port is still refused, and addresses outside the range pass.
+    @Test func unallocatedServiceAddressesAreDropped() {
+        let ruleset = Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR], serviceCIDRs: [CIDR("10.96.0.0/12")!]))
+        let tracer = PacketTracer(ruleset: ruleset, localAddresses: node1.addresses)
+        #expect(tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.200.200"), port: 80)) == [.dropped])
+        #expect(tracer.trace(TracedPacket(source: ip("10.0.0.1"), destination: ip("10.100.0.1"), port: 80, fromNode: true)) == [.dropped])
+        #expect(tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.0.10"), port: 81)) == [.rejected])
+        #expect(tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.112.0.1"), port: 80)) == [.untouched])
+        #expect(
+            tracer.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.0.10"), port: 80)).allSatisfy {
+                if case .forwarded = $0 { return true } else { return false }
+            })
+        // No range: no drop (as kube-proxy without service CIDRs).
+        let open = PacketTracer(ruleset: Planner.plan(exampleTables(), config: PlannerConfig(clusterCIDRs: [podCIDR])), localAddresses: node1.addresses)
+        #expect(open.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.200.200"), port: 80)) == [.untouched])
+    }
+
     @Test func nodePortAddressesLimitWhereNodePortsAnswer() {
         let config = PlannerConfig(
             clusterCIDRs: [podCIDR], nodePortAddresses: [CIDR("10.0.0.0/24")!], nodeAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])

@@ -15,11 +15,15 @@ public struct PlannerConfig: Sendable, Hashable {
     public var nodeAddresses: [IPAddress]
     /// The packet-mark bit that asks for masquerading.
     public var masqueradeBit: UInt32
+    /// The service ranges (`--service-cluster-ip-range`): traffic to an address in them that no Service
+    /// owns is dropped, as kube-proxy drops it, so it never leaves the node. Empty: no drop.
+    public var serviceCIDRs: [CIDR]
 
     public init(
         clusterCIDRs: [CIDR] = [], masqueradeAll: Bool = false, nodePortAddresses: [CIDR] = [], nodeAddresses: [IPAddress] = [],
-        masqueradeBit: UInt32 = 0x4000
+        masqueradeBit: UInt32 = 0x4000, serviceCIDRs: [CIDR] = []
     ) {
+        self.serviceCIDRs = serviceCIDRs
         self.clusterCIDRs = clusterCIDRs
         self.masqueradeAll = masqueradeAll
         self.nodePortAddresses = nodePortAddresses
@@ -223,7 +227,13 @@ public enum Planner {
             Chain(
                 name: "filter-output-post-dnat", hook: ChainHook(.filter, .output, priority: ChainHook.dstnat + 10),
                 rules: [Rule([.matchNewConnection, .verdict(.jump(clusterIPsCheck))])]),
-            Chain(name: clusterIPsCheck, rules: [Rule([.lookup(.destinationAddress, set: clusterIPs), .verdict(.goto(rejectChain))])]),
+            Chain(
+                name: clusterIPsCheck,
+                rules: [Rule([.lookup(.destinationAddress, set: clusterIPs), .verdict(.goto(rejectChain))])]
+                    + config.serviceCIDRs.filter { $0.address.family == family.ipFamily }.map { range in
+                        // An address of the service range that is no ClusterIP: dropped (no answer, no refusal).
+                        Rule([.matchPrefix(.destinationAddress, range, equal: true), .verdict(.drop)])
+                    }),
         ]
         for chain in chains { table.add(chain) }
         return table
