@@ -305,3 +305,41 @@ struct ManifestDecodingTests {
         #expect(result.objects.first?.object.meta.resourceVersion == "1234")
     }
 }
+
+@Suite("loadBalancerSourceRanges")
+struct SourceRangesTests {
+    @Test func decodedAsTheAPIServerReadsThemAndCarriedToTheTables() throws {
+        let read = readYAML("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: lb}
+            spec:
+              type: LoadBalancer
+              clusterIP: 10.96.0.40
+              loadBalancerSourceRanges: ["203.0.113.0/24", " 198.51.100.7/32 "]
+              ports: [{port: 443, nodePort: 30443}]
+            status: {loadBalancer: {ingress: [{ip: 192.0.2.50}]}}
+            """)
+        #expect(read.errors.isEmpty, "\(read.errors)")
+        guard case .service(let service)? = read.objects.first?.object else {
+            Issue.record("no service")
+            return
+        }
+        #expect(service.loadBalancerSourceRanges.map(\.description) == ["203.0.113.0/24", "198.51.100.7/32"])
+        var state = ClusterState()
+        state.upsert(.service(service))
+        let tables = TableBuilder.build(state, node: NodeContext(name: "node-1"))
+        #expect(tables.sorted.first?.loadBalancerSourceRanges == service.loadBalancerSourceRanges)
+    }
+
+    @Test func aBadRangeNamesItsField() {
+        let read = readYAML("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: lb}
+            spec: {type: LoadBalancer, clusterIP: 10.96.0.40, loadBalancerSourceRanges: [203.0.113.0/33], ports: [{port: 443}]}
+            """)
+        #expect(read.errors.map(\.field) == ["spec.loadBalancerSourceRanges[0]"])
+        #expect(read.errors.first?.message.contains("is not a valid CIDR") == true)
+    }
+}

@@ -46,6 +46,7 @@ extension APIService.Spec {
         }
         selector = try r.stringMap("selector")
         externalIPs = try r.strings("externalIPs")
+        loadBalancerSourceRanges = try r.strings("loadBalancerSourceRanges")
         externalName = try r.string("externalName")
         sessionAffinity = try r.string("sessionAffinity")
         sessionAffinityConfig = try r.object("sessionAffinityConfig").map { (c) throws(FieldError) in

@@ -57,6 +57,7 @@ public struct APIService: Encodable, Sendable, Hashable {
         public var ports: [Port]?
         public var selector: [String: String]?
         public var externalIPs: [String]?
+        public var loadBalancerSourceRanges: [String]?
         public var externalName: String?
         public var sessionAffinity: String?
         public var sessionAffinityConfig: AffinityConfig?

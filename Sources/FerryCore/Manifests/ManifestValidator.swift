@@ -101,6 +101,14 @@ public enum ManifestValidator {
         let externalIPs = try (spec.externalIPs ?? []).enumerated().map { (index, text) throws(FieldError) in
             try ip(text, "spec.externalIPs[\(index)]")
         }
+        // As the API server reads them: surrounding spaces allowed, then a CIDR.
+        let sourceRanges = try (spec.loadBalancerSourceRanges ?? []).enumerated().map { (index, text) throws(FieldError) -> CIDR in
+            guard let range = CIDR(text.trimmingCharacters(in: .whitespaces)) else {
+                throw FieldError(
+                    "spec.loadBalancerSourceRanges[\(index)]", "\"\(text)\" is not a valid CIDR such as 203.0.113.0/24")
+            }
+            return range
+        }
         let affinityKind = spec.sessionAffinity ?? "None"
         let affinity: SessionAffinity
         switch affinityKind {
@@ -146,7 +154,7 @@ public enum ManifestValidator {
             sessionAffinity: affinity, externalTrafficPolicy: externalPolicy, internalTrafficPolicy: internalPolicy,
             healthCheckNodePort: healthCheck, trafficDistribution: spec.trafficDistribution,
             publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false, loadBalancerIngress: ingress,
-            userspaceBalancer: balancer)
+            userspaceBalancer: balancer, loadBalancerSourceRanges: sourceRanges)
     }
 
     // MARK: EndpointSlice

@@ -96,6 +96,9 @@ public struct Service: Sendable, Hashable {
     public var loadBalancerIngress: [LoadBalancerIngress]
     /// The userspace balancer asked for by the `ferry.io/userspace-balancer` annotation.
     public var userspaceBalancer: BalancerKind?
+    /// `spec.loadBalancerSourceRanges`: the clients a LoadBalancer service's load-balancer IPs accept
+    /// (empty: any).
+    public var loadBalancerSourceRanges: [CIDR]
 
     public init(
         meta: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
@@ -103,8 +106,9 @@ public struct Service: Sendable, Hashable {
         externalIPs: [IPAddress] = [], externalName: String? = nil, sessionAffinity: SessionAffinity = .none,
         externalTrafficPolicy: TrafficPolicy = .cluster, internalTrafficPolicy: TrafficPolicy = .cluster,
         healthCheckNodePort: Int? = nil, trafficDistribution: String? = nil, publishNotReadyAddresses: Bool = false,
-        loadBalancerIngress: [LoadBalancerIngress] = [], userspaceBalancer: BalancerKind? = nil
+        loadBalancerIngress: [LoadBalancerIngress] = [], userspaceBalancer: BalancerKind? = nil, loadBalancerSourceRanges: [CIDR] = []
     ) {
+        self.loadBalancerSourceRanges = loadBalancerSourceRanges
         self.userspaceBalancer = userspaceBalancer
         self.meta = meta
         self.type = type

@@ -65,6 +65,8 @@ public struct ServicePortTable: Sendable, Hashable {
     /// The userspace balancer the Service asks for (annotation `ferry.io/userspace-balancer`); `nil`:
     /// the proxy's default.
     public var balancer: BalancerKind? = nil
+    /// The clients the load-balancer IPs accept (`loadBalancerSourceRanges`; empty: any).
+    public var loadBalancerSourceRanges: [CIDR] = []
 
     /// The endpoints traffic to the ClusterIP may go to.
     public var internalBackends: [Backend] { policy.internalLocal ? categories.local : categories.cluster }

@@ -28,7 +28,8 @@ public enum TableBuilder {
                 externalIPs: service.externalIPs, loadBalancerIPs: service.loadBalancerVIPs,
                 sessionAffinity: service.sessionAffinity, policy: policy, healthCheckNodePort: service.healthCheckNodePort,
                 endpoints: endpoints, categories: EndpointSelection.categorize(endpoints, policy: policy, node: node),
-                unmatched: unmatched, origin: slices.first?.origin, balancer: service.userspaceBalancer)
+                unmatched: unmatched, origin: slices.first?.origin, balancer: service.userspaceBalancer,
+                loadBalancerSourceRanges: service.loadBalancerSourceRanges)
         }
     }
 
