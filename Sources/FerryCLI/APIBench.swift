@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryCore
 import FerryFakeAPIServer
+import FerryProxy
 import FerryTestbed
 import Foundation
 import Synchronization
@@ -213,15 +214,8 @@ struct APIBenchCluster {
 
     /// RFC 3339 with nanoseconds, as the endpoints controllers write trigger times (Go's RFC3339Nano).
     static func rfc3339Nano(_ date: Date) -> String {
-        let seconds = date.timeIntervalSince1970
-        let whole = floor(seconds)
-        var time = time_t(whole)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        let nanos = Int((seconds - whole) * 1e9)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min,
-            parts.tm_sec, nanos)
+        let time = UTCTime(date)
+        return "\(time.date)T\(time.clock).\(String(format: "%09d", time.nanoseconds))Z"
     }
 }
 

@@ -135,9 +135,6 @@ func printJSON<Figures: Encodable>(_ figures: Figures) throws {
     print(String(decoding: try encoder.encode(figures), as: UTF8.self))
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 /// The process's peak resident memory so far.
 func peakResidentMiB() -> Double {

@@ -99,6 +99,27 @@ private final class ProbeHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
+/// A moment in UTC, broken down for the fixed formats Go programs write (kube-proxy's healthz, the
+/// endpoints controllers' trigger times).
+public struct UTCTime: Sendable {
+    /// `2006-01-02`
+    public let date: String
+    /// `15:04:05`
+    public let clock: String
+    public let nanoseconds: Int
+
+    public init(_ moment: Date) {
+        let seconds = moment.timeIntervalSince1970
+        let whole = floor(seconds)
+        var time = time_t(whole)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        date = String(format: "%04d-%02d-%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday)
+        clock = String(format: "%02d:%02d:%02d", parts.tm_hour, parts.tm_min, parts.tm_sec)
+        nanoseconds = Int((seconds - whole) * 1e9)
+    }
+}
+
 extension ProxyStatus {
     /// kube-proxy's `/healthz` and `/livez` answer: 200 when healthy (see `isHealthy`), else 503, with
     /// `{"lastUpdated": ..., "currentTime": ..., "nodeEligible": ...}` (times as Go prints them).
@@ -110,17 +131,10 @@ extension ProxyStatus {
 
     /// `2006-01-02 15:04:05.999999999 +0000 UTC`, as Go's `time.Time.String` writes a UTC time.
     static func goTime(_ date: Date) -> String {
-        let seconds = date.timeIntervalSince1970
-        let whole = floor(seconds)
-        var time = time_t(whole)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        var text = String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min,
-            parts.tm_sec)
-        let nanos = Int((seconds - whole) * 1e9)
-        if nanos > 0 {
-            var fraction = String(format: "%09d", nanos)
+        let time = UTCTime(date)
+        var text = "\(time.date) \(time.clock)"
+        if time.nanoseconds > 0 {
+            var fraction = String(format: "%09d", time.nanoseconds)
             while fraction.hasSuffix("0") { fraction.removeLast() }
             text += "." + fraction
         }

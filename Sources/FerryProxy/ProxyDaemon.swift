@@ -304,5 +304,5 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
 
 extension Duration {
     /// The duration in seconds, as a floating-point number.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

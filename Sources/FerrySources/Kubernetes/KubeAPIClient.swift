@@ -122,8 +122,7 @@ public final class KubeAPIClient: Sendable {
         let response = try await send(pathAndQuery, deadline: timeouts.list)
         do {
             return try await response.body.collect(upTo: maximumBodyBytes)
-        } catch let error as NIOTooManyBytesError {
-            _ = error
+        } catch is NIOTooManyBytesError {
             throw .decoding(server: access.server, request: "GET \(pathAndQuery)", problem: "the response is larger than \(maximumBodyBytes >> 20) MiB")
         } catch {
             throw transport("GET \(pathAndQuery)", error)
