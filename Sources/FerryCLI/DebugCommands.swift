@@ -256,8 +256,17 @@ struct ProbeCommand: ParsableCommand {
         help: "UDP only: send every request from this local port, one at a time (as a client with a long-lived socket would).")
     var sourcePort: Int?
 
+    @Option(
+        name: .customLong("from"),
+        help: ArgumentHelp("Send from this local address (one of this host's), as a client with several addresses would.", valueName: "ip"))
+    var sourceAddress: String?
+
     func validate() throws {
         _ = try destination()
+        if let sourceAddress {
+            guard let address = IPAddress(sourceAddress) else { throw ValidationError("--from: \"\(sourceAddress)\" is not a valid IP address") }
+            guard address.family == (try destination()).ip.family else { throw ValidationError("--from: \(address) is not of --to's family") }
+        }
         if let sourcePort {
             guard (1...65_535).contains(sourcePort) else { throw ValidationError("--source-port must be 1-65535") }
             guard l4Protocol.lowercased() == "udp" else { throw ValidationError("--source-port is for --protocol udp") }
@@ -283,6 +292,7 @@ struct ProbeCommand: ParsableCommand {
         let tally = DebugProbe.Tally()
         let timeout = Duration.milliseconds(timeoutMilliseconds)
         let udp = l4Protocol.lowercased() == "udp"
+        let source = sourceAddress.flatMap(IPAddress.init)
         let total = count
         let clock = ContinuousClock()
         let start = clock.now
@@ -293,7 +303,9 @@ struct ProbeCommand: ParsableCommand {
                 defer { done.leave() }
                 while let _ = tally.claim(total) {
                     tally.record(
-                        udp ? DebugProbe.udp(target, timeout: timeout, sourcePort: sourcePort) : DebugProbe.tcp(target, timeout: timeout))
+                        udp
+                            ? DebugProbe.udp(target, timeout: timeout, source: source, sourcePort: sourcePort)
+                            : DebugProbe.tcp(target, timeout: timeout, source: source))
                 }
             }
             worker.stackSize = 1 << 18
@@ -442,7 +454,7 @@ enum DebugProbe {
     }
 
     /// Connect (non-blocking, within the deadline), read the first line, close with a reset.
-    static func tcp(_ target: SocketAddress, timeout: Duration) -> Outcome {
+    static func tcp(_ target: SocketAddress, timeout: Duration, source: IPAddress? = nil) -> Outcome {
         let deadline = ContinuousClock.now + timeout
         let fd: Int32
         do {
@@ -451,6 +463,9 @@ enum DebugProbe {
             return .other("\(error)")
         }
         defer { close(fd) }
+        if let source {
+            do throws(SystemError) { try bindSource(fd, source, port: 0) } catch { return .other("\(error)") }
+        }
         // Close with RST: a probe of 100,000 connections must not leave 100,000 TIME_WAITs (and run out
         // of ephemeral ports); the answer has been read by then.
         var abort = linger(l_onoff: 1, l_linger: 0)
@@ -511,20 +526,17 @@ enum DebugProbe {
     }
 
     /// One datagram from a fresh (connected, so ICMP port-unreachable reads as ECONNREFUSED) socket.
-    static func udp(_ target: SocketAddress, timeout: Duration, sourcePort: Int? = nil) -> Outcome {
+    static func udp(_ target: SocketAddress, timeout: Duration, source: IPAddress? = nil, sourcePort: Int? = nil) -> Outcome {
         let deadline = ContinuousClock.now + timeout
         var fd: Int32 = -1
         do throws(SystemError) {
             fd = try System.call("socket") {
                 socket(target.socketFamily, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
             }
-            if let sourcePort {
+            if source != nil || sourcePort != nil {
                 var one: Int32 = 1
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-                let wildcard = SocketAddress(ip: IPAddress(target.ip.family == .ipv4 ? "0.0.0.0" : "::")!, port: sourcePort)
-                _ = try wildcard.withSockaddr { (pointer, length) throws(SystemError) in
-                    try System.call("bind") { bind(fd, pointer, length) }
-                }
+                try bindSource(fd, source ?? IPAddress(target.ip.family == .ipv4 ? "0.0.0.0" : "::")!, port: sourcePort ?? 0)
             }
             _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
                 try System.call("connect") { connect(fd, pointer, length) }
@@ -544,6 +556,13 @@ enum DebugProbe {
         switch receive(fd, into: &buffer, until: deadline) {
         case .ended(let outcome): return outcome
         case .bytes(let count): return answer(from: Array(buffer[0..<count]))
+        }
+    }
+
+    /// Binds `fd` to a local address and port (0: any) before it connects.
+    static func bindSource(_ fd: Int32, _ address: IPAddress, port: Int) throws(SystemError) {
+        _ = try SocketAddress(ip: address, port: port).withSockaddr { (pointer, length) throws(SystemError) in
+            try System.call("bind") { bind(fd, pointer, length) }
         }
     }
 

@@ -175,7 +175,7 @@ public final class UserspaceDriver: DataPlaneDriver {
         let values: [(String, Int)] = [
             ("accepted", stats.accepted.load(ordering: .relaxed)), ("established", stats.established.load(ordering: .relaxed)),
             ("connect-failures", stats.connectFailures.load(ordering: .relaxed)), ("no-backend", stats.noBackend.load(ordering: .relaxed)),
-            ("accept-pauses", stats.acceptPauses.load(ordering: .relaxed)),
+            ("source-refused", stats.sourceRefused.load(ordering: .relaxed)), ("accept-pauses", stats.acceptPauses.load(ordering: .relaxed)),
             ("descriptor-shortages", stats.descriptorShortages.load(ordering: .relaxed)),
             ("idle-timeouts", stats.idleTimeouts.load(ordering: .relaxed)),
             ("spliced-directions", stats.splicedDirections.load(ordering: .relaxed)), ("bytes", stats.bytes.load(ordering: .relaxed)),

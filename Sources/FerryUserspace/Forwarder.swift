@@ -51,6 +51,8 @@ public final class ForwarderStats: Sendable {
     public let connectFailures = Atomic<Int>(0)
     /// Client connections closed because no backend could be reached.
     public let noBackend = Atomic<Int>(0)
+    /// Connections to a load-balancer IP from a source outside its `loadBalancerSourceRanges`, reset.
+    public let sourceRefused = Atomic<Int>(0)
     /// Times a worker stopped accepting because descriptors ran out.
     public let acceptPauses = Atomic<Int>(0)
     /// Client connections given up because a socket or pipe for them could not be made (EMFILE, ENFILE).
@@ -118,8 +120,9 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
         for listener in all { listener.close() }
     }
 
-    /// Opens a listening socket on `address` leading to `pool`.
-    public func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64 {
+    /// Opens a listening socket on `address` leading to `pool`; with `allowedSources`, connections from
+    /// any other source are reset as soon as they are accepted.
+    public func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]? = nil) throws(SystemError) -> UInt64 {
         let fd = try System.tcpSocket(address.ip.family)
         do {
             try System.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
@@ -140,7 +143,7 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
             throw error
         }
         let id = nextListenerID.wrappingAdd(1, ordering: .relaxed).oldValue
-        let listener = Listener(id: id, fd: fd, address: address, pool: pool)
+        let listener = Listener(id: id, fd: fd, address: address, pool: pool, allowedSources: allowedSources)
         listeners.insert(listener)
         for worker in workers { worker.watch(listener) }
         return id
@@ -162,12 +165,15 @@ final class Listener: @unchecked Sendable {
     let id: UInt64
     let address: SocketAddress
     let pool: PoolHandle
+    /// The clients this listener serves (`nil`: any).
+    let allowedSources: [CIDR]?
     private let state: Mutex<Int32>
 
-    init(id: UInt64, fd: Int32, address: SocketAddress, pool: PoolHandle) {
+    init(id: UInt64, fd: Int32, address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) {
         self.id = id
         self.address = address
         self.pool = pool
+        self.allowedSources = allowedSources
         self.state = Mutex(fd)
     }
 

@@ -4,25 +4,26 @@ import Synchronization
 
 /// Where listening sockets are opened: the forwarder, or an in-memory twin in tests.
 public protocol ListenerHost: AnyObject {
-    /// Starts accepting on `address`, balancing over `pool`; returns an id for `closeListener`.
-    func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64
+    /// Starts accepting on `address`, balancing over `pool`, from `allowedSources` only (`nil`: from
+    /// anyone); returns an id for `closeListener`.
+    func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError) -> UInt64
     /// Stops accepting; established connections go on.
     func closeListener(_ id: UInt64)
 }
 
 /// The in-memory twin of the forwarder's listeners: records what is open, and fails binds it is told to.
 public final class InMemoryListenerHost: ListenerHost, @unchecked Sendable {
-    public private(set) var open: [UInt64: (address: SocketAddress, pool: PoolHandle)] = [:]
+    public private(set) var open: [UInt64: (address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?)] = [:]
     /// Addresses whose bind fails with EADDRINUSE.
     public var taken: Set<SocketAddress> = []
     private var next: UInt64 = 1
 
     public init() {}
 
-    public func listen(on address: SocketAddress, pool: PoolHandle) throws(SystemError) -> UInt64 {
+    public func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError) -> UInt64 {
         if taken.contains(address) { throw SystemError("bind(\(address))", EADDRINUSE) }
         defer { next += 1 }
-        open[next] = (address, pool)
+        open[next] = (address, pool, allowedSources)
         return next
     }
 
@@ -89,6 +90,8 @@ public final class UserspaceProxier {
     struct ListenKey: Hashable {
         var address: SocketAddress
         var pool: PoolKey
+        /// A change of the source ranges reopens the listener (rare, and a listener's filter is fixed).
+        var allowedSources: [CIDR]? = nil
     }
 
     /// The pools' counters, readable from any thread (metrics scrapes) while syncs run.
@@ -131,7 +134,12 @@ public final class UserspaceProxier {
                 wantedPools[key] = (entry, entry.backends(for: frontend.kind))
                 if let address = frontend.address {
                     wantedRoutes.insert(address)
-                    wantedListeners[ListenKey(address: SocketAddress(ip: address, port: frontend.port), pool: key)] = ()
+                    let allowed =
+                        frontend.kind == .loadBalancer
+                        ? entry.loadBalancerAllowedSources(
+                            family: address.family, nodeIP: config.nodeAddresses.first { $0.family == address.family }) : nil
+                    let listenKey = ListenKey(address: SocketAddress(ip: address, port: frontend.port), pool: key, allowedSources: allowed)
+                    wantedListeners[listenKey] = ()
                 } else {
                     for address in config.nodePortListenAddresses {
                         wantedListeners[ListenKey(address: SocketAddress(ip: address, port: frontend.port), pool: key)] = ()
@@ -172,7 +180,7 @@ public final class UserspaceProxier {
         for key in wantedListeners.keys.sorted(by: { $0.address.description < $1.address.description }) where open[key] == nil {
             guard let pool = pools[key.pool] else { continue }
             do {
-                open[key] = try listeners.listen(on: key.address, pool: pool)
+                open[key] = try listeners.listen(on: key.address, pool: pool, allowedSources: key.allowedSources)
                 report.opened += 1
             } catch {
                 report.problems.append(ListenerProblem(servicePort: key.pool.port, address: key.address.description, error: error))

@@ -165,6 +165,14 @@ final class Worker: @unchecked Sendable {
                 System.close(result)
                 continue
             }
+            if let allowed = listener.allowedSources, !allowed.contains(where: { $0.contains(client.ip) }) {
+                // loadBalancerSourceRanges: the kernel completed the handshake before Ferry could see the
+                // source, so the nearest to nftables mode's drop is a reset with nothing relayed.
+                stats.sourceRefused.add(1, ordering: .relaxed)
+                System.lingerZero(result)
+                System.close(result)
+                continue
+            }
             _ = try? System.setOption(result, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
             let connection = Connection(id: nextConnectionID, client: result, clientAddress: client, pool: listener.pool)
             nextConnectionID += 1

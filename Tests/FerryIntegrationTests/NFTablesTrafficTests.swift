@@ -4,13 +4,16 @@ import Testing
 
 /// Manifests for the traffic tests: the walk-through pods (10.244.1.2 on node-1, 10.244.2.2 and
 /// 10.244.2.3 on node-2) behind several services.
-func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil) -> String {
+/// `guarded` is a LoadBalancer (198.51.100.30:80, NodePort 30443) open to `sourceRanges` only.
+func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil, sourceRanges: String = "[10.0.0.2/32, 10.0.0.16/28]")
+    -> String
+{
     let endpoints = [("10.244.1.2", "node-1"), ("10.244.2.2", "node-2"), ("10.244.2.3", "node-2")]
         .filter { !(withoutPod3 && $0.0 == "10.244.2.3") && $0.0 != removed }
         .map { "{addresses: [\($0.0)], nodeName: \($0.1)}" }.joined(separator: ", ")
     func service(
         _ name: String, _ spec: String, ports: String = "[{name: http, port: 80}]", slicePorts: String = "[{name: http, port: 80}]",
-        withEndpoints: Bool = true
+        withEndpoints: Bool = true, status: String? = nil
     ) -> String {
         var text = """
             apiVersion: v1
@@ -18,6 +21,7 @@ func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil)
             metadata: {name: \(name)}
             spec: {\(spec), ports: \(ports)}
             """
+        if let status { text += "\nstatus: \(status)" }
         if withEndpoints {
             text += """
 
@@ -43,6 +47,9 @@ func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil)
             "dns", "clusterIP: 10.96.0.53", ports: "[{name: dns, protocol: UDP, port: 53}]",
             slicePorts: "[{name: dns, protocol: UDP, port: 53}]"),
         service("empty", "type: NodePort, clusterIP: 10.96.0.20", ports: "[{name: http, port: 80, nodePort: 30090}]", withEndpoints: false),
+        service(
+            "guarded", "type: LoadBalancer, clusterIP: 10.96.0.31, loadBalancerSourceRanges: \(sourceRanges)",
+            ports: "[{name: http, port: 80, nodePort: 30443}]", status: "{loadBalancer: {ingress: [{ip: 198.51.100.30}]}}"),
     ].joined(separator: "\n---\n") + "\n"
 }
 
@@ -192,6 +199,41 @@ struct NFTablesTrafficTests {
         }
         #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 10).failures == 0)
         #expect(try bed.probe(from: bed.bed.client, to: "10.96.0.10:81", count: 3).failed.refused == 3)
+    }
+
+    /// loadBalancerSourceRanges: the client has three addresses, two of them in the ranges; pods and the
+    /// node are clients like any other (the node is let through once its address is in a range); the
+    /// NodePort of the same service is not filtered, as in kube-proxy.
+    @Test func loadBalancerSourceRangesBlockOtherSources() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        for address in ["10.0.0.3/24", "10.0.0.17/24"] {
+            let added = try bed.bed.run(in: bed.bed.client, ["ip", "addr", "add", address, "dev", "eth0"])
+            guard added.status == 0 else { throw TrafficTestError("ip addr add \(address): \(added)") }
+        }
+        try bed.sync()
+        let loadBalancer = "198.51.100.30:80"
+        func probe(_ namespace: Testbed.Namespace, from source: String? = nil, to destination: String = loadBalancer) throws -> ProbeReport {
+            try bed.probe(from: namespace, to: destination, count: 4, extra: ["--timeout-ms", "400"] + (source.map { ["--from", $0] } ?? []))
+        }
+        for source in ["10.0.0.2", "10.0.0.17"] {
+            let report = try probe(bed.bed.client, from: source)
+            #expect(report.total == 4, "allowed \(source): \(report.failed)")
+        }
+        let blocked = try probe(bed.bed.client, from: "10.0.0.3")
+        #expect(blocked.total == 0 && blocked.failed.timeout == 4, "blocked 10.0.0.3: \(blocked.failed)")
+        let fromPod = try probe(bed.podNamespace("10.244.2.2"))
+        #expect(fromPod.total == 0 && fromPod.failed.timeout == 4, "a pod outside the ranges: \(fromPod.failed)")
+        let fromNode = try probe(bed.bed.node)
+        #expect(fromNode.total == 0 && fromNode.failed.timeout == 4, "the node outside the ranges: \(fromNode.failed)")
+        #expect(try probe(bed.bed.client, from: "10.0.0.3", to: "\(Testbed.nodeAddress):30443").total == 4, "the NodePort is not filtered")
+
+        // The node's address in a range: the node gets through; a pod's range lets the pod through.
+        try bed.write(trafficManifests(sourceRanges: "[10.0.0.1/32, 10.244.2.2/32]"))
+        try bed.sync()
+        #expect(try probe(bed.bed.node).total == 4)
+        #expect(try probe(bed.podNamespace("10.244.2.2")).total == 4)
+        #expect(try probe(bed.bed.client).total == 0)
     }
 
     @Test func aServiceWithoutEndpointsIsRefusedAtOnce() throws {

@@ -230,6 +230,24 @@ struct UserspaceTrafficTests {
         #expect(ContinuousClock.now - start < .seconds(3), "refused fast")
     }
 
+    /// loadBalancerSourceRanges in userspace mode: an outside source is reset at once (the handshake
+    /// completed before Ferry saw the source), an allowed one is relayed, the NodePort is not filtered.
+    @Test func loadBalancerSourceRangesResetOtherSources() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let added = try bed.bed.run(in: bed.bed.client, ["ip", "addr", "add", "10.0.0.3/24", "dev", "eth0"])
+        guard added.status == 0 else { throw TrafficTestError("ip addr add: \(added)") }
+        try bed.startUserspace()
+        let allowed = try bed.probe(from: bed.bed.client, to: "198.51.100.30:80", count: 6, extra: ["--from", "10.0.0.2"])
+        #expect(allowed.total == 6, "\(allowed.failed)")
+        let blocked = try bed.probe(from: bed.bed.client, to: "198.51.100.30:80", count: 6, extra: ["--from", "10.0.0.3"])
+        #expect(blocked.total == 0 && blocked.failed.timeout == 0, "\(blocked.failed)")
+        let fromPod = try bed.probe(from: bed.podNamespace("10.244.2.2"), to: "198.51.100.30:80", count: 3)
+        #expect(fromPod.total == 0, "a pod outside the ranges: \(fromPod.answers)")
+        let nodePort = try bed.probe(from: bed.bed.client, to: "\(Testbed.nodeAddress):30443", count: 3, extra: ["--from", "10.0.0.3"])
+        #expect(nodePort.total == 3)
+    }
+
     @Test func runningOutOfDescriptorsIsSurvived() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
@@ -260,8 +278,9 @@ struct UserspaceTrafficTests {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
         let first = try bed.startUserspace()
-        // web, local, sticky, internal and empty (dns is UDP: the userspace mode relays TCP).
-        #expect(try bed.userspaceRoutes().count == 5)
+        // web, local, sticky, internal, empty, and guarded's ClusterIP and load-balancer IP (dns is UDP:
+        // the userspace mode relays TCP).
+        #expect(try bed.userspaceRoutes().count == 7)
         bed.stop(first)
         #expect(try bed.userspaceRoutes().isEmpty, "SIGTERM removes the routes")
         // A Ferry killed outright leaves its routes; `ferry cleanup` removes them.

@@ -215,4 +215,82 @@ struct PacketFlowTests {
         #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("10.0.0.1"), port: 30080)).count == 2)
         #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("192.168.50.1"), port: 30080)) == [.untouched])
     }
+
+    static let sourceRanges = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: guarded}
+        spec:
+          type: LoadBalancer
+          clusterIP: 10.96.2.1
+          loadBalancerSourceRanges: [203.0.113.0/25, 10.0.0.0/24, "10.244.1.0/24", "2001:db8::/32"]
+          ports: [{port: 443, targetPort: 8443, nodePort: 31443}]
+        status: {loadBalancer: {ingress: [{ip: 198.51.100.20}]}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: guarded-away}
+        spec:
+          type: LoadBalancer
+          clusterIP: 10.96.2.2
+          loadBalancerSourceRanges: [203.0.113.0/25]
+          ports: [{port: 443, targetPort: 8443, nodePort: 31444}]
+        status: {loadBalancer: {ingress: [{ip: 198.51.100.21}]}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: guarded-v6-only}
+        spec:
+          type: LoadBalancer
+          clusterIP: 10.96.2.3
+          loadBalancerSourceRanges: ["2001:db8::/32"]
+          ports: [{port: 443, targetPort: 8443, nodePort: 31445}]
+        status: {loadBalancer: {ingress: [{ip: 198.51.100.22}]}}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: guarded-x, labels: {kubernetes.io/service-name: guarded}}
+        addressType: IPv4
+        endpoints: [{addresses: [10.244.2.70]}]
+        ports: [{port: 8443}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: guarded-away-x, labels: {kubernetes.io/service-name: guarded-away}}
+        addressType: IPv4
+        endpoints: [{addresses: [10.244.2.71]}]
+        ports: [{port: 8443}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: guarded-v6-only-x, labels: {kubernetes.io/service-name: guarded-v6-only}}
+        addressType: IPv4
+        endpoints: [{addresses: [10.244.2.72]}]
+        ports: [{port: 8443}]
+        """
+
+    /// loadBalancerSourceRanges, as kube-proxy enforces them: only the load-balancer IP is filtered (not
+    /// the ClusterIP, not the NodePort); pods are clients like any other; the node is allowed when its
+    /// address is in a range, also when its packet leaves from the load-balancer IP itself (a local
+    /// VIP); ranges of the other family only leave this family unfiltered.
+    @Test func loadBalancerSourceRangesFilterTheLoadBalancerIP() {
+        let ruleset = Planner.plan(tables(yaml: Self.sourceRanges), config: PlannerConfig(clusterCIDRs: [podCIDR], nodeAddresses: [ip("10.0.0.1")]))
+        let tracer = PacketTracer(ruleset: ruleset, localAddresses: node1.addresses + [ip("198.51.100.20")])
+        let guarded: [TraceOutcome] = [.forwarded(endpoint: "10.244.2.70:8443", masqueraded: true)]
+        func trace(_ source: String, _ destination: String, _ port: Int = 443, fromNode: Bool = false) -> [TraceOutcome] {
+            tracer.trace(TracedPacket(source: ip(source), destination: ip(destination), port: port, fromNode: fromNode))
+        }
+        #expect(trace("203.0.113.9", "198.51.100.20") == guarded, "a client in a range")
+        #expect(trace("203.0.113.200", "198.51.100.20") == [.dropped], "a client outside every range")
+        #expect(trace("10.244.2.9", "198.51.100.20") == [.dropped], "a pod outside the ranges")
+        #expect(trace("10.244.1.9", "198.51.100.20") == [.forwarded(endpoint: "10.244.2.70:8443", masqueraded: true)], "a pod inside one")
+        #expect(trace("10.0.0.1", "198.51.100.20", fromNode: true) == guarded, "the node, its address in a range")
+        #expect(trace("198.51.100.20", "198.51.100.20", fromNode: true) == guarded, "the node from the local VIP")
+        #expect(trace("203.0.113.200", "10.0.0.1", 31443) == guarded, "the NodePort is not filtered")
+        #expect(trace("203.0.113.200", "10.96.2.1") == [.forwarded(endpoint: "10.244.2.70:8443", masqueraded: true)], "nor the ClusterIP")
+        #expect(trace("10.0.0.1", "198.51.100.21", fromNode: true) == [.dropped], "the node outside the ranges")
+        #expect(trace("203.0.113.9", "198.51.100.21") == [.forwarded(endpoint: "10.244.2.71:8443", masqueraded: true)])
+        #expect(trace("203.0.113.200", "198.51.100.22") == [.forwarded(endpoint: "10.244.2.72:8443", masqueraded: true)], "IPv6 ranges only")
+        #expect(trace("203.0.113.200", "198.51.100.20", 444) == [.untouched], "another port of the address")
+    }
 }

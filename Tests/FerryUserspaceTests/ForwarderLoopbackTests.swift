@@ -62,21 +62,30 @@ enum Loopback {
         )
     }
 
-    static func connect(to port: Int, host: UInt32 = 0x7f00_0002) throws -> Int32 {
+    static func connect(to port: Int, host: UInt32 = 0x7f00_0002, from source: UInt32? = nil) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        do {
+            if let source { try call("bind", fd, host: source, port: 0, Glibc.bind) }
+            try call("connect", fd, host: host, port: port, Glibc.connect)
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Calls bind or connect with an IPv4 address.
+    private static func call(
+        _ name: String, _ fd: Int32, host: UInt32, port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+    ) throws {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = host.bigEndian
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        if result != 0 {
-            let code = errno
-            close(fd)
-            throw SystemError("connect", code)
-        }
-        return fd
+        if result != 0 { throw SystemError(name, errno) }
     }
 
     /// Sends `count` pseudo-random bytes, ends the stream (half-close), reads until the peer ends its
@@ -223,6 +232,30 @@ struct ForwarderLoopbackTests {
         let result = read(fd, &byte, 1)
         #expect(result <= 0, "the client gets no data: reset or end of stream")
         #expect(forwarder.stats.noBackend.load(ordering: .relaxed) == 1)
+    }
+
+    /// A load-balancer listener with source ranges resets other clients at once, relays nothing to a
+    /// backend for them, and serves the allowed ones.
+    @Test func aListenerWithAllowedSourcesResetsOthers() throws {
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(config: ForwarderConfig(workers: 1))
+        defer { forwarder.stop() }
+        let port = try Loopback.freePort()
+        _ = try forwarder.listen(
+            on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), pool: pool([echo.port]), allowedSources: [CIDR("127.0.0.3/32")!])
+        let refused = try Loopback.connect(to: port, from: 0x7f00_0001)
+        defer { close(refused) }
+        var byte: UInt8 = 0
+        #expect(read(refused, &byte, 1) <= 0, "an outside source gets no data")
+        #expect(forwarder.stats.sourceRefused.load(ordering: .relaxed) == 1)
+        let allowed = try Loopback.connect(to: port, from: 0x7f00_0003)
+        defer { close(allowed) }
+        var message: [UInt8] = Array("hello".utf8)
+        #expect(write(allowed, &message, message.count) == message.count)
+        var answer = [UInt8](repeating: 0, count: 5)
+        #expect(read(allowed, &answer, 5) == 5 && answer == message)
+        #expect(forwarder.stats.sourceRefused.load(ordering: .relaxed) == 1)
     }
 
     @Test(arguments: [true, false])

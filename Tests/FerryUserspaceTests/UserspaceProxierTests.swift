@@ -58,6 +58,26 @@ struct UserspaceProxierTests {
         #expect(routes.addresses.isEmpty)
     }
 
+    /// Only load-balancer listeners carry the source ranges (and the LB IPs themselves once the node is
+    /// in a range); a change of ranges reopens them.
+    @Test func loadBalancerListenersCarryTheSourceRanges() throws {
+        let host = InMemoryListenerHost()
+        let proxier = proxier(host, InMemoryRouteTable())
+        func guarded(_ ranges: [String]) -> ServicePortTable {
+            var entry = servicePort("lb", clusterIP: "10.96.0.40", nodePort: 30400, backends: backends(2))
+            entry.loadBalancerIPs = [IPAddress("198.51.100.40")!]
+            entry.loadBalancerSourceRanges = ranges.map { CIDR($0)! }
+            return entry
+        }
+        _ = try proxier.sync(BackendTables([guarded(["203.0.113.0/24"])]))
+        let byAddress = { Dictionary(uniqueKeysWithValues: host.open.values.map { ($0.address.description, $0.allowedSources) }) }
+        #expect(byAddress()["198.51.100.40:80"] == .some([CIDR("203.0.113.0/24")!]))
+        #expect(byAddress()["10.96.0.40:80"] == .some(nil) && byAddress()["10.0.0.1:30400"] == .some(nil))
+        let report = try proxier.sync(BackendTables([guarded(["203.0.113.0/24", "10.0.0.0/24"])]))
+        #expect(report.opened == 1 && report.closed == 1)
+        #expect(byAddress()["198.51.100.40:80"] == .some([CIDR("203.0.113.0/24")!, CIDR("10.0.0.0/24")!, CIDR("198.51.100.40/32")!]))
+    }
+
     @Test func poolsTakeNewBackendsWithoutReopening() throws {
         let host = InMemoryListenerHost()
         let proxier = proxier(host, InMemoryRouteTable())

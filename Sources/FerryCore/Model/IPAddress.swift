@@ -166,6 +166,15 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
         self.address = CIDR.masked(address, length)
     }
 
+    /// The prefix holding only `address` (/32 or /128).
+    public init(host address: IPAddress) {
+        self.address = address
+        self.prefixLength = address.family == .ipv4 ? 32 : 128
+    }
+
+    /// Whether the prefix is a single address.
+    public var isHost: Bool { prefixLength == (address.family == .ipv4 ? 32 : 128) }
+
     private static func masked(_ address: IPAddress, _ length: Int) -> IPAddress {
         switch address {
         case .v4(let value):

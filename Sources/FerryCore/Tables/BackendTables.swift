@@ -77,6 +77,20 @@ public struct ServicePortTable: Sendable, Hashable {
     public func backends(for kind: FrontendKind) -> [Backend] { kind.isExternal ? externalBackends : internalBackends }
 
     /// Every address and port this service port is reachable on.
+    /// The sources the load-balancer IPs of `family` accept, as kube-proxy decides them; `nil`: any source.
+    /// Only the ranges of that family count (a service whose ranges are all of the other family is not
+    /// filtered in this one, as kube-proxy). When the node's primary address of the family is in a
+    /// range, the load-balancer IPs themselves are allowed too: a VIP that is local to the node is the
+    /// source the node's own connections to it leave from. Pods get no exception: their address must be
+    /// in a range like any client's.
+    public func loadBalancerAllowedSources(family: IPFamily, nodeIP: IPAddress?) -> [CIDR]? {
+        let ranges = loadBalancerSourceRanges.filter { $0.address.family == family }
+        let addresses = loadBalancerIPs.filter { $0.family == family }
+        guard !ranges.isEmpty, !addresses.isEmpty else { return nil }
+        guard let nodeIP, ranges.contains(where: { $0.contains(nodeIP) }) else { return ranges }
+        return ranges + addresses.map { CIDR(host: $0) }
+    }
+
     public var frontends: [Frontend] {
         var result = clusterIPs.map { Frontend(kind: .clusterIP, address: $0, port: port) }
         if let nodePort { result.append(Frontend(kind: .nodePort, address: nil, port: nodePort)) }

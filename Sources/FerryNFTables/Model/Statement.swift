@@ -73,7 +73,8 @@ public enum Statement: Sendable, Hashable {
         case .matchAddress(let field, let address, let equal):
             return "\(field.expressionText(family)) \(equal ? "" : "!= ")\(address)"
         case .matchPrefix(let field, let prefix, let equal):
-            return "\(field.expressionText(family)) \(equal ? "" : "!= ")\(prefix)"
+            // A full-length prefix is one address, and nft prints it as one.
+            return "\(field.expressionText(family)) \(equal ? "" : "!= ")\(prefix.isHost ? "\(prefix.address)" : "\(prefix)")"
         case .matchL4Protocol(let l4):
             return "meta l4proto \(l4.rawValue.lowercased())"
         case .matchPort(let l4, let port):

@@ -12,6 +12,7 @@ enum ChainNames {
     static func service(_ table: ServicePortTable) -> String { named("service", readable(table)) }
     static func local(_ table: ServicePortTable) -> String { named("local", readable(table)) }
     static func external(_ table: ServicePortTable) -> String { named("external", readable(table)) }
+    static func firewall(_ table: ServicePortTable) -> String { named("firewall", readable(table)) }
 
     static func endpoint(_ table: ServicePortTable, _ backend: Backend) -> String {
         named("endpoint", "\(readable(table))__\(endpointText(backend))")

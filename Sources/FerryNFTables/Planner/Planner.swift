@@ -55,6 +55,8 @@ public enum Planner {
     static let rejectChain = "reject-chain"
     static let clusterIPs = "cluster-ips"
     static let clusterIPsCheck = "cluster-ips-check"
+    static let firewallIPs = "firewall-ips"
+    static let firewallCheck = "firewall-check"
 
     public static func plan(_ tables: BackendTables, config: PlannerConfig = PlannerConfig()) -> Ruleset {
         var fragments: [NFTFamily: [ServicePortFragment]] = [:]
@@ -163,6 +165,7 @@ public enum Planner {
         table.add(NFTSet(name: noEndpointServices, key: serviceKey, isVerdictMap: true))
         table.add(NFTSet(name: noEndpointNodePorts, key: nodePortKey, isVerdictMap: true))
         table.add(NFTSet(name: clusterIPs, key: [.destinationAddress], isVerdictMap: false))
+        table.add(NFTSet(name: firewallIPs, key: serviceKey, isVerdictMap: true))
 
         // Where a packet is addressed to a NodePort: every local address but loopback, or the listed ones.
         let nodePortMatch: [Statement]
@@ -190,12 +193,14 @@ public enum Planner {
             Chain(
                 name: "filter-prerouting", hook: ChainHook(.filter, .prerouting, priority: ChainHook.dstnat - 10),
                 rules: [
+                    Rule([.matchNewConnection, .verdict(.jump(firewallCheck))]),
                     Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]),
                     Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))]),
                 ]),
             Chain(
                 name: "filter-output", hook: ChainHook(.filter, .output, priority: ChainHook.dstnat - 10),
                 rules: [
+                    Rule([.matchNewConnection, .verdict(.jump(firewallCheck))]),
                     Rule([.matchNewConnection, .verdict(.jump(serviceEndpointsCheck))]),
                     Rule([.matchNewConnection, .verdict(.jump(nodePortEndpointsCheck))]),
                 ]),
@@ -205,6 +210,12 @@ public enum Planner {
                     Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: serviceIPs)]),
                     Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: serviceNodePorts)]),
                 ]),
+            // loadBalancerSourceRanges: a load-balancer IP's port whose service lists source ranges goes to
+            // that service port's firewall chain, which drops other sources. Checked before DNAT, so it
+            // sees the address the client asked for; like kube-proxy, NodePorts are not filtered.
+            Chain(
+                name: firewallCheck,
+                rules: [Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: firewallIPs)])]),
             Chain(
                 name: serviceEndpointsCheck,
                 rules: [Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: noEndpointServices)])]),
@@ -322,6 +333,25 @@ public enum Planner {
 
         let noEndpointVerdict: (Bool) -> Verdict = { localPolicy in
             localPolicy && entry.categories.hasAnyEndpoints ? .drop : .goto(rejectChain)
+        }
+
+        // Load-balancer source ranges: each load-balancer IP's port goes to a firewall chain that lets the
+        // allowed sources return and drops the rest. One rule per allowed source: a few rules per
+        // service and no anonymous set (each of which the kernel binds by walking the whole transaction).
+        let nodeIP = config.nodeAddresses.first { $0.family == ipFamily }
+        if let allowed = entry.loadBalancerAllowedSources(family: ipFamily, nodeIP: nodeIP) {
+            let firewallChain = ChainNames.firewall(entry)
+            let rules = allowed.map { source in
+                Rule([
+                    source.isHost ? .matchAddress(.sourceAddress, source.address, equal: true) : .matchPrefix(.sourceAddress, source, equal: true),
+                    .verdict(.return),
+                ])
+            }
+            table.add(Chain(name: firewallChain, rules: rules + [Rule([.verdict(.drop)])]))
+            for address in entry.loadBalancerIPs where address.family == ipFamily {
+                table.elements[firewallIPs, default: [:]][ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])] =
+                    .goto(firewallChain)
+            }
         }
 
         // ClusterIP dispatch.
