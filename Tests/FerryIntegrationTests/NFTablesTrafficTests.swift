@@ -169,6 +169,29 @@ struct NFTablesTrafficTests {
         #expect(fromPod.answers == [bed.podName("10.244.1.2"): 10] && fromPod.sources == ["10.244.2.2"], "\(fromPod)")
     }
 
+    /// The source a pod sees, case by case: a pod reaching itself through its service (hairpin) sees the
+    /// node; under --masquerade-all every ClusterIP connection is masqueraded, Local internal policy
+    /// included; with no pod network known (no --cluster-cidr) an outside client keeps its address.
+    @Test func masqueradingCasesAsThePodSeesThem() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.sync()
+        let hairpin = try bed.probe(from: bed.podNamespace("10.244.1.2"), to: "10.96.0.10:80", count: 60)
+        #expect(hairpin.failures == 0 && hairpin.answers.count == 3, "\(hairpin)")
+        #expect(hairpin.sources == [Testbed.nodeAddress, "10.244.1.2"], "itself through the node, the others directly: \(hairpin.sources)")
+
+        try bed.ferryInNode(["sync", "--masquerade-all"] + bed.nodeFlags)
+        for destination in ["10.96.0.10:80", "10.96.0.13:80"] {
+            let report = try bed.probe(from: bed.podNamespace("10.244.2.2"), to: destination, count: 20)
+            #expect(report.failures == 0 && report.sources == [Testbed.nodeAddress], "masquerade-all, \(destination): \(report)")
+        }
+
+        let withoutPodNetwork = bed.nodeFlags.prefix { $0 != "--cluster-cidr" }
+        try bed.ferryInNode(["sync"] + withoutPodNetwork)
+        let outside = try bed.probe(from: bed.bed.client, to: "10.96.0.10:80", count: 20)
+        #expect(outside.failures == 0 && outside.sources == [Testbed.clientAddress], "no pod network known: \(outside)")
+    }
+
     /// A ClusterIP on a port (or protocol) no service port serves is refused at once, from a pod, from
     /// the node and from outside, instead of leaving by the default route.
     @Test func anUnservedPortOfAClusterIPIsRefused() throws {
