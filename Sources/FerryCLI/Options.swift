@@ -35,7 +35,45 @@ struct SourceOptions: ParsableArguments {
         help: ArgumentHelp("Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.", valueName: "name"))
     var serviceProxyName: String?
 
+    @Option(
+        name: .customLong("service-cluster-ip-range"),
+        help: ArgumentHelp(
+            "The service range(s), comma-separated, one per family (kube-apiserver's flag). Manifests' Services without a clusterIP get one from it (default 10.96.0.0/12); in nftables mode, traffic to an address of a given range that no Service owns is dropped.",
+            valueName: "cidr"))
+    var serviceClusterIPRange: String?
+
+    @Option(
+        name: .customLong("service-node-port-range"),
+        help: ArgumentHelp("Where manifests' NodePorts without a nodePort are allocated (kube-apiserver's flag).", valueName: "low-high"))
+    var serviceNodePortRange: String = "30000-32767"
+
+    /// The ranges given with --service-cluster-ip-range (none when not given).
+    func givenServiceCIDRs() throws -> [CIDR] {
+        guard let serviceClusterIPRange else { return [] }
+        let ranges = try serviceClusterIPRange.split(separator: ",").map { text in
+            guard let cidr = CIDR(String(text)) else {
+                throw ValidationError("--service-cluster-ip-range: \"\(text)\" is not a valid CIDR such as 10.96.0.0/12")
+            }
+            return cidr
+        }
+        guard ranges.count <= 2, Set(ranges.map(\.address.family)).count == ranges.count else {
+            throw ValidationError("--service-cluster-ip-range: at most one range per IP family")
+        }
+        return ranges
+    }
+
+    /// What manifest Services are allocated from: the given ranges (or 10.96.0.0/12) and NodePort range.
+    func allocationRanges() throws -> AllocationRanges {
+        let text = serviceNodePortRange.split(separator: "-", omittingEmptySubsequences: false)
+        guard text.count == 2, let low = Int(text[0]), let high = Int(text[1]), 1 <= low, low <= high, high <= 65_535 else {
+            throw ValidationError("--service-node-port-range: \"\(serviceNodePortRange)\" is not a range such as 30000-32767")
+        }
+        let given = try givenServiceCIDRs()
+        return AllocationRanges(serviceCIDRs: given.isEmpty ? AllocationRanges().serviceCIDRs : given, nodePorts: low...high)
+    }
+
     func validate() throws {
+        _ = try allocationRanges()
         let chosen = [manifests != nil, kubeconfig != nil, inCluster, demo].filter { $0 }.count
         if chosen > 1 { throw ValidationError("choose one source: --manifests, --kubeconfig, --in-cluster or --demo") }
         if context != nil && kubeconfig == nil && environmentKubeconfig == nil {
@@ -86,7 +124,7 @@ struct SourceOptions: ParsableArguments {
     /// The long-running source: the API server, the manifests (watched), or the embedded objects.
     func objectSource(nodeName: String) throws -> ObjectSource {
         if let kubernetes = try kubernetesSource(nodeName: nodeName) { return kubernetes }
-        return manifests.map { ManifestSource(path: $0, watch: true) } ?? EmbeddedSource()
+        return manifests.map { ManifestSource(path: $0, watch: true, allocation: try? allocationRanges()) } ?? EmbeddedSource()
     }
 
     /// For commands that change the node (`run`, `sync`): a source must be named. The embedded
@@ -124,11 +162,15 @@ struct SourceOptions: ParsableArguments {
         var objects: [ManifestObject]
         var problems: [ManifestError]
         if let path = manifests {
-            var tree = ManifestTree(root: path, keepingWire: keepingWire)
+            var tree = ManifestTree(root: path, keepingWire: keepingWire, allocation: try allocationRanges())
             let result = tree.reload()
             problems = result.problems
-            // A first reload upserts every object, in key order: no second sort.
-            objects = result.changes.compactMap { tree.objects[$0.key] }
+            // A first reload upserts every object, in key order: no second sort. Services come with what
+            // was allocated for them.
+            objects = result.changes.compactMap { change in
+                guard case .upsert(let object) = change, let read = tree.objects[change.key] else { return nil }
+                return object == read.object ? read : ManifestObject(object: object, wire: read.wire, location: read.location)
+            }
         } else {
             let result = EmbeddedSource.read(keepingWire: keepingWire)
             objects = result.objects

@@ -229,7 +229,7 @@ enum ProxyConfiguration {
             "ferry:", "  userspaceBalancer: \(run.userspace.balancer)",
             "  userspaceIdleTimeout: \(duration(run.userspace.idleTimeout))", "  userspaceCopy: \(run.userspace.copy)",
             "  userspacePipeSizeKiB: \(run.userspace.pipeKiB)", "  logFormat: \(run.logFormat)", "  logLevel: \(run.logLevel)",
-            "  serviceClusterIPRange: \(quoted(run.nftables.serviceClusterIPRange ?? ""))",
+            "  serviceClusterIPRange: \(quoted(run.source.serviceClusterIPRange ?? ""))",
         ]
         if let workers = run.userspace.workers { lines.append("  userspaceWorkers: \(workers)") }
         return lines.joined(separator: "\n") + "\n"

@@ -170,7 +170,7 @@ struct RunCommand: AsyncParsableCommand {
             metrics?.conntrackCleanup.set(to: conntrack == nil ? 0 : 1)
             plane = NFTablesDriver(
                 NFTablesProxier(
-                    netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context), conntrack: conntrack))
+                    netfilter: netfilter, config: try nftables.plannerConfig(node: node, context: context, serviceCIDRs: try source.givenServiceCIDRs()), conntrack: conntrack))
         case .userspace:
             // The nftables mode's rules would DNAT service traffic before it reaches Ferry's sockets.
             if let removed = try? openNetfilter().deleteTables(named: Planner.tableName), !removed.isEmpty {

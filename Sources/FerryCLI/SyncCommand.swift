@@ -13,15 +13,7 @@ struct NFTablesOptions: ParsableArguments {
     @Option(name: .customLong("nodeport-addresses"), help: "Serve NodePorts only on node addresses inside these CIDRs (comma-separated).")
     var nodePortAddresses: String?
 
-    @Option(
-        name: .customLong("service-cluster-ip-range"),
-        help: ArgumentHelp(
-            "The service range(s), comma-separated (kube-apiserver's flag): traffic to an address in it that no Service owns is dropped.",
-            valueName: "cidr"))
-    var serviceClusterIPRange: String?
-
     func validate() throws {
-        _ = try parsedServiceCIDRs()
         _ = try parsedNodePortAddresses()
     }
 
@@ -35,20 +27,11 @@ struct NFTablesOptions: ParsableArguments {
         }
     }
 
-    func plannerConfig(node: NodeOptions, context: NodeContext) throws -> PlannerConfig {
+    /// `serviceCIDRs`: the ranges given with --service-cluster-ip-range (none: no drop rule).
+    func plannerConfig(node: NodeOptions, context: NodeContext, serviceCIDRs: [CIDR]) throws -> PlannerConfig {
         PlannerConfig(
             clusterCIDRs: try node.parsedCIDRs(), masqueradeAll: masqueradeAll, nodePortAddresses: try parsedNodePortAddresses(),
-            nodeAddresses: context.addresses, serviceCIDRs: try parsedServiceCIDRs())
-    }
-
-    func parsedServiceCIDRs() throws -> [CIDR] {
-        guard let serviceClusterIPRange else { return [] }
-        return try serviceClusterIPRange.split(separator: ",").map { text in
-            guard let cidr = CIDR(String(text)) else {
-                throw ValidationError("--service-cluster-ip-range: \"\(text)\" is not a valid CIDR such as 10.96.0.0/12")
-            }
-            return cidr
-        }
+            nodeAddresses: context.addresses, serviceCIDRs: serviceCIDRs)
     }
 }
 
@@ -90,7 +73,7 @@ struct SyncCommand: AsyncParsableCommand {
         let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
         let context = try node.context(state: loaded.state)
         let tables = TableBuilder.build(loaded.state, node: context)
-        let ruleset = Planner.plan(tables, config: try nftables.plannerConfig(node: node, context: context))
+        let ruleset = Planner.plan(tables, config: try nftables.plannerConfig(node: node, context: context, serviceCIDRs: try source.givenServiceCIDRs()))
         if dryRun {
             print(Renderer.text(ruleset), terminator: "")
             return
@@ -98,7 +81,7 @@ struct SyncCommand: AsyncParsableCommand {
         // The daemon's proxier, as `run` uses it: a full sync (Ferry's tables read back and compared), then,
         // when stale chains or sets were emptied, the pass that deletes them (the daemon's next sync).
         let proxier = NFTablesProxier(
-            netfilter: try openNetfilter(), config: try nftables.plannerConfig(node: node, context: context), conntrack: nil)
+            netfilter: try openNetfilter(), config: try nftables.plannerConfig(node: node, context: context, serviceCIDRs: try source.givenServiceCIDRs()), conntrack: nil)
         let clock = ContinuousClock()
         var operations: [FerryNFTables.Operation] = []
         let elapsed = try clock.measure {

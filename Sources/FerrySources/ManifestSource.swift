@@ -13,8 +13,14 @@ public struct ManifestSource: ObjectSource {
     public let watch: Bool
     public let pollInterval: Duration
     public let logger: Logger
+    /// What Services without a ClusterIP or NodePort are allocated from (`nil`: nothing is allocated).
+    public let allocation: AllocationRanges?
 
-    public init(path: String, watch: Bool = true, pollInterval: Duration = .seconds(2), logger: Logger = Logger(label: "ferry.manifests")) {
+    public init(
+        path: String, watch: Bool = true, pollInterval: Duration = .seconds(2), logger: Logger = Logger(label: "ferry.manifests"),
+        allocation: AllocationRanges? = AllocationRanges()
+    ) {
+        self.allocation = allocation
         self.path = path
         self.watch = watch
         self.pollInterval = pollInterval
@@ -25,7 +31,7 @@ public struct ManifestSource: ObjectSource {
 
     public func events() -> AsyncStream<SourceEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: SourceEvent.self)
-        let tree = Mutex(ManifestTree(root: path))
+        let tree = Mutex(ManifestTree(root: path, allocation: allocation))
         let name = self.name
         let (changes, problems) = tree.withLock { $0.reload() }
         if !problems.isEmpty { continuation.yield(.problems(problems)) }

@@ -59,9 +59,27 @@ public struct ManifestTree: Sendable {
     /// Whether objects keep their form as written (`ManifestObject.wire`).
     public let keepingWire: Bool
 
-    public init(root: String, keepingWire: Bool = false) {
+    /// Fills in ClusterIPs and NodePorts the manifests leave out, as the API server would (`nil`: no
+    /// allocation). Its problems are reported with the Service's file.
+    private var allocator: ServiceAllocator?
+
+    public init(root: String, keepingWire: Bool = false, allocation: AllocationRanges? = AllocationRanges()) {
         self.root = root
         self.keepingWire = keepingWire
+        self.allocator = allocation.map { ServiceAllocator(ranges: $0) }
+    }
+
+    /// Passes merged changes through the allocator.
+    private mutating func allocated(_ changes: [ObjectChange], problems: inout [ManifestError]) -> [ObjectChange] {
+        guard var allocator else { return changes }
+        let result = allocator.apply(changes)
+        self.allocator = allocator
+        for problem in result.problems {
+            let key = ObjectKey(kind: .service, namespace: problem.service.namespace, name: problem.service.name)
+            problems.append(
+                ManifestError(location: objects[key]?.location, object: "Service \(problem.service)", field: problem.field, message: problem.message))
+        }
+        return result.changes
     }
 
     /// The files considered, sorted.
@@ -115,7 +133,8 @@ public struct ManifestTree: Sendable {
                 replace(path, with: nil, affecting: &affected)
             }
         }
-        return (merge(affected, into: &problems), problems)
+        let merged = merge(affected, into: &problems)
+        return (allocated(merged, problems: &problems), problems)
     }
 
     /// Re-reads only `changed` (as the watcher names them: created, written, moved or deleted files),
@@ -133,7 +152,8 @@ public struct ManifestTree: Sendable {
                 replace(path, with: nil, affecting: &affected)
             }
         }
-        return (merge(affected, into: &problems), problems)
+        let merged = merge(affected, into: &problems)
+        return (allocated(merged, problems: &problems), problems)
     }
 
     /// Whether `path` is one of the files a walk of the root would consider.

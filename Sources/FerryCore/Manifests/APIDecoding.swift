@@ -58,6 +58,7 @@ extension APIService.Spec {
         externalTrafficPolicy = try r.string("externalTrafficPolicy")
         internalTrafficPolicy = try r.string("internalTrafficPolicy")
         healthCheckNodePort = try r.int("healthCheckNodePort")
+        allocateLoadBalancerNodePorts = try r.bool("allocateLoadBalancerNodePorts")
         trafficDistribution = try r.string("trafficDistribution")
         publishNotReadyAddresses = try r.bool("publishNotReadyAddresses")
         loadBalancerIP = try r.string("loadBalancerIP")

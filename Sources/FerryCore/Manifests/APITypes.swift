@@ -67,6 +67,7 @@ public struct APIService: Encodable, Sendable, Hashable {
         public var trafficDistribution: String?
         public var publishNotReadyAddresses: Bool?
         public var loadBalancerIP: String?
+        public var allocateLoadBalancerNodePorts: Bool?
     }
     public struct Ingress: Encodable, Sendable, Hashable {
         public var ip: String?

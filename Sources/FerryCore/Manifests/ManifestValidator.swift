@@ -43,6 +43,9 @@ public enum ManifestValidator {
                 clusterIPs = parsed
             }
         }
+        let familyPolicy = try spec.ipFamilyPolicy.map { (text) throws(FieldError) in
+            try enumValue(text, "spec.ipFamilyPolicy", default: IPFamilyPolicy.singleStack)
+        }
         let families = try (spec.ipFamilies ?? []).enumerated().map { (index, text) throws(FieldError) in
             try enumValue(text, "spec.ipFamilies[\(index)]", default: IPFamily.ipv4)
         }
@@ -57,7 +60,10 @@ public enum ManifestValidator {
             if wirePorts.count > 1 && name.isEmpty {
                 throw FieldError("\(path()).name", "is required when a Service has more than one port")
             }
-            if !name.isEmpty { try checkPortName(name, "\(path()).name") }
+            // A Service's port names are DNS-1123 labels (the API server's validateServicePort), so
+            // `80-8080`, which `kubectl create service` writes, is valid; targetPort names and container
+            // port names are IANA service names (checkPortName).
+            if !name.isEmpty { try checkDNSLabel(name, "\(path()).name") }
             if !seenNames.insert(name).inserted { throw FieldError("\(path()).name", "duplicate port name \"\(name)\"") }
             let proto = try l4Protocol(port.protocol, "\(path()).protocol")
             guard let number = port.port else { throw FieldError("\(path()).port", "is required") }
@@ -148,13 +154,16 @@ public enum ManifestValidator {
             }
             balancer = kind
         }
-        return Service(
+        var service = Service(
             meta: meta, type: type, clusterIPs: clusterIPs, isHeadless: headless, ipFamilies: families, ports: ports,
             selector: spec.selector, externalIPs: externalIPs, externalName: spec.externalName,
             sessionAffinity: affinity, externalTrafficPolicy: externalPolicy, internalTrafficPolicy: internalPolicy,
             healthCheckNodePort: healthCheck, trafficDistribution: spec.trafficDistribution,
             publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false, loadBalancerIngress: ingress,
             userspaceBalancer: balancer, loadBalancerSourceRanges: sourceRanges)
+        service.ipFamilyPolicy = familyPolicy
+        service.allocateLoadBalancerNodePorts = spec.allocateLoadBalancerNodePorts ?? true
+        return service
     }
 
     // MARK: EndpointSlice
@@ -198,7 +207,7 @@ public enum ManifestValidator {
             func path() -> String { "ports[\(index)]" }
             if let number = entry.port { try checkPort(number, "\(path()).port") }
             ports.append(
-                SlicePort(name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).protocol"), port: entry.port))
+                SlicePort(name: try portLabel(entry.name, "\(path()).name"), protocol: try l4Protocol(entry.protocol, "\(path()).protocol"), port: entry.port))
         }
         return EndpointSlice(meta: meta, serviceName: serviceName, addressType: addressType, endpoints: endpoints, ports: ports)
     }
@@ -227,7 +236,7 @@ public enum ManifestValidator {
                 try checkPort(number, "\(path()).ports[\(position)].port")
                 ports.append(
                     SlicePort(
-                        name: entry.name ?? "", protocol: try l4Protocol(entry.protocol, "\(path()).ports[\(position)].protocol"),
+                        name: try portLabel(entry.name, "\(path()).ports[\(position)].name"), protocol: try l4Protocol(entry.protocol, "\(path()).ports[\(position)].protocol"),
                         port: number))
             }
             subsets.append(
@@ -367,6 +376,29 @@ public enum ManifestValidator {
                 field(),
                 "\"\(name)\" is not a valid port name: at most 15 lowercase letters, digits and inner dashes, with at least one letter")
         }
+    }
+
+    /// A DNS-1123 label: at most 63 lowercase letters, digits and dashes, starting and ending with a
+    /// letter or digit.
+    static func checkDNSLabel(_ name: String, _ field: @autoclosure () -> String) throws(FieldError) {
+        let bytes = name.utf8
+        let alphanumeric = { (byte: UInt8) in (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57) }
+        let ok =
+            !bytes.isEmpty && bytes.count <= 63 && bytes.allSatisfy { alphanumeric($0) || $0 == 45 } && alphanumeric(bytes.first!)
+            && alphanumeric(bytes.last!)
+        if !ok {
+            throw FieldError(
+                field(),
+                "\"\(name)\" is not a valid port name: a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+            )
+        }
+    }
+
+    /// An EndpointSlice's or Endpoints' port name: empty, or a DNS-1123 label as a Service's.
+    static func portLabel(_ name: String?, _ field: @autoclosure () -> String) throws(FieldError) -> String {
+        guard let name, !name.isEmpty else { return "" }
+        try checkDNSLabel(name, field())
+        return name
     }
 
     static func enumValue<T: RawRepresentable & CaseIterable>(_ text: String?, _ field: @autoclosure () -> String, default fallback: T)

@@ -149,6 +149,18 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 }
 
+extension IPAddress {
+    /// This address plus `offset` (wrapping within the family's address space).
+    public func adding(_ offset: UInt64) -> IPAddress {
+        switch self {
+        case .v4(let value): return .v4(value &+ UInt32(truncatingIfNeeded: offset))
+        case .v6(let high, let low):
+            let (sum, overflow) = low.addingReportingOverflow(offset)
+            return .v6(high: overflow ? high &+ 1 : high, low: sum)
+        }
+    }
+}
+
 /// An IP prefix such as `10.244.0.0/16` or `fd00::/64`.
 public struct CIDR: Sendable, Hashable, CustomStringConvertible {
     /// The network address (host bits cleared).

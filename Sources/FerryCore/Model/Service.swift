@@ -73,6 +73,13 @@ public struct LoadBalancerIngress: Sendable, Hashable {
     }
 }
 
+/// `spec.ipFamilyPolicy`.
+public enum IPFamilyPolicy: String, Sendable, Hashable, Codable, CaseIterable {
+    case singleStack = "SingleStack"
+    case preferDualStack = "PreferDualStack"
+    case requireDualStack = "RequireDualStack"
+}
+
 /// A `v1 Service`, validated: every address parsed, every port in range, every default applied.
 public struct Service: Sendable, Hashable {
     public var meta: ObjectMeta
@@ -99,6 +106,12 @@ public struct Service: Sendable, Hashable {
     /// `spec.loadBalancerSourceRanges`: the clients a LoadBalancer service's load-balancer IPs accept
     /// (empty: any).
     public var loadBalancerSourceRanges: [CIDR]
+    /// `spec.ipFamilyPolicy`; `nil` when not written (single-stack then, as the API server defaults it).
+    public var ipFamilyPolicy: IPFamilyPolicy?
+    /// `spec.allocateLoadBalancerNodePorts` (default true): whether a LoadBalancer gets NodePorts.
+    public var allocateLoadBalancerNodePorts: Bool = true
+    /// What Ferry filled in, standing in for the API server (manifest mode).
+    public var allocated: Set<AllocatedField> = []
 
     public init(
         meta: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
