@@ -46,6 +46,8 @@ struct ExplainCommand: AsyncParsableCommand {
             source: from.flatMap { IPAddress($0) }, clusterCIDRs: try node.parsedCIDRs())
         let report = Explainer.explain(query, tables: TableBuilder.build(loaded.state, node: context), node: context)
         print(report.text, terminator: "")
+        fflush(nil)
+        try loaded.failOnProblems()
         if !report.matched { throw CommandFailure(code: 1, message: "") }
     }
 }

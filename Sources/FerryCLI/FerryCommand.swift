@@ -17,7 +17,8 @@ public struct FerryCommand: AsyncParsableCommand {
             """,
         version: FerryCommand.version,
         subcommands: [
-            RunCommand.self, SyncCommand.self, CleanupCommand.self, GetCommand.self, ExplainCommand.self, BenchCommand.self,
+            RunCommand.self, SyncCommand.self, CleanupCommand.self, GetCommand.self, DescribeCommand.self, ExplainCommand.self,
+            BenchCommand.self,
             DebugCommand.self,
         ])
 
@@ -47,7 +48,10 @@ public struct FerryCommand: AsyncParsableCommand {
             Glibc.exit(0)
         } catch let failure as CommandFailure {
             if !failure.message.isEmpty {
-                let text = failure.message.hasSuffix("\n") ? failure.message : failure.message + "\n"
+                // Every message starts the same way: `error: …` (or a kubectl-shaped `Error from server …`).
+                let message =
+                    failure.message.hasPrefix("error: ") || failure.message.hasPrefix("Error from server") ? failure.message : "error: " + failure.message
+                let text = message.hasSuffix("\n") ? message : message + "\n"
                 FileHandle.standardError.write(Data(text.utf8))
             }
             Glibc.exit(failure.code)
@@ -56,7 +60,9 @@ public struct FerryCommand: AsyncParsableCommand {
             if code == .success {
                 self.exit(withError: error)
             }
-            let message = fullMessage(for: error)
+            var message = fullMessage(for: error)
+            // ArgumentParser says `Error: `; Ferry's own messages say `error: `, as git and cargo do.
+            if message.hasPrefix("Error: ") { message = "error: " + message.dropFirst(7) }
             FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
             // Usage errors are 2, as for any Unix tool; ArgumentParser would say 64.
             Glibc.exit(code == .validationFailure ? 2 : code.rawValue)

@@ -156,15 +156,18 @@ struct SourceOptions: ParsableArguments {
         return try load(keepingWire: keepingWire)
     }
 
-    /// Reads the manifests once (or the embedded set), failing with exit 2 on any problem; objects keep
-    /// their form as written when `keepingWire` (for `-o json|yaml`).
+    /// Reads the manifests once (or the embedded set); objects keep their form as written when
+    /// `keepingWire` (for `-o json|yaml`). Problems come with the good objects (`LoadedManifests.problems`):
+    /// one bad file does not hide the others from a command that only shows them.
     func load(keepingWire: Bool = false) throws -> LoadedManifests {
         var objects: [ManifestObject]
         var problems: [ManifestError]
+        var controllersNote: String?
         if let path = manifests {
             var tree = ManifestTree(root: path, keepingWire: keepingWire, allocation: try allocationRanges())
             let result = tree.reload()
             problems = result.problems
+            controllersNote = tree.controllersNote
             // A first reload upserts every object, in key order: no second sort. Services come with what
             // was allocated for them.
             objects = result.changes.compactMap { change in
@@ -177,8 +180,14 @@ struct SourceOptions: ParsableArguments {
             problems = result.errors
         }
         problems += Consistency.danglingReferences(objects)
-        if !problems.isEmpty { throw CommandFailure.badInput(problems) }
-        return LoadedManifests(objects: objects)
+        let loaded = LoadedManifests(objects: objects, problems: problems)
+        // Said where it explains something: a Service with a selector and no endpoints beside a controller.
+        if let note = controllersNote, loaded.state.services.values.contains(where: { service in
+            !(service.selector ?? [:]).isEmpty && EffectiveSlices.slices(for: service, in: loaded.state).allSatisfy(\.endpoints.isEmpty)
+        }) {
+            FileHandle.standardError.write(Data((note + "\n").utf8))
+        }
+        return loaded
     }
 }
 
@@ -186,16 +195,24 @@ struct SourceOptions: ParsableArguments {
 struct LoadedManifests {
     var objects: [ManifestObject]
     var state: ClusterState
+    /// What could not be used (bad files, conflicts): the objects above are the good ones.
+    var problems: [ManifestError]
     /// The objects by key: `-o json|yaml` looks one up per listed object, as written.
     private let byKey: [ObjectKey: ManifestObject]
 
-    init(objects: [ManifestObject]) {
+    init(objects: [ManifestObject], problems: [ManifestError] = []) {
         self.objects = objects
+        self.problems = problems
         self.state = ClusterState(objects.map(\.object))
         self.byKey = Dictionary(objects.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     func wire(for key: ObjectKey) -> WireObject? { byKey[key]?.wire }
+
+    /// After a command has shown the good objects: the problems on stderr, exit 2 (nothing when none).
+    func failOnProblems() throws {
+        if !problems.isEmpty { throw CommandFailure.badInput(problems) }
+    }
 }
 
 /// Which node Ferry stands on.

@@ -61,6 +61,11 @@ struct SyncCommand: AsyncParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the ruleset in nft syntax; change nothing.")
     var dryRun = false
 
+    @Flag(
+        name: .customLong("skip-bad-files"),
+        help: "Program what the good manifests define even when others have problems (reported; exit 2 after).")
+    var skipBadFiles = false
+
     func validate() throws {
         if mode != .nftables { throw ValidationError("sync programs the nftables data plane; use --mode nftables") }
     }
@@ -71,11 +76,16 @@ struct SyncCommand: AsyncParsableCommand {
             throw CommandFailure.runtime("error: ferry sync programs the node's nftables: it needs root or CAP_NET_ADMIN (or use --dry-run)")
         }
         let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
+        // The kernel is changed only from manifests without problems, unless asked; a dry run shows the
+        // good ones and then fails.
+        if !dryRun, !skipBadFiles { try loaded.failOnProblems() }
         let context = try node.context(state: loaded.state)
         let tables = TableBuilder.build(loaded.state, node: context)
         let ruleset = Planner.plan(tables, config: try nftables.plannerConfig(node: node, context: context, serviceCIDRs: try source.givenServiceCIDRs()))
         if dryRun {
             print(Renderer.text(ruleset), terminator: "")
+            fflush(nil)
+            try loaded.failOnProblems()
             return
         }
         // The daemon's proxier, as `run` uses it: a full sync (Ferry's tables read back and compared), then,
@@ -93,6 +103,8 @@ struct SyncCommand: AsyncParsableCommand {
             "\(operations.count) operations: \(counts.chainsAdded) chains added, \(counts.chainsFlushed) flushed, "
             + "\(counts.chainsDeleted) deleted, \(counts.rules) rules, \(counts.elementsAdded) elements added, \(counts.elementsDeleted) deleted"
         print("synced \(tables.count) service ports in \(elapsed): \(summary)")
+        fflush(nil)
+        try loaded.failOnProblems()
     }
 }
 

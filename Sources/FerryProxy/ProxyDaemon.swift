@@ -109,6 +109,29 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
         _ = wake.withLock { $0?.yield(.stop) }
     }
 
+    /// Services said to be ignored (and why), so that each is logged once per reason.
+    private let ignoredServices = Mutex<[ServiceName: String]>([:])
+
+    /// Logs, once per service and reason, a Service a node proxy ignores (ExternalName, headless, no
+    /// ClusterIP): a user who sees no rules for it learns why.
+    private func logIgnoredServices(_ changes: [ObjectChange]) {
+        for change in changes {
+            switch change {
+            case .upsert(.service(let service)):
+                let reason = service.skipReason
+                let isNew = ignoredServices.withLock { known in
+                    defer { known[service.name] = reason }
+                    return reason != nil && known[service.name] != reason
+                }
+                if let reason, isNew { logger.info("service not proxied", metadata: ["service": "\(service.name)", "reason": "\(reason)"]) }
+            case .delete(let key) where key.kind == .service:
+                _ = ignoredServices.withLock { $0.removeValue(forKey: ServiceName(namespace: key.namespace, name: key.name)) }
+            default:
+                continue
+            }
+        }
+    }
+
     /// Follows the source and syncs until `stop()`.
     public func run() async {
         let (signals, continuation) = AsyncStream.makeStream(of: Signal.self)
@@ -121,6 +144,7 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
             for await event in source.events() {
                 switch event {
                 case .changes(let changes):
+                    logIgnoredServices(changes)
                     let (pending, counts) = tracker.withLock { tracker in
                         for change in changes { tracker.apply(change) }
                         return (tracker.hasPendingChanges, tracker.pendingCounts)

@@ -34,6 +34,7 @@ public struct ManifestSource: ObjectSource {
         let tree = Mutex(ManifestTree(root: path, allocation: allocation))
         let name = self.name
         let (changes, problems) = tree.withLock { $0.reload() }
+        if let note = tree.withLock({ $0.controllersNote }) { logger.notice("\(note)") }
         if !problems.isEmpty { continuation.yield(.problems(problems)) }
         continuation.yield(.changes(changes))
         continuation.yield(.initialSyncDone(source: name))

@@ -29,6 +29,8 @@ public struct ManifestTree: Sendable {
         /// What the file last defined without errors.
         var objects: [ObjectKey: ManifestObject]
         var errors: [ManifestError]
+        /// Controllers (Deployments, ReplicaSets…) the file defines, as `Kind namespace/name (location)`.
+        var controllers: [String] = []
     }
 
     public let root: String
@@ -176,7 +178,7 @@ public struct ManifestTree: Sendable {
             var defined: [ObjectKey: ManifestObject] = [:]
             defined.reserveCapacity(result.objects.count)
             for object in result.objects where defined[object.key] == nil { defined[object.key] = object }
-            entry = FileEntry(fingerprint: fingerprint, objects: defined, errors: [])
+            entry = FileEntry(fingerprint: fingerprint, objects: defined, errors: [], controllers: ManifestTree.controllers(in: result.skipped))
         } else {
             problems += result.errors
             if let previous, !previous.objects.isEmpty {
@@ -189,6 +191,23 @@ public struct ManifestTree: Sendable {
             entry = FileEntry(fingerprint: fingerprint, objects: previous?.objects ?? [:], errors: result.errors)
         }
         replace(path, with: entry, affecting: &affected)
+    }
+
+    /// Workload controllers in the manifests, which a proxy does not read (it reads the Pods they make).
+    public var controllers: [String] { files.keys.sorted().flatMap { files[$0]!.controllers } }
+
+    /// The controller kinds among objects skipped on purpose.
+    static func controllers(in skipped: [String]) -> [String] {
+        let kinds = ["Deployment ", "ReplicaSet ", "StatefulSet ", "DaemonSet ", "Job ", "CronJob ", "ReplicationController "]
+        return skipped.filter { entry in kinds.contains { entry.hasPrefix($0) } }
+    }
+
+    /// One note for the controllers in the manifests, or `nil` when there are none.
+    public var controllersNote: String? {
+        let all = controllers
+        guard let first = all.first else { return nil }
+        let more = all.count > 1 ? " and \(all.count - 1) more" : ""
+        return "note: \(first)\(more) not read: Ferry takes a Service's endpoints from its EndpointSlices, its Endpoints or the Pods in the manifests, not from controllers (add the Pods: kubectl get pods -o yaml)"
     }
 
     /// The errors of every file that currently fails to read.

@@ -13,7 +13,7 @@ struct ExitStatusTests {
 
     static let badUsage: [Usage] = [
         Usage(args: ["frobnicate"], message: "Unexpected argument 'frobnicate'"),
-        Usage(args: ["get", "foo"], message: "The value 'foo' is invalid for '<resource>'"),
+        Usage(args: ["get", "foo"], message: "the server doesn't have a resource type \"foo\""),
         Usage(args: ["get"], message: "Missing expected argument '<resource>'"),
         Usage(args: ["explain", "--manifests", "deploy/examples"], message: "Missing expected argument '--to <ip:port>'"),
         Usage(args: ["explain", "--to", "10.0.0.1"], message: #"--to: "10.0.0.1" is not IP:PORT"#),
@@ -23,7 +23,7 @@ struct ExitStatusTests {
         Usage(args: ["explain", "--to", "10.96.0.10:80", "--from", "somewhere"], message: #"--from: "somewhere" is not a valid IP address"#),
         Usage(args: ["explain", "--to", "10.96.0.10:80", "--node-ip", "10.0.0.256"], message: #"--node-ip: "10.0.0.256" is not a valid IP address"#),
         Usage(args: ["explain", "--to", "10.96.0.10:80", "--cluster-cidr", "10.244.0.0/33"], message: #"--cluster-cidr: "10.244.0.0/33" is not a valid CIDR"#),
-        Usage(args: ["get", "svc", "-n", "x", "-A"], message: "-n and -A cannot be used together"),
+        Usage(args: ["get", "svc", "web", "-A"], message: "a resource cannot be retrieved by name across all namespaces"),
         Usage(args: ["get", "svc", "-o", "table"], message: "The value 'table' is invalid for '-o <output>'"),
         Usage(args: ["get", "endpoints", "--watch"], message: "--watch needs --manifests PATH"),
         Usage(args: ["get", "endpoints", "--manifests", "deploy/examples", "-w", "-o", "json"], message: "--watch prints tables"),
@@ -142,7 +142,9 @@ struct ExitStatusTests {
             if let text = input.text { try text.write(toFile: file, atomically: false, encoding: .utf8) }
             let result = try runFerry(command + ["--manifests", file])
             #expect(result.status == 2, "\(result)")
-            #expect(result.stdout.isEmpty, "nothing is listed from bad input")
+            // What the good documents define is still shown (never the bad object).
+            if command[0] == "get" { #expect(result.stdout.isEmpty || result.stdout.hasPrefix("NAME"), "\(result.stdout)") }
+            for bad in ["10.0.0.300", "70000", "protocol ICMP"] { #expect(!result.stdout.contains(bad)) }
             let lines = result.stderr.components(separatedBy: "\n")
             try #require(lines.count == 3 && lines[2].isEmpty, "\(result)")
             #expect(lines[0] == "error: 1 problem in the manifests:")
@@ -152,6 +154,24 @@ struct ExitStatusTests {
             } else {
                 #expect(lines[1] == expected)
             }
+        }
+    }
+
+    /// One bad file does not hide the good ones from one-shot commands: they show what the good files
+    /// define, list the problems on stderr, and exit 2; `sync` does not program from them unless told to.
+    @Test(arguments: [
+        (["get", "services"], "web-good"), (["describe", "svc", "web-good"], "Name:                     web-good"),
+        (["sync", "--dry-run", "--node-name", "node-1"], "10.96.1.7 . tcp . 80"), (["explain", "--node-name", "node-1", "--to", "10.96.1.7:80"], "web-good"),
+    ])
+    func oneBadFileDoesNotHideTheGoodOnes(_ command: [String], _ shown: String) throws {
+        try withTemporaryFolder { folder in
+            try ExitStatusTests.service("web-good", ip: "10.96.1.7").write(toFile: "\(folder)/a.yaml", atomically: false, encoding: .utf8)
+            try ExitStatusTests.service("web-bad", ip: "10.96.1.8", port: "0").write(toFile: "\(folder)/b.yaml", atomically: false, encoding: .utf8)
+            let result = try runFerry(command + ["--manifests", folder])
+            #expect(result.status == 2, "\(result)")
+            #expect(result.stdout.contains(shown), "\(result.stdout)")
+            #expect(!result.stdout.contains("web-bad"))
+            #expect(result.stderr.hasPrefix("error: 1 problem in the manifests:\n  \(folder)/b.yaml: document 1: Service default/web-bad"), "\(result.stderr)")
         }
     }
 

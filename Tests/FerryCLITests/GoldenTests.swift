@@ -14,6 +14,28 @@ struct GoldenTests {
     }
 
     static let examples = ["--manifests", "deploy/examples"]
+    /// Services written by kubectl 1.32 (`kubectl create service … --dry-run=client -o yaml`): the
+    /// copies it wrote; `kubectlWroteTheFixtures` checks them against kubectl where it is installed.
+    static let kubectlCreated = "Tests/FerryCLITests/Fixtures/kubectl-create"
+    static let kubectlCreateCommands: [String: [String]] = [
+        "clusterip": ["clusterip", "my-svc", "--tcp=80:8080"], "headless": ["clusterip", "my-headless", "--clusterip=None", "--tcp=80:8080"],
+        "nodeport": ["nodeport", "my-np", "--tcp=80:8080"], "nodeport-fixed": ["nodeport", "my-np-fixed", "--tcp=80:8080", "--node-port=30123"],
+        "loadbalancer": ["loadbalancer", "my-lb", "--tcp=443:8443"], "externalname": ["externalname", "my-ext", "--external-name=example.com"],
+    ]
+
+    /// The fixtures are kubectl's own output, not hand-written: regenerated here when kubectl is on PATH.
+    @Test func kubectlWroteTheFixtures() throws {
+        guard let kubectl = ["/usr/local/bin/kubectl", "/usr/bin/kubectl"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            print("kubectl is not installed: the kubectl-create fixtures are checked as committed")
+            return
+        }
+        for (file, arguments) in GoldenTests.kubectlCreateCommands {
+            let result = try runFerry(via: [kubectl, "create", "service"] + arguments + ["--dry-run=client", "-o", "yaml"])
+            try #require(result.status == 0, "\(result)")
+            let committed = try String(contentsOfFile: "\(repositoryRoot)/\(GoldenTests.kubectlCreated)/\(file).yaml", encoding: .utf8)
+            #expect(result.stdout == committed, "\(file).yaml differs from what kubectl writes now")
+        }
+    }
     static func explain(_ destination: String, _ extra: String...) -> [String] {
         ["explain", "--manifests", "deploy/examples", "--node-name", "node-1", "--to", destination] + extra
     }
@@ -28,6 +50,14 @@ struct GoldenTests {
         Case(golden: "get-endpoints-walkthrough", args: ["get", "endpoints", "--manifests", "deploy/walkthrough/endpointslices.yaml"]),
         Case(golden: "get-endpoints-walkthrough", args: ["get", "endpoints", "--manifests", "deploy/walkthrough/endpoints.yaml"]),
         Case(golden: "get-endpoints-walkthrough", args: ["get", "endpoints"]),
+        // The tutorial's Service as a newcomer writes it (no clusterIP) with its Pods: allocated, derived.
+        Case(golden: "describe-svc-tutorial", args: ["describe", "svc", "my-service", "--manifests", "deploy/walkthrough/tutorial"]),
+        Case(golden: "describe-ep-tutorial", args: ["describe", "endpoints", "my-service", "--manifests", "deploy/walkthrough/tutorial"]),
+        Case(golden: "get-svc-ep-tutorial", args: ["get", "svc,ep", "--manifests", "deploy/walkthrough/tutorial"]),
+        // What `kubectl create service … --dry-run=client -o yaml` writes, loaded unedited.
+        Case(golden: "get-svc-kubectl-create", args: ["get", "svc", "--manifests", GoldenTests.kubectlCreated]),
+        Case(golden: "describe-svc-kubectl-create", args: ["describe", "svc", "--manifests", GoldenTests.kubectlCreated]),
+        Case(golden: "describe-svc-examples", args: ["describe", "svc", "public-web", "local-only", "--manifests", "deploy/examples"]),
         Case(golden: "explain-my-service", args: explain("10.96.0.10:80")),
         Case(golden: "explain-draining", args: explain("10.96.0.15:80")),
         Case(golden: "explain-local-only-nodeport", args: explain("10.0.0.1:30081")),
@@ -130,6 +160,16 @@ struct GoldenTests {
 /// unless it is the last column, so the other columns stay put whatever the ages' widths. Also returns
 /// the cells that do not look like kubectl durations.
 func maskingAge(_ text: String) -> (masked: String, badAges: [String]) {
+    // Several tables (`get svc,ep`) are separated by a blank line: each has its own AGE column.
+    let tables = text.components(separatedBy: "\n\n")
+    if tables.count > 1 {
+        let parts = tables.map(maskingAgeOfOneTable)
+        return (parts.map(\.masked).joined(separator: "\n\n"), parts.flatMap(\.badAges))
+    }
+    return maskingAgeOfOneTable(text)
+}
+
+private func maskingAgeOfOneTable(_ text: String) -> (masked: String, badAges: [String]) {
     var lines = text.components(separatedBy: "\n").map { Array($0) }
     guard let header = lines.first else { return (text, []) }
     var starts: [Int] = []

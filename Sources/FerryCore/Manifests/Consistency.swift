@@ -33,6 +33,49 @@ public enum Consistency {
     }
 }
 
+/// `Kind namespace/name` (as the model keeps a reference) back into the API's object reference.
+func objectReference(_ text: String) -> APIEndpointSlice.ObjectRef {
+    let parts = text.split(separator: " ", maxSplits: 1)
+    var object = APIEndpointSlice.ObjectRef()
+    object.kind = parts.first.map(String.init)
+    let path = parts.count > 1 ? parts[1].split(separator: "/") : []
+    object.namespace = path.count == 2 ? String(path[0]) : nil
+    object.name = path.last.map(String.init)
+    return object
+}
+
+extension EndpointSlice {
+    /// The object as the API writes it.
+    public var wire: APIEndpointSlice {
+        var result = APIEndpointSlice()
+        result.apiVersion = "discovery.k8s.io/v1"
+        result.kind = "EndpointSlice"
+        result.metadata = APIObjectMeta(name: meta.name, namespace: meta.namespace, labels: meta.labels.isEmpty ? nil : meta.labels)
+        result.metadata?.creationTimestamp = meta.creationTimestamp.map { $0.formatted(.iso8601) }
+        result.addressType = addressType.rawValue
+        result.endpoints = endpoints.map { endpoint in
+            var wire = APIEndpointSlice.Endpoint()
+            wire.addresses = endpoint.addresses.map(\.description)
+            wire.conditions = APIEndpointSlice.Conditions(
+                ready: endpoint.conditions.ready, serving: endpoint.conditions.serving, terminating: endpoint.conditions.terminating)
+            wire.hostname = endpoint.hostname
+            wire.nodeName = endpoint.nodeName
+            wire.zone = endpoint.zone
+            if !endpoint.zoneHints.isEmpty || !endpoint.nodeHints.isEmpty {
+                wire.hints = APIEndpointSlice.Hints(
+                    forZones: endpoint.zoneHints.isEmpty ? nil : endpoint.zoneHints.map { APIEndpointSlice.NameRef(name: $0) },
+                    forNodes: endpoint.nodeHints.isEmpty ? nil : endpoint.nodeHints.map { APIEndpointSlice.NameRef(name: $0) })
+            }
+            wire.targetRef = endpoint.targetRef.map(objectReference)
+            return wire
+        }
+        result.ports = ports.map { port in
+            APIEndpointSlice.Port(name: port.name, protocol: port.protocol.rawValue, port: port.port, appProtocol: nil)
+        }
+        return result
+    }
+}
+
 extension Endpoints {
     /// The object as the API writes it.
     public var wire: APIEndpoints {
@@ -41,15 +84,7 @@ extension Endpoints {
             result.ip = value.ip.description
             result.nodeName = value.nodeName
             result.hostname = value.hostname
-            if let ref = value.targetRef {
-                let parts = ref.split(separator: " ", maxSplits: 1)
-                var object = APIEndpointSlice.ObjectRef()
-                object.kind = parts.first.map(String.init)
-                let path = parts.count > 1 ? parts[1].split(separator: "/") : []
-                object.namespace = path.count == 2 ? String(path[0]) : nil
-                object.name = path.last.map(String.init)
-                result.targetRef = object
-            }
+            result.targetRef = value.targetRef.map(objectReference)
             return result
         }
         var result = APIEndpoints()

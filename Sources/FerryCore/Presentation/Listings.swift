@@ -3,17 +3,19 @@ import Foundation
 /// The rows of `ferry get services`, in kubectl's shape:
 /// `NAME  TYPE  CLUSTER-IP  EXTERNAL-IP  PORT(S)  AGE` (`-A` adds NAMESPACE, wide adds SELECTOR).
 public enum ServiceListing {
-    public static func render(_ services: [Service], allNamespaces: Bool, wide: Bool, now: Date) -> String {
+    /// `kindPrefix`: `service/` before each name, as kubectl writes it when several kinds are listed.
+    /// Wide adds kubectl's SELECTOR and Ferry's PROXIED (`yes`, or why a node proxy ignores the service).
+    public static func render(_ services: [Service], allNamespaces: Bool, wide: Bool, now: Date, kindPrefix: String = "") -> String {
         var header = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-        if wide { header.append("SELECTOR") }
+        if wide { header += ["SELECTOR", "PROXIED"] }
         if allNamespaces { header.insert("NAMESPACE", at: 0) }
         var table = TextTable(header: header)
         for service in services.sorted(by: { $0.name < $1.name }) {
             var row = [
-                service.meta.name, service.type.rawValue, clusterIPText(service), externalIPText(service, wide: wide),
+                kindPrefix + service.meta.name, service.type.rawValue, clusterIPText(service), externalIPText(service, wide: wide),
                 portsText(service), ageText(service.meta.creationTimestamp, now: now),
             ]
-            if wide { row.append(selectorText(service.selector)) }
+            if wide { row += [selectorText(service.selector), service.skipReason.map { "no: \($0)" } ?? "yes"] }
             if allNamespaces { row.insert(service.meta.namespace, at: 0) }
             table.append(row)
         }
@@ -131,15 +133,37 @@ public struct EndpointsView: Sendable, Hashable {
 /// The rows of `ferry get endpoints`: `NAME  ENDPOINTS  AGE` (`-A` adds NAMESPACE; wide lists every
 /// ready endpoint and adds NOT-READY).
 public enum EndpointListing {
-    public static func render(_ views: [EndpointsView], allNamespaces: Bool, wide: Bool, now: Date) -> String {
+    public static func render(_ views: [EndpointsView], allNamespaces: Bool, wide: Bool, now: Date, kindPrefix: String = "") -> String {
         var header = ["NAME", "ENDPOINTS", "AGE"]
         if wide { header.insert("NOT-READY", at: 2) }
         if allNamespaces { header.insert("NAMESPACE", at: 0) }
         var table = TextTable(header: header)
         for view in views.sorted(by: { $0.service < $1.service }) {
-            var row = [view.service.name, view.endpointsText(limit: wide ? nil : 3), ageText(view.created, now: now)]
+            var row = [kindPrefix + view.service.name, view.endpointsText(limit: wide ? nil : 3), ageText(view.created, now: now)]
             if wide { row.insert(view.notReady.isEmpty ? "<none>" : view.notReady.joined(separator: ","), at: 2) }
             if allNamespaces { row.insert(view.service.namespace, at: 0) }
+            table.append(row)
+        }
+        return table.render()
+    }
+}
+
+/// The rows of `ferry get endpointslices`: `NAME  ADDRESSTYPE  PORTS  ENDPOINTS  AGE`, as kubectl
+/// prints them (PORTS the port numbers, ENDPOINTS every address whatever its conditions, three at most).
+public enum EndpointSliceListing {
+    public static func render(_ slices: [EndpointSlice], allNamespaces: Bool, now: Date, kindPrefix: String = "") -> String {
+        var header = ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+        if allNamespaces { header.insert("NAMESPACE", at: 0) }
+        var table = TextTable(header: header)
+        for slice in slices {
+            let ports = slice.ports.compactMap(\.port).map(String.init)
+            let addresses = slice.endpoints.flatMap(\.addresses).map(\.description)
+            let shown = addresses.prefix(3).joined(separator: ",") + (addresses.count > 3 ? " + \(addresses.count - 3) more..." : "")
+            var row = [
+                kindPrefix + slice.meta.name, slice.addressType.rawValue, ports.isEmpty ? "<unset>" : ports.joined(separator: ","),
+                addresses.isEmpty ? "<unset>" : shown, ageText(slice.meta.creationTimestamp, now: now),
+            ]
+            if allNamespaces { row.insert(slice.meta.namespace, at: 0) }
             table.append(row)
         }
         return table.render()
