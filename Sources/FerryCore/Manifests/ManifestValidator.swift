@@ -105,8 +105,13 @@ public enum ManifestValidator {
         }
 
         let externalIPs = try (spec.externalIPs ?? []).enumerated().map { (index, text) throws(FieldError) in
-            try ip(text, "spec.externalIPs[\(index)]")
+            let address = try ip(text, "spec.externalIPs[\(index)]")
+            if let special = address.specialRange {
+                throw FieldError("spec.externalIPs[\(index)]", "\(text) may not be \(special)")
+            }
+            return address
         }
+        try checkServiceRules(spec, type: type, headless: headless, clusterIPs: clusterIPs, externalIPs: externalIPs)
         // As the API server reads them: surrounding spaces allowed, then a CIDR.
         let sourceRanges = try (spec.loadBalancerSourceRanges ?? []).enumerated().map { (index, text) throws(FieldError) -> CIDR in
             guard let range = CIDR(text.trimmingCharacters(in: .whitespaces)) else {
@@ -164,6 +169,59 @@ public enum ManifestValidator {
         service.ipFamilyPolicy = familyPolicy
         service.allocateLoadBalancerNodePorts = spec.allocateLoadBalancerNodePorts ?? true
         return service
+    }
+
+    /// The API server's rules that tie a Service's fields to its type (`ValidateService`): what it
+    /// refuses, Ferry refuses with the same field named.
+    static func checkServiceRules(
+        _ spec: APIService.Spec, type: ServiceType, headless: Bool, clusterIPs: [IPAddress], externalIPs: [IPAddress]
+    ) throws(FieldError) {
+        if type == .externalName {
+            if headless || !clusterIPs.isEmpty { throw FieldError("spec.clusterIP", "may not be set for ExternalName services") }
+            if let name = spec.externalName, !name.isEmpty, !isDNSSubdomain(name) {
+                throw FieldError("spec.externalName", "\"\(name)\" is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')")
+            }
+        }
+        if headless && (type == .nodePort || type == .loadBalancer) {
+            throw FieldError("spec.clusterIP", "may not be None for \(type.rawValue) services")
+        }
+        let externallyAccessible = type == .nodePort || type == .loadBalancer || (type == .clusterIP && !externalIPs.isEmpty)
+        if let policy = spec.externalTrafficPolicy, !policy.isEmpty, !externallyAccessible {
+            throw FieldError("spec.externalTrafficPolicy", "may only be set for externally-accessible services (NodePort, LoadBalancer, or with externalIPs)")
+        }
+        if let port = spec.healthCheckNodePort, port != 0, !(type == .loadBalancer && spec.externalTrafficPolicy == "Local") {
+            throw FieldError("spec.healthCheckNodePort", "may only be set when type is LoadBalancer and externalTrafficPolicy is Local")
+        }
+        if !(spec.loadBalancerSourceRanges ?? []).isEmpty, type != .loadBalancer {
+            throw FieldError("spec.loadBalancerSourceRanges", "may only be used when type is LoadBalancer")
+        }
+        if spec.allocateLoadBalancerNodePorts != nil, type != .loadBalancer {
+            throw FieldError("spec.allocateLoadBalancerNodePorts", "may only be used when type is LoadBalancer")
+        }
+        if (spec.sessionAffinity ?? "None") == "None" || spec.sessionAffinity == "", spec.sessionAffinityConfig?.clientIP != nil {
+            throw FieldError("spec.sessionAffinityConfig", "must not be set when sessionAffinity is None")
+        }
+        if spec.ipFamilyPolicy == "SingleStack", clusterIPs.count > 1 {
+            throw FieldError("spec.clusterIPs", "may hold one address when ipFamilyPolicy is SingleStack")
+        }
+        if let families = spec.ipFamilies {
+            if families.count > 2 || (families.count == 2 && families[0] == families[1]) {
+                throw FieldError("spec.ipFamilies", "may hold at most one of each family (IPv4, IPv6)")
+            }
+            for (index, address) in clusterIPs.enumerated() where index < families.count && families[index] != address.family.rawValue {
+                throw FieldError("spec.clusterIPs[\(index)]", "\(address) is not of family \(families[index]) (spec.ipFamilies[\(index)])")
+            }
+        }
+    }
+
+    /// A DNS-1123 subdomain: at most 253 characters of dot-separated labels.
+    static func isDNSSubdomain(_ name: String) -> Bool {
+        name.utf8.count <= 253 && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            let bytes = label.utf8
+            let alphanumeric = { (byte: UInt8) in (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57) }
+            return !bytes.isEmpty && bytes.count <= 63 && bytes.allSatisfy { alphanumeric($0) || $0 == 45 } && alphanumeric(bytes.first!)
+                && alphanumeric(bytes.last!)
+        }
     }
 
     // MARK: EndpointSlice

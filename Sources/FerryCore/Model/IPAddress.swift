@@ -139,6 +139,22 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
         }
     }
 
+    /// The special range this address is in, as the API server names it when it refuses such an
+    /// address for a Service's externalIPs (`ValidateNonSpecialIP`); `nil` for an ordinary address.
+    public var specialRange: String? {
+        if isUnspecified { return "unspecified (0.0.0.0, ::)" }
+        if isLoopback { return "in the loopback range (127.0.0.0/8, ::1/128)" }
+        switch self {
+        case .v4(let value):
+            if value >> 16 == 0xA9FE { return "in the link-local range (169.254.0.0/16, fe80::/10)" }
+            if value >> 28 == 0xE { return "in the multicast range (224.0.0.0/4, ff00::/8)" }
+        case .v6(let high, _):
+            if high >> 54 == 0x3FA { return "in the link-local range (169.254.0.0/16, fe80::/10)" }
+            if high >> 56 == 0xFF { return "in the multicast range (224.0.0.0/4, ff00::/8)" }
+        }
+        return nil
+    }
+
     public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
         switch (lhs, rhs) {
         case (.v4(let a), .v4(let b)): return a < b
