@@ -65,8 +65,65 @@ func eventually(within seconds: Double = 60, _ condition: () -> Bool) async -> B
     return condition()
 }
 
+/// Log lines kept for a test to read.
+final class LogRecords: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+/// A log handler that keeps the messages (with their metadata) for a test to read.
+struct RecordingLogHandler: LogHandler {
+    let records: LogRecords
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        records.append("\(event.message) \(fields)")
+    }
+}
+
 @Suite("Proxy daemon")
 struct ProxyDaemonTests {
+    /// A service a node proxy ignores is logged once with the reason, and again only when the reason changes.
+    @Test func ignoredServicesAreLoggedOncePerReason() async throws {
+        let source = ManualSource()
+        let plane = RecordingPlane()
+        let records = LogRecords()
+        let handler = RecordingLogHandler(records: records)
+        let daemon = ProxyDaemon(
+            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
+            schedule: SyncSchedule(minInterval: .milliseconds(10), maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
+            resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
+            logger: Logger(label: "test", factory: { _ in handler }))
+        let running = Task { await daemon.run() }
+        defer { daemon.stop() }
+        #expect(await eventually { source.started })
+        var headless = Service(meta: ObjectMeta(name: "quiet", namespace: "default"), isHeadless: true)
+        let external = Service(meta: ObjectMeta(name: "elsewhere", namespace: "default"), type: .externalName, externalName: "example.com")
+        for _ in 0..<3 { source.send(.changes([.upsert(.service(headless)), .upsert(.service(external))])) }
+        headless.type = .externalName
+        headless.externalName = "example.org"
+        source.send(.changes([.upsert(.service(headless))]))
+        source.send(.initialSyncDone(source: "manual"))
+        #expect(await eventually { plane.syncs.count == 1 })
+        let logged = records.all.filter { $0.hasPrefix("service not proxied") }
+        #expect(
+            logged == [
+                "service not proxied reason=headless service (clusterIP: None) service=default/quiet",
+                "service not proxied reason=ExternalName service service=default/elsewhere",
+                "service not proxied reason=ExternalName service service=default/quiet",
+            ], "\(logged)")
+        daemon.stop()
+        await running.value
+    }
+
     static func daemon(_ source: ManualSource, _ plane: RecordingPlane, minInterval: Duration = .milliseconds(300))
         -> ProxyDaemon<ContinuousClock>
     {
