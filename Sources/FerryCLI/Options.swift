@@ -172,7 +172,10 @@ struct SourceOptions: ParsableArguments {
             // was allocated for them.
             objects = result.changes.compactMap { change in
                 guard case .upsert(let object) = change, let read = tree.objects[change.key] else { return nil }
-                return object == read.object ? read : ManifestObject(object: object, wire: read.wire, location: read.location)
+                // Only a Service with allocated values differs from what was read (no deep comparison:
+                // comparing 20,000 objects cost 10% of `get -A`).
+                guard case .service(let service) = object, !service.allocated.isEmpty else { return read }
+                return ManifestObject(object: object, wire: read.wire, location: read.location)
             }
         } else {
             let result = EmbeddedSource.read(keepingWire: keepingWire)

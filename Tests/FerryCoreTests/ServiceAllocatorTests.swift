@@ -19,10 +19,33 @@ struct ServiceAllocatorTests {
         return service
     }
 
+    /// The services as they come out of an allocator fed `changes` in batches, by name.
+    struct Fed {
+        var allocator: ServiceAllocator
+        var services: [ServiceName: Service] = [:]
+        var problems: [ServiceAllocator.Problem] = []
+
+        init(ranges: AllocationRanges = AllocationRanges()) { allocator = ServiceAllocator(ranges: ranges) }
+
+        @discardableResult
+        mutating func apply(_ changes: [ObjectChange]) -> [ObjectChange] {
+            let result = allocator.apply(changes)
+            problems += result.problems
+            for change in result.changes {
+                switch change {
+                case .upsert(.service(let service)): services[service.name] = service
+                case .delete(let key): services[ServiceName(namespace: key.namespace, name: key.name)] = nil
+                default: break
+                }
+            }
+            return result.changes
+        }
+    }
+
     func run(_ services: [Service], ranges: AllocationRanges = AllocationRanges()) -> (services: [ServiceName: Service], problems: [ServiceAllocator.Problem]) {
-        var allocator = ServiceAllocator(ranges: ranges)
-        let result = allocator.apply(services.map { .upsert(.service($0)) })
-        return (allocator.services, result.problems)
+        var fed = Fed(ranges: ranges)
+        fed.apply(services.map { .upsert(.service($0)) })
+        return (fed.services, fed.problems)
     }
 
     static let many: [String] = (0..<300).map { "svc-\($0)" }
@@ -56,29 +79,29 @@ struct ServiceAllocatorTests {
         #expect(moved.count <= 17, "\(moved.count) moved")
 
         // In one allocator: others added later go around what is held; removing some moves no one.
-        var allocator = ServiceAllocator()
-        _ = allocator.apply(all.prefix(150).map { .upsert(.service($0)) })
-        let held = allocator.services
-        _ = allocator.apply(all.suffix(150).map { .upsert(.service($0)) })
-        _ = allocator.apply(all.prefix(50).map { .delete(ObjectKey(kind: .service, namespace: "default", name: $0.meta.name)) })
-        for (name, service) in held where allocator.services[name] != nil { #expect(allocator.services[name] == service) }
-        let values = allocator.services.values
+        var fed = Fed()
+        fed.apply(all.prefix(150).map { .upsert(.service($0)) })
+        let held = fed.services
+        fed.apply(all.suffix(150).map { .upsert(.service($0)) })
+        fed.apply(all.prefix(50).map { .delete(ObjectKey(kind: .service, namespace: "default", name: $0.meta.name)) })
+        for (name, service) in held where fed.services[name] != nil { #expect(fed.services[name] == service) }
+        let values = fed.services.values
         #expect(Set(values.flatMap(\.clusterIPs)).count == values.count, "no address given twice")
         #expect(Set(values.compactMap(\.ports[0].nodePort)).count == values.count, "no NodePort given twice")
     }
 
     /// An explicit value beats an allocation: the service holding it by allocation moves, and says so.
     @Test func anExplicitValueMovesAnAllocatedOne() throws {
-        var allocator = ServiceAllocator()
-        _ = allocator.apply([.upsert(.service(service("first", type: .nodePort)))])
-        let first = try #require(allocator.services[ServiceName(namespace: "default", name: "first")])
+        var fed = Fed()
+        fed.apply([.upsert(.service(service("first", type: .nodePort)))])
+        let first = try #require(fed.services[ServiceName(namespace: "default", name: "first")])
         let taken = first.clusterIPs[0].description
         let port = first.ports[0].nodePort!
-        let result = allocator.apply([.upsert(.service(service("second", type: .nodePort, clusterIP: taken, nodePort: port)))])
-        #expect(result.problems.isEmpty)
-        let moved = try #require(allocator.services[ServiceName(namespace: "default", name: "first")])
+        let changes = fed.apply([.upsert(.service(service("second", type: .nodePort, clusterIP: taken, nodePort: port)))])
+        #expect(fed.problems.isEmpty)
+        let moved = try #require(fed.services[ServiceName(namespace: "default", name: "first")])
         #expect(moved.clusterIPs[0].description != taken && moved.ports[0].nodePort != port)
-        #expect(result.changes.count == 2, "the new service and the moved one")
+        #expect(changes.count == 2, "the new service and the moved one")
     }
 
     /// Two services writing the same value: an error naming both; the later one is left out.

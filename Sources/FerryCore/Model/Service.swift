@@ -111,7 +111,7 @@ public struct Service: Sendable, Hashable {
     /// `spec.allocateLoadBalancerNodePorts` (default true): whether a LoadBalancer gets NodePorts.
     public var allocateLoadBalancerNodePorts: Bool = true
     /// What Ferry filled in, standing in for the API server (manifest mode).
-    public var allocated: Set<AllocatedField> = []
+    public var allocated: AllocatedFields = []
 
     public init(
         meta: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
