@@ -45,13 +45,14 @@ struct UserspaceOptions: ParsableArguments {
             splice: !copy, pipeSize: pipeKiB * 1_024, edgeTriggered: epoll == "edge")
     }
 
-    func driver(node: NodeContext, nodePortAddresses: [CIDR]) throws -> UserspaceDriver {
+    func driver(node: NodeContext, nodePortAddresses: [CIDR], primaryOnly: Bool = false) throws -> UserspaceDriver {
         do {
             let routes = try NetlinkRouteTable()
             let forwarder = try Forwarder(config: forwarderConfig())
-            let config = UserspaceConfig(
+            var config = UserspaceConfig(
                 defaultBalancer: BalancerKind(rawValue: balancer) ?? .roundRobin, nodeAddresses: node.addresses,
                 nodePortAddresses: nodePortAddresses)
+            config.nodePortPrimaryOnly = primaryOnly
             return UserspaceDriver(UserspaceProxier(listeners: forwarder, routes: routes, config: config), forwarder: forwarder)
         } catch {
             throw CommandFailure.runtime("error: cannot start the userspace data plane: \(error) (Ferry needs root or CAP_NET_ADMIN)")

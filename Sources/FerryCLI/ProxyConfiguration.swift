@@ -79,7 +79,7 @@ enum ProxyConfiguration {
                 var cidrs: [String] = []
                 for (index, item) in items.enumerated() {
                     guard let text = try string(item, "\(key)[\(index)]") else { continue }
-                    if text == "primary" { throw fail("\(key)[\(index)]", "\"primary\" is not supported; list the CIDRs") }
+                    if text == "primary", items.count > 1 { throw fail("\(key)[\(index)]", "\"primary\" stands alone: the node's primary addresses") }
                     cidrs.append(text)
                 }
                 if !cidrs.isEmpty { flags += ["--nodeport-addresses", cidrs.joined(separator: ",")] }

@@ -176,7 +176,8 @@ struct RunCommand: AsyncParsableCommand {
             if let removed = try? openNetfilter().deleteTables(named: Planner.tableName), !removed.isEmpty {
                 logger.info("removed the nftables mode's tables", metadata: ["tables": "\(removed.map(\.rawValue))"])
             }
-            plane = try userspace.driver(node: context, nodePortAddresses: try nftables.parsedNodePortAddresses())
+            plane = try userspace.driver(
+                node: context, nodePortAddresses: try nftables.parsedNodePortAddresses(), primaryOnly: nftables.nodePortPrimaryOnly)
         }
         // The userspace relay's counters (atomics), read at each scrape.
         let forwarder = (plane as? UserspaceDriver)?.forwarder

@@ -10,15 +10,20 @@ struct NFTablesOptions: ParsableArguments {
     @Flag(name: .customLong("masquerade-all"), help: "Masquerade all traffic to services.")
     var masqueradeAll = false
 
-    @Option(name: .customLong("nodeport-addresses"), help: "Serve NodePorts only on node addresses inside these CIDRs (comma-separated).")
+    @Option(
+        name: .customLong("nodeport-addresses"),
+        help: "Serve NodePorts only on node addresses inside these CIDRs (comma-separated), or `primary`: on the node's primary address of each family.")
     var nodePortAddresses: String?
+
+    /// `--nodeport-addresses primary`.
+    var nodePortPrimaryOnly: Bool { nodePortAddresses?.trimmingCharacters(in: .whitespaces) == "primary" }
 
     func validate() throws {
         _ = try parsedNodePortAddresses()
     }
 
     func parsedNodePortAddresses() throws -> [CIDR] {
-        guard let nodePortAddresses else { return [] }
+        guard let nodePortAddresses, !nodePortPrimaryOnly else { return [] }
         return try nodePortAddresses.split(separator: ",").map { text in
             guard let cidr = CIDR(String(text)) else {
                 throw ValidationError("--nodeport-addresses: \"\(text)\" is not a valid CIDR such as 10.0.0.0/24")
@@ -29,9 +34,11 @@ struct NFTablesOptions: ParsableArguments {
 
     /// `serviceCIDRs`: the ranges given with --service-cluster-ip-range (none: no drop rule).
     func plannerConfig(node: NodeOptions, context: NodeContext, serviceCIDRs: [CIDR]) throws -> PlannerConfig {
-        PlannerConfig(
+        var config = PlannerConfig(
             clusterCIDRs: try node.parsedCIDRs(), masqueradeAll: masqueradeAll, nodePortAddresses: try parsedNodePortAddresses(),
             nodeAddresses: context.addresses, serviceCIDRs: serviceCIDRs)
+        config.nodePortPrimaryOnly = nodePortPrimaryOnly
+        return config
     }
 }
 

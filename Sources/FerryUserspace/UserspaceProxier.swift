@@ -41,6 +41,8 @@ public struct UserspaceConfig: Sendable, Hashable {
     public var nodeAddresses: [IPAddress]
     /// When set, only node addresses inside these prefixes get NodePort listeners.
     public var nodePortAddresses: [CIDR]
+    /// Only the node's primary address of each family (the first of `nodeAddresses`) gets them.
+    public var nodePortPrimaryOnly = false
 
     public init(defaultBalancer: BalancerKind = .roundRobin, nodeAddresses: [IPAddress] = [], nodePortAddresses: [CIDR] = []) {
         self.defaultBalancer = defaultBalancer
@@ -50,7 +52,10 @@ public struct UserspaceConfig: Sendable, Hashable {
 
     /// The node addresses NodePorts listen on.
     public var nodePortListenAddresses: [IPAddress] {
-        nodePortAddresses.isEmpty ? nodeAddresses : nodeAddresses.filter { address in nodePortAddresses.contains { $0.contains(address) } }
+        if nodePortPrimaryOnly {
+            return IPFamily.allCases.compactMap { family in nodeAddresses.first { $0.family == family && !$0.isLoopback } }
+        }
+        return nodePortAddresses.isEmpty ? nodeAddresses : nodeAddresses.filter { address in nodePortAddresses.contains { $0.contains(address) } }
     }
 }
 

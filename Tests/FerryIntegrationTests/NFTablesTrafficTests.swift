@@ -192,6 +192,21 @@ struct NFTablesTrafficTests {
         #expect(outside.failures == 0 && outside.sources == [Testbed.clientAddress], "no pod network known: \(outside)")
     }
 
+    /// `--nodeport-addresses primary`: the NodePort answers on the node's primary address only; on a
+    /// second address of the node it is not forwarded (nothing listens there: refused).
+    @Test func nodePortsOnThePrimaryAddressOnly() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        let added = try bed.bed.run(in: bed.bed.node, ["ip", "addr", "add", "10.0.0.9/24", "dev", bed.bed.clientLink])
+        guard added.status == 0 else { throw TrafficTestError("ip addr add: \(added)") }
+        try bed.ferryInNode(["sync"] + bed.nodeFlags + ["--node-ip", "10.0.0.9"])
+        #expect(try bed.probe(from: bed.bed.client, to: "10.0.0.9:30080", count: 3).total == 3, "every address by default")
+        try bed.ferryInNode(["sync", "--nodeport-addresses", "primary"] + bed.nodeFlags + ["--node-ip", "10.0.0.9"])
+        #expect(try bed.probe(from: bed.bed.client, to: "\(Testbed.nodeAddress):30080", count: 3).total == 3)
+        let secondary = try bed.probe(from: bed.bed.client, to: "10.0.0.9:30080", count: 3)
+        #expect(secondary.total == 0 && secondary.failed.refused == 3, "\(secondary.failed)")
+    }
+
     /// A ClusterIP on a port (or protocol) no service port serves is refused at once, from a pod, from
     /// the node and from outside, instead of leaving by the default route.
     @Test func anUnservedPortOfAClusterIPIsRefused() throws {

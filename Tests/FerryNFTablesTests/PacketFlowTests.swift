@@ -207,6 +207,18 @@ struct PacketFlowTests {
         #expect(open.trace(TracedPacket(source: ip("10.244.1.5"), destination: ip("10.96.200.200"), port: 80)) == [.untouched])
     }
 
+    /// `--nodeport-addresses primary`: only the node's primary address (the first of its family) serves
+    /// NodePorts, kube-proxy's nftables default since 1.31.
+    @Test func primaryNodePortAddressOnly() {
+        var config = PlannerConfig(clusterCIDRs: [podCIDR], nodeAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])
+        config.nodePortPrimaryOnly = true
+        let ruleset = Planner.plan(exampleTables(), config: config)
+        let tracer = PacketTracer(ruleset: ruleset, localAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])
+        #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("10.0.0.1"), port: 30080)).count == 2)
+        #expect(tracer.trace(TracedPacket(source: ip("203.0.113.9"), destination: ip("192.168.50.1"), port: 30080)) == [.untouched])
+        #expect(ruleset.tables[.ip]?.sets["nodeport-ips"]?.elements.count == 1)
+    }
+
     @Test func nodePortAddressesLimitWhereNodePortsAnswer() {
         let config = PlannerConfig(
             clusterCIDRs: [podCIDR], nodePortAddresses: [CIDR("10.0.0.0/24")!], nodeAddresses: [ip("10.0.0.1"), ip("192.168.50.1")])

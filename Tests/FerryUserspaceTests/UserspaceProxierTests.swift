@@ -78,6 +78,12 @@ struct UserspaceProxierTests {
         #expect(byAddress()["198.51.100.40:80"] == .some([CIDR("203.0.113.0/24")!, CIDR("10.0.0.0/24")!, CIDR("198.51.100.40/32")!]))
     }
 
+    @Test func primaryNodePortAddressOnly() {
+        var config = UserspaceConfig(nodeAddresses: [IPAddress("10.0.0.1")!, IPAddress("192.168.50.1")!, IPAddress("fd00::1")!, IPAddress("fd00::2")!])
+        config.nodePortPrimaryOnly = true
+        #expect(config.nodePortListenAddresses == [IPAddress("10.0.0.1")!, IPAddress("fd00::1")!])
+    }
+
     @Test func poolsTakeNewBackendsWithoutReopening() throws {
         let host = InMemoryListenerHost()
         let proxier = proxier(host, InMemoryRouteTable())

@@ -11,6 +11,9 @@ public struct PlannerConfig: Sendable, Hashable {
     public var masqueradeAll: Bool
     /// NodePorts only on node addresses inside these prefixes; empty: on every local address.
     public var nodePortAddresses: [CIDR]
+    /// `--nodeport-addresses primary`: NodePorts only on the node's primary address of each family (the
+    /// first of `nodeAddresses`), as kube-proxy's nftables mode does by default since 1.31.
+    public var nodePortPrimaryOnly = false
     /// This node's addresses (used with `nodePortAddresses`).
     public var nodeAddresses: [IPAddress]
     /// The packet-mark bit that asks for masquerading.
@@ -169,12 +172,15 @@ public enum Planner {
 
         // Where a packet is addressed to a NodePort: every local address but loopback, or the listed ones.
         let nodePortMatch: [Statement]
-        if config.nodePortAddresses.isEmpty {
+        if config.nodePortAddresses.isEmpty, !config.nodePortPrimaryOnly {
             nodePortMatch = [.matchLocalAddress(.destinationAddress), .matchNotLoopbackDestination]
         } else {
-            let addresses = config.nodeAddresses.filter { address in
-                address.family == family.ipFamily && config.nodePortAddresses.contains { $0.contains(address) }
-            }
+            let addresses =
+                config.nodePortPrimaryOnly
+                ? Array(config.nodeAddresses.filter { $0.family == family.ipFamily && !$0.isLoopback }.prefix(1))
+                : config.nodeAddresses.filter { address in
+                    address.family == family.ipFamily && config.nodePortAddresses.contains { $0.contains(address) }
+                }
             var set = NFTSet(name: nodePortIPs, key: [.destinationAddress], isVerdictMap: false)
             for address in addresses { set.elements[ElementKey([.address(address)])] = .some(nil) }
             table.add(set)
