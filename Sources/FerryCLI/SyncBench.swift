@@ -24,6 +24,11 @@ struct SyncBench: AsyncParsableCommand {
     @Flag(help: "Print the figures as JSON.")
     var json = false
 
+    @Option(
+        name: .customLong("kube-proxy-up-to"),
+        help: "Also load kube-proxy's ruleset shape for the same services with nft -f, up to this many services (it grows quadratically: 301 s at 10,000).")
+    var kubeProxyUpTo: Int = 3_000
+
     @Flag(help: .hidden)
     var single = false
 
@@ -54,6 +59,9 @@ struct SyncBench: AsyncParsableCommand {
         var restartSeconds: Double
         var nftFullSeconds: Double
         var nftChangeSeconds: Double
+        /// kube-proxy's shape for the same services, loaded with nft -f (nil: above --kube-proxy-up-to).
+        var kubeProxyFullSeconds: Double?
+        var kubeProxyChangeSeconds: Double?
         var peakMiB: Double
 
         /// Ferry's own share of a full sync: everything but the kernel's commit.
@@ -73,7 +81,7 @@ struct SyncBench: AsyncParsableCommand {
             if !json { print("measuring \(size) services x \(endpoints) endpoints…") }
             let output = try runChild([
                 "unshare", "-n", CommandLine.arguments[0], "bench", "sync", "--single", "--sizes", String(size), "--endpoints",
-                String(endpoints),
+                String(endpoints), "--kube-proxy-up-to", String(kubeProxyUpTo),
             ])
             guard let figures = try? JSONDecoder().decode(Figures.self, from: Data(output.utf8)) else {
                 throw CommandFailure.runtime("the benchmark for \(size) services failed:\n\(output)")
@@ -93,7 +101,7 @@ struct SyncBench: AsyncParsableCommand {
         }
         var table = TextTable(header: [
             "SERVICES", "CHAINS", "RULES", "FULL", "(KERNEL)", "OWN/KERNEL", "NFT -F", "SPEED-UP", "1 CHANGE", "NFT -F", "SPEED-UP",
-            "NO-OP", "RESTART", "PEAK",
+            "NO-OP", "RESTART", "PEAK", "KUBE-PROXY NFT -F", "1 CHANGE",
         ])
         for figures in results {
             table.append([
@@ -104,7 +112,8 @@ struct SyncBench: AsyncParsableCommand {
                 ms(figures.nftChangeSeconds),
                 String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.noopSeconds),
                 ms(figures.restartSeconds),
-                String(format: "%.0f MiB", figures.peakMiB),
+                String(format: "%.0f MiB", figures.peakMiB), figures.kubeProxyFullSeconds.map(ms) ?? "skipped",
+                figures.kubeProxyChangeSeconds.map(ms) ?? "skipped",
             ])
         }
         var text = "ferry bench sync: \(endpoints) endpoints per service, every service with a NodePort\n" + table.render()
@@ -113,6 +122,8 @@ struct SyncBench: AsyncParsableCommand {
             OWN/KERNEL: Ferry's own time (all but the kernel's commit) over the kernel's. NFT -F: the same ruleset, or the
             same one-service change as an nft script, loaded with nft -f into a fresh namespace. 1 CHANGE: one endpoint of one
             service replaced. NO-OP: a resync with nothing to do. RESTART: a new Ferry converging the existing table (reads it back).
+            KUBE-PROXY NFT -F: kube-proxy's ruleset shape (pkg/proxy/nftables) for the same services, and its partial sync of the
+            same change, loaded with nft -f (skipped above --kube-proxy-up-to).
 
             """
         return text
@@ -180,12 +191,38 @@ struct SyncBench: AsyncParsableCommand {
                 "nft -f \(folder)/full.nft || exit 1; s=$(date +%s%N); nft -f \(folder)/change.nft || exit 1; e=$(date +%s%N); echo $((e - s))",
             ]))
 
+        // kube-proxy's shape for the same services, and its partial sync of the same change.
+        var kubeProxyFull: Double?
+        var kubeProxyChange: Double?
+        if services <= kubeProxyUpTo {
+            let cidr = config.clusterCIDRs[0]
+            try KubeProxyShape.render(tables, clusterCIDR: cidr).write(toFile: "\(folder)/kube-proxy.nft", atomically: false, encoding: .utf8)
+            let changedName = "svc-\(services / 2)"
+            if let before = tables.ports.values.first(where: { $0.name.service.name == changedName }),
+                let after = changedTables.ports.values.first(where: { $0.name.service.name == changedName })
+            {
+                try KubeProxyShape.change(from: before, to: after, clusterCIDR: cidr)
+                    .write(toFile: "\(folder)/kube-proxy-change.nft", atomically: false, encoding: .utf8)
+            }
+            kubeProxyFull = try nanoseconds(
+                runChild([
+                    "unshare", "-n", "sh", "-c",
+                    "s=$(date +%s%N); nft -f \(folder)/kube-proxy.nft || exit 1; e=$(date +%s%N); echo $((e - s))",
+                ]))
+            kubeProxyChange = try nanoseconds(
+                runChild([
+                    "unshare", "-n", "sh", "-c",
+                    "nft -f \(folder)/kube-proxy.nft || exit 1; s=$(date +%s%N); nft -f \(folder)/kube-proxy-change.nft || exit 1; e=$(date +%s%N); echo $((e - s))",
+                ]))
+        }
+
         return Figures(
             services: services, endpoints: endpoints, chains: chains, rules: rules, batchMiB: Double(fullApply.bytes) / 1_048_576,
             fullSeconds: fullSeconds, fullPlanSeconds: full.planDuration.seconds, fullEncodeSeconds: fullApply.encode.seconds,
             fullCommitSeconds: fullApply.commit.seconds, changeSeconds: changeSeconds, changeCommitSeconds: changeCommit,
             changeOperations: change.transaction.operations.count, noopSeconds: noopSeconds, restartSeconds: restartSeconds,
-            nftFullSeconds: nftFull, nftChangeSeconds: nftChange, peakMiB: peak)
+            nftFullSeconds: nftFull, nftChangeSeconds: nftChange, kubeProxyFullSeconds: kubeProxyFull,
+            kubeProxyChangeSeconds: kubeProxyChange, peakMiB: peak)
     }
 
     private func nanoseconds(_ output: String) throws -> Double {
