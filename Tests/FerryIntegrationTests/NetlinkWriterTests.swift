@@ -71,6 +71,24 @@ struct NetlinkWriterTests {
         #expect(try netfilter.deleteTables(named: "ferry") == [])
     }
 
+    /// A set's key is read back from what Ferry stored with it, not guessed from its name: a source-address
+    /// set not named `affinity-…` reads back as one.
+    @Test func aSetsKeyFieldsAreReadBackFromTheSetItself() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        let sources = NFTSet(name: "allowed-clients", key: [.sourceAddress], isVerdictMap: false)
+        let targets = NFTSet(name: "affinity-looking-but-daddr", key: [.destinationAddress, .l4Protocol, .destinationPort], isVerdictMap: false)
+        try netfilter.apply(
+            Transaction([Operation(.ip, "ferry", .addTable), Operation(.ip, "ferry", .addSet(sources)), Operation(.ip, "ferry", .addSet(targets))]))
+        let read = try netfilter.read(table: "ferry")
+        #expect(read.tables[.ip]?.sets["allowed-clients"]?.key == [.sourceAddress])
+        #expect(read.tables[.ip]?.sets["affinity-looking-but-daddr"]?.key == [.destinationAddress, .l4Protocol, .destinationPort])
+        // nft still lists the sets (it ignores userdata types it does not know).
+        let listed = try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "list", "set", "ip", "ferry", "allowed-clients"])
+        #expect(listed.contains("type ipv4_addr"), "\(listed)")
+    }
+
     @Test func theGenerationMovesWithEveryCommit() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let namespace = try Namespace()

@@ -181,11 +181,22 @@ struct WatchingTests {
 
             // A burst: a write every 50 ms for 1 s, so the path is never quiet for 2 s.
             let start = ContinuousClock.now
+            var last = start
+            var longestGap = Duration.zero
             for index in 0..<20 {
                 try write("step: \(index)\n", to: "\(root)/x.yaml")
+                let now = ContinuousClock.now
+                longestGap = max(longestGap, now - last)
+                last = now
                 try await Task.sleep(for: .milliseconds(50))
             }
             let end = ContinuousClock.now
+            // On a machine loaded by the other suites a 50 ms sleep can last seconds: then the path was
+            // quiet for the settle time and callbacks in between are right; only a real burst is judged.
+            guard longestGap < .milliseconds(1_500) else {
+                print("the burst was not a burst (a gap of \(longestGap) between writes): not judged")
+                return
+            }
             let during = calls.all.filter { $0 > start + .milliseconds(150) && $0 < end }
             #expect(during.count == 0, "callbacks while the file was still being written")
         }

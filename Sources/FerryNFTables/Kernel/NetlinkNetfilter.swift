@@ -204,6 +204,12 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             let (keyType, keyLength) = NetlinkNetfilter.keyType(set.key, family: operation.family)
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_TYPE.rawValue), keyType)
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_LEN.rawValue), keyLength)
+            // The key's fields, which the key type alone does not tell (a source address and a destination
+            // address are both ipv4_addr): read back from here, not guessed from the set's name.
+            let userdata = nftnl_udata_buf_alloc(64)!
+            defer { nftnl_udata_buf_free(userdata) }
+            nftnl_udata_put_strz(userdata, NetlinkNetfilter.setKeyUserdataType, KeyField.userdataText(set.key))
+            nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), nftnl_udata_buf_data(userdata), nftnl_udata_buf_len(userdata))
             var flags: UInt32 = 0
             if set.isVerdictMap {
                 flags |= NFT_SET_MAP.rawValue
@@ -428,7 +434,11 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 timeout = Int(nftnl_set_get_u64(object, UInt16(NFTNL_SET_TIMEOUT.rawValue)) / 1000)
                 dynamicSets.insert(setName)
             }
-            let fields = NetlinkNetfilter.keyFields(keyType, sourceAddress: setName.hasPrefix("affinity-"))
+            // Sets written before Ferry stored their key in the userdata: affinity sets are the ones keyed
+            // by a source address.
+            let fields =
+                NetlinkNetfilter.userdataKey(of: object)
+                ?? NetlinkNetfilter.keyFields(keyType, sourceAddress: setName.hasPrefix("affinity-"))
             ruleset.tables[family]?.sets[setName] = NFTSet(
                 name: setName, key: fields, isVerdictMap: flags & NFT_SET_MAP.rawValue != 0, timeoutSeconds: timeout)
         }
@@ -628,17 +638,34 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         }
     }
 
+    /// The userdata type under which Ferry stores a set's key fields (nft ignores types it does not know).
+    static let setKeyUserdataType: UInt8 = 201
+
     /// The fingerprint Ferry stamped on a rule, if any.
     static func stamp(of rule: OpaquePointer) -> String? {
         var length: UInt32 = 0
         guard let data = nftnl_rule_get_data(rule, UInt16(NFTNL_RULE_USERDATA.rawValue), &length) else { return nil }
-        let bytes = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
+        return userdataString(UnsafeRawBufferPointer(start: data, count: Int(length)), type: RuleFingerprint.userdataType)
+    }
+
+    /// The key fields Ferry stored with a set, if any.
+    static func userdataKey(of set: OpaquePointer) -> [KeyField]? {
+        var length: UInt32 = 0
+        guard let data = nftnl_set_get_data(set, UInt16(NFTNL_SET_USERDATA.rawValue), &length),
+            let text = userdataString(UnsafeRawBufferPointer(start: data, count: Int(length)), type: setKeyUserdataType)
+        else { return nil }
+        return KeyField.key(userdataText: text)
+    }
+
+    /// The string of type `type` in netlink userdata (type, length, value entries), if present.
+    static func userdataString(_ raw: UnsafeRawBufferPointer, type wanted: UInt8) -> String? {
+        let bytes = Array(raw)
         var offset = 0
         while offset + 2 <= bytes.count {
             let type = bytes[offset]
             let size = Int(bytes[offset + 1])
             guard offset + 2 + size <= bytes.count else { return nil }
-            if type == RuleFingerprint.userdataType {
+            if type == wanted {
                 return String(decoding: bytes[(offset + 2)..<(offset + 2 + size)].prefix { $0 != 0 }, as: UTF8.self)
             }
             offset += 2 + size

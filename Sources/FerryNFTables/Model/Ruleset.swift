@@ -91,11 +91,32 @@ public struct Chain: Sendable, Hashable {
 }
 
 /// One field of a set key.
-public enum KeyField: Sendable, Hashable {
+public enum KeyField: Sendable, Hashable, CaseIterable {
     case destinationAddress
     case sourceAddress
     case l4Protocol
     case destinationPort
+
+    /// The field's name in the userdata Ferry stores with a set (`saddr.l4proto.dport`): the kernel's key
+    /// type says `ipv4_addr` for a source and a destination address alike, so the set says which it is.
+    var userdataName: String {
+        switch self {
+        case .destinationAddress: "daddr"
+        case .sourceAddress: "saddr"
+        case .l4Protocol: "l4proto"
+        case .destinationPort: "dport"
+        }
+    }
+
+    /// `daddr.l4proto.dport` for a key.
+    static func userdataText(_ key: [KeyField]) -> String { key.map(\.userdataName).joined(separator: ".") }
+
+    /// The key a set's userdata names; `nil` when the text is not one Ferry wrote.
+    static func key(userdataText text: String) -> [KeyField]? {
+        let fields = text.split(separator: ".").map { name in KeyField.allCases.first { $0.userdataName == name } }
+        guard !fields.isEmpty, fields.allSatisfy({ $0 != nil }) else { return nil }
+        return fields.compactMap { $0 }
+    }
 
     /// nft's type name in a set declaration.
     func typeName(_ family: NFTFamily) -> String {
