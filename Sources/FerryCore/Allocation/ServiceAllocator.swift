@@ -108,7 +108,6 @@ public struct ServiceAllocator: Sendable {
     /// Passes `changes` through: Services come out with their allocations (and services moved by a new
     /// explicit value come out again); other objects pass unchanged.
     public mutating func apply(_ changes: [ObjectChange]) -> (changes: [ObjectChange], problems: [Problem]) {
-        var output: [ObjectChange] = []
         // (name, position in `changes`): sorted by name, the last change of a name wins.
         var latest: [(name: ServiceName, position: Int)] = []
         for (position, change) in changes.enumerated() {
@@ -117,10 +116,10 @@ public struct ServiceAllocator: Sendable {
             case .delete(let key) where key.kind == .service:
                 latest.append((ServiceName(namespace: key.namespace, name: key.name), position))
             default:
-                output.append(change)
+                continue
             }
         }
-        guard !latest.isEmpty else { return (output, []) }
+        guard !latest.isEmpty else { return (changes, []) }
         latest.sort { ($0.name, $0.position) < ($1.name, $1.position) }
         entries.reserveCapacity(entries.count + latest.count)
         var touched: [ServiceName] = []
@@ -204,7 +203,8 @@ public struct ServiceAllocator: Sendable {
         {
             return (changes, [])
         }
-        output.removeAll(keepingCapacity: true)
+        var output: [ObjectChange] = []
+        output.reserveCapacity(changes.count)
         for (position, change) in changes.enumerated() {
             switch change {
             case .upsert(.service(let service)):
@@ -218,11 +218,6 @@ public struct ServiceAllocator: Sendable {
         }
         for name in displaced.sorted() { if let resolved = resolvedChange(name) { output.append(resolved) } }
         return (output, problems)
-    }
-
-    /// The services in force that Ferry allocated values for, with them.
-    public var allocatedServices: [ServiceName: Service] {
-        entries.compactMapValues { $0.accepted ? $0.allocated : nil }
     }
 
     // MARK: Claiming
@@ -323,7 +318,9 @@ public struct ServiceAllocator: Sendable {
         if needsNodePorts {
             for index in service.ports.indices where service.ports[index].nodePort == nil {
                 let l4 = service.ports[index].protocol
-                let previous = old.flatMap { $0.allocated.contains(.nodePort(portIndex: index)) ? $0.ports[safe: index]?.nodePort : nil }
+                let previous = old.flatMap { old in
+                    old.allocated.contains(.nodePort(portIndex: index)) && index < old.ports.count ? old.ports[index].nodePort : nil
+                }
                 // Ports of one service that differ only in protocol share a number, as the API server does.
                 let sibling = service.ports.first { $0.port == service.ports[index].port && $0.nodePort != nil && $0.protocol != l4 }?.nodePort
                 guard let port = freePort(l4, for: name, salt: "\(index)", previous: sibling ?? previous) else {
@@ -425,8 +422,4 @@ public struct ServiceAllocator: Sendable {
         }
         return nil
     }
-}
-
-extension Array {
-    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
 }
