@@ -216,12 +216,16 @@ public enum ManifestValidator {
 
     /// A DNS-1123 subdomain: at most 253 characters of dot-separated labels.
     static func isDNSSubdomain(_ name: String) -> Bool {
-        name.utf8.count <= 253 && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
-            let bytes = label.utf8
-            let alphanumeric = { (byte: UInt8) in (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57) }
-            return !bytes.isEmpty && bytes.count <= 63 && bytes.allSatisfy { alphanumeric($0) || $0 == 45 } && alphanumeric(bytes.first!)
-                && alphanumeric(bytes.last!)
-        }
+        name.utf8.count <= 253 && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy(isDNSLabel)
+    }
+
+    /// A DNS-1123 label: at most 63 lowercase letters, digits and dashes, starting and ending with a
+    /// letter or digit.
+    static func isDNSLabel(_ label: some StringProtocol) -> Bool {
+        let bytes = Array(label.utf8)
+        let alphanumeric = { (byte: UInt8) in (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57) }
+        return !bytes.isEmpty && bytes.count <= 63 && bytes.allSatisfy { alphanumeric($0) || $0 == 45 } && alphanumeric(bytes.first!)
+            && alphanumeric(bytes.last!)
     }
 
     // MARK: EndpointSlice
@@ -436,15 +440,9 @@ public enum ManifestValidator {
         }
     }
 
-    /// A DNS-1123 label: at most 63 lowercase letters, digits and dashes, starting and ending with a
-    /// letter or digit.
+    /// A port name that must be a DNS-1123 label (`isDNSLabel`).
     static func checkDNSLabel(_ name: String, _ field: @autoclosure () -> String) throws(FieldError) {
-        let bytes = name.utf8
-        let alphanumeric = { (byte: UInt8) in (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57) }
-        let ok =
-            !bytes.isEmpty && bytes.count <= 63 && bytes.allSatisfy { alphanumeric($0) || $0 == 45 } && alphanumeric(bytes.first!)
-            && alphanumeric(bytes.last!)
-        if !ok {
+        if !isDNSLabel(name) {
             throw FieldError(
                 field(),
                 "\"\(name)\" is not a valid port name: a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
