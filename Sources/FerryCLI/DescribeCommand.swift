@@ -27,20 +27,13 @@ struct DescribeCommand: AsyncParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Option(name: [.short, .customLong("namespace")], help: "The namespace (default: default).")
-    var namespace: String?
+    @OptionGroup var scope: NamespaceScope
 
-    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "Every namespace (with no NAME).")
-    var allNamespaces = false
-
-    func validate() throws {
-        if allNamespaces && !names.isEmpty { throw ValidationError("a resource cannot be retrieved by name across all namespaces") }
-    }
+    func validate() throws { try scope.check(names: names) }
 
     func run() async throws {
         let loaded = try await source.read()
         let state = loaded.state
-        let namespace = self.namespace ?? "default"
         var texts: [String] = []
         var missing: [String] = []
         let wanted: [ServiceName]
@@ -50,12 +43,12 @@ struct DescribeCommand: AsyncParsableCommand {
                 all.formUnion(state.slices.keys)
                 all.formUnion(state.endpoints.keys)
             }
-            wanted = all.filter { allNamespaces || $0.namespace == namespace }.sorted()
+            wanted = all.filter(scope.contains).sorted()
         } else {
-            wanted = names.map { ServiceName(namespace: namespace, name: $0) }
+            wanted = names.map { ServiceName(namespace: scope.selected, name: $0) }
         }
         for name in wanted {
-            let view = Self.endpointsView(name, in: state)
+            let view = EndpointsView.of(name, in: state)
             if resource.isServices {
                 guard let service = state.services[name] else {
                     missing.append(name.name)
@@ -74,21 +67,11 @@ struct DescribeCommand: AsyncParsableCommand {
         fflush(nil)
         try loaded.failOnProblems()
         if names.isEmpty && texts.isEmpty {
-            let scope = allNamespaces ? "" : " in \(namespace) namespace"
-            FileHandle.standardError.write(Data("No resources found\(scope).\n".utf8))
+            FileHandle.standardError.write(Data(scope.noResourcesFound.utf8))
         }
         if !missing.isEmpty {
             let kind = resource.isServices ? "services" : "endpoints"
             throw CommandFailure.runtime(missing.map { "Error from server (NotFound): \(kind) \"\($0)\" not found" }.joined(separator: "\n"))
         }
-    }
-
-    /// A Service's endpoints (or those of slices / Endpoints whose Service is absent), as `get` shows them.
-    static func endpointsView(_ name: ServiceName, in state: ClusterState) -> EndpointsView? {
-        if let service = state.services[name] {
-            return EndpointsView.make(name: name, service: service, slices: EffectiveSlices.slices(for: service, in: state))
-        }
-        let slices = state.slices[name].map { Array($0.values) } ?? state.endpoints[name].map(EffectiveSlices.mirror)
-        return slices.map { EndpointsView.make(name: name, service: nil, slices: $0) }
     }
 }

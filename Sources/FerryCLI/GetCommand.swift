@@ -53,11 +53,7 @@ struct GetCommand: AsyncParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Option(name: [.short, .customLong("namespace")], help: "Only this namespace (default: default).")
-    var namespace: String?
-
-    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "Every namespace (wins over -n, as in kubectl).")
-    var allNamespaces = false
+    @OptionGroup var scope: NamespaceScope
 
     @Option(name: [.short, .customLong("output")], help: "wide, name, json or yaml.")
     var output: OutputFormat?
@@ -78,7 +74,7 @@ struct GetCommand: AsyncParsableCommand {
         for spelling in spellings where Kind(spelling: spelling) == nil {
             throw ValidationError("the server doesn't have a resource type \"\(spelling)\" (Ferry knows services, endpoints and endpointslices)")
         }
-        if allNamespaces && !names.isEmpty { throw ValidationError("a resource cannot be retrieved by name across all namespaces") }
+        try scope.check(names: names)
         if let selector { _ = try LabelSelector(selector) }
         if watch && source.manifests == nil && (try? source.clusterAccess()) == nil {
             throw ValidationError("--watch needs --manifests PATH or an API server (--kubeconfig, --in-cluster)")
@@ -96,8 +92,7 @@ struct GetCommand: AsyncParsableCommand {
         fflush(nil)
         if !watch { try loaded.failOnProblems() }
         if listing.isEmpty && names.isEmpty && loaded.problems.isEmpty && output != .json && output != .yaml {
-            let scope = allNamespaces ? "" : " in \(namespace ?? "default") namespace"
-            FileHandle.standardError.write(Data("No resources found\(scope).\n".utf8))
+            FileHandle.standardError.write(Data(scope.noResourcesFound.utf8))
         }
         if !listing.missing.isEmpty {
             throw CommandFailure.runtime(listing.missing.map { "Error from server (NotFound): \($0.0.rawValue) \"\($0.1)\" not found" }.joined(separator: "\n"))
@@ -125,7 +120,7 @@ struct GetCommand: AsyncParsableCommand {
         for kind in kinds {
             var found: Set<String> = []
             func wanted(_ name: ServiceName, labels: [String: String]) -> Bool {
-                inScope(name) && (names.isEmpty || names.contains(name.name)) && (filter?.matches(labels) ?? true)
+                scope.contains(name) && (names.isEmpty || names.contains(name.name)) && (filter?.matches(labels) ?? true)
             }
             switch kind {
             case .services:
@@ -146,7 +141,7 @@ struct GetCommand: AsyncParsableCommand {
                     tables.append(services.map { "service/\($0.meta.name)\n" }.joined())
                 default:
                     if !services.isEmpty {
-                        tables.append(ServiceListing.render(services, allNamespaces: allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "service/" : ""))
+                        tables.append(ServiceListing.render(services, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "service/" : ""))
                     }
                 }
             case .endpoints:
@@ -159,13 +154,13 @@ struct GetCommand: AsyncParsableCommand {
                 case .name: tables.append(views.map { "endpoints/\($0.service.name)\n" }.joined())
                 default:
                     if !views.isEmpty {
-                        tables.append(EndpointListing.render(views, allNamespaces: allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "endpoints/" : ""))
+                        tables.append(EndpointListing.render(views, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "endpoints/" : ""))
                     }
                 }
             case .endpointslices:
                 let slices = effectiveSlices(state).filter { slice in
                     let owner = ServiceName(namespace: slice.meta.namespace, name: slice.meta.name)
-                    return inScope(owner) && (names.isEmpty || names.contains(slice.meta.name)) && (filter?.matches(slice.meta.labels) ?? true)
+                    return scope.contains(owner) && (names.isEmpty || names.contains(slice.meta.name)) && (filter?.matches(slice.meta.labels) ?? true)
                 }
                 found = Set(slices.map(\.meta.name))
                 switch output {
@@ -174,7 +169,7 @@ struct GetCommand: AsyncParsableCommand {
                 default:
                     if !slices.isEmpty {
                         tables.append(
-                            EndpointSliceListing.render(slices, allNamespaces: allNamespaces, now: now, kindPrefix: prefixNames ? "endpointslice.discovery.k8s.io/" : ""))
+                            EndpointSliceListing.render(slices, allNamespaces: scope.allNamespaces, now: now, kindPrefix: prefixNames ? "endpointslice.discovery.k8s.io/" : ""))
                     }
                 }
             }
@@ -211,24 +206,21 @@ struct GetCommand: AsyncParsableCommand {
         wire.spec = spec
     }
 
-    private func inScope(_ name: ServiceName) -> Bool {
-        allNamespaces || name.namespace == (namespace ?? "default")
-    }
 
     /// One view per Service, plus one per set of slices or Endpoints whose Service is absent.
     func endpointViews(_ state: ClusterState) -> [EndpointsView] {
         var names = Set(state.services.keys)
         names.formUnion(state.slices.keys)
         names.formUnion(state.endpoints.keys)
-        return names.filter(inScope).compactMap { DescribeCommand.endpointsView($0, in: state) }
+        return names.filter(scope.contains).compactMap { EndpointsView.of($0, in: state) }
     }
 
     /// Every Service's effective slices (its own, mirrored from Endpoints, or derived from Pods), plus
     /// slices whose Service is absent; sorted by namespace and name.
     func effectiveSlices(_ state: ClusterState) -> [EndpointSlice] {
         var result: [EndpointSlice] = []
-        for service in state.services.values where inScope(service.name) { result += EffectiveSlices.slices(for: service, in: state) }
-        for (name, slices) in state.slices where state.services[name] == nil && inScope(name) { result += slices.values }
+        for service in state.services.values where scope.contains(service.name) { result += EffectiveSlices.slices(for: service, in: state) }
+        for (name, slices) in state.slices where state.services[name] == nil && scope.contains(name) { result += slices.values }
         return result.sorted { ($0.meta.namespace, $0.meta.name) < ($1.meta.namespace, $1.meta.name) }
     }
 
@@ -284,8 +276,8 @@ struct GetCommand: AsyncParsableCommand {
         for line in text.split(separator: "\n").dropFirst() {
             let columns = line.split(separator: " ", omittingEmptySubsequences: true)
             guard let first = columns.first else { continue }
-            let namespace = allNamespaces ? String(first) : (self.namespace ?? "default")
-            let name = allNamespaces ? String(columns.dropFirst().first ?? "") : String(first)
+            let namespace = scope.allNamespaces ? String(first) : scope.selected
+            let name = scope.allNamespaces ? String(columns.dropFirst().first ?? "") : String(first)
             rows[ServiceName(namespace: namespace, name: name)] = String(line)
         }
         return rows

@@ -218,6 +218,28 @@ struct LoadedManifests {
     }
 }
 
+/// `-n NAMESPACE` and `-A`, as kubectl reads them for `get` and `describe`.
+struct NamespaceScope: ParsableArguments {
+    @Option(name: [.short, .customLong("namespace")], help: "The namespace (default: default).")
+    var namespace: String?
+
+    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "Every namespace (wins over -n, as in kubectl).")
+    var allNamespaces = false
+
+    /// The namespace names are looked up in.
+    var selected: String { namespace ?? "default" }
+
+    func contains(_ name: ServiceName) -> Bool { allNamespaces || name.namespace == selected }
+
+    /// kubectl's refusal of names with -A.
+    func check(names: [String]) throws {
+        if allNamespaces && !names.isEmpty { throw ValidationError("a resource cannot be retrieved by name across all namespaces") }
+    }
+
+    /// kubectl's line for an empty result.
+    var noResourcesFound: String { allNamespaces ? "No resources found.\n" : "No resources found in \(selected) namespace.\n" }
+}
+
 /// Which node Ferry stands on.
 struct NodeOptions: ParsableArguments {
     @Option(

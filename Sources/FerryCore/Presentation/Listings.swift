@@ -122,6 +122,16 @@ public struct EndpointsView: Sendable, Hashable {
             service: name, ready: ready, notReady: notReady, created: created, endpoints: Endpoints(meta: meta, subsets: subsets))
     }
 
+    /// The view of `name`: its Service's effective endpoints, or those of slices or Endpoints whose
+    /// Service is absent; `nil` when there is none of them.
+    public static func of(_ name: ServiceName, in state: ClusterState) -> EndpointsView? {
+        if let service = state.services[name] {
+            return make(name: name, service: service, slices: EffectiveSlices.slices(for: service, in: state))
+        }
+        let slices = state.slices[name].map { Array($0.values) } ?? state.endpoints[name].map(EffectiveSlices.mirror)
+        return slices.map { make(name: name, service: nil, slices: $0) }
+    }
+
     /// kubectl's ENDPOINTS cell: at most three, then `+ N more...`; `<none>` when nothing is ready.
     public func endpointsText(limit: Int? = 3) -> String {
         guard !ready.isEmpty else { return "<none>" }
