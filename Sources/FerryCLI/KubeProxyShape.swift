@@ -11,10 +11,7 @@ enum KubeProxyShape {
     /// `prefix-HASH-namespace/name/protocol/port`, with a stable 8-character hash as kube-proxy has.
     static func name(_ prefix: String, _ table: ServicePortTable, _ suffix: String = "") -> String {
         let readable = "\(table.name.service.namespace)/\(table.name.service.name)/\(table.name.protocol.rawValue.lowercased())/\(table.name.port)\(suffix)"
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in (prefix + readable).utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        let text = String(hash & 0xFF_FFFF_FFFF, radix: 32).uppercased()
-        return "\(prefix)-\(String(repeating: "0", count: max(0, 8 - text.count)) + text)-\(readable)"
+        return "\(prefix)-\(ChainNames.hash(prefix + readable))-\(readable)"
     }
 
     static func endpointChain(_ table: ServicePortTable, _ backend: Backend) -> String {

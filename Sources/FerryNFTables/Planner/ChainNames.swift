@@ -2,7 +2,7 @@ import FerryCore
 
 /// Stable, readable names for per-service objects: a short hash plus the readable service port,
 /// e.g. `service-ULMVA6XW-default/my-service/tcp/http`.
-enum ChainNames {
+public enum ChainNames {
     /// The readable part: `namespace/name/protocol/port` (the port's name, else its number).
     static func readable(_ table: ServicePortTable) -> String {
         let port = table.name.port.isEmpty ? String(table.port) : table.name.port
@@ -29,7 +29,7 @@ enum ChainNames {
     private static func named(_ prefix: String, _ readable: String) -> String { "\(prefix)-\(hash(prefix + readable))-\(readable)" }
 
     /// 8 characters of base32 of a 64-bit FNV-1a hash: short, stable across runs and platforms.
-    static func hash(_ text: String) -> String {
+    public static func hash(_ text: String) -> String {
         var value: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in text.utf8 {
             value ^= UInt64(byte)
