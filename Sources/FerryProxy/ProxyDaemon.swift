@@ -115,21 +115,24 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
     /// Logs, once per service and reason, a Service a node proxy ignores (ExternalName, headless, no
     /// ClusterIP): a user who sees no rules for it learns why.
     private func logIgnoredServices(_ changes: [ObjectChange]) {
-        for change in changes {
-            switch change {
-            case .upsert(.service(let service)):
-                let reason = service.skipReason
-                let isNew = ignoredServices.withLock { known in
-                    defer { known[service.name] = reason }
-                    return reason != nil && known[service.name] != reason
+        // One lock per batch (an initial list is thousands of changes); the logging after it.
+        let newlyIgnored = ignoredServices.withLock { known in
+            var found: [(ServiceName, String)] = []
+            for change in changes {
+                switch change {
+                case .upsert(.service(let service)):
+                    let reason = service.skipReason
+                    if let reason, known[service.name] != reason { found.append((service.name, reason)) }
+                    known[service.name] = reason
+                case .delete(let key) where key.kind == .service:
+                    known[ServiceName(namespace: key.namespace, name: key.name)] = nil
+                default:
+                    continue
                 }
-                if let reason, isNew { logger.info("service not proxied", metadata: ["service": "\(service.name)", "reason": "\(reason)"]) }
-            case .delete(let key) where key.kind == .service:
-                _ = ignoredServices.withLock { $0.removeValue(forKey: ServiceName(namespace: key.namespace, name: key.name)) }
-            default:
-                continue
             }
+            return found
         }
+        for (name, reason) in newlyIgnored { logger.info("service not proxied", metadata: ["service": "\(name)", "reason": "\(reason)"]) }
     }
 
     /// Follows the source and syncs until `stop()`.
