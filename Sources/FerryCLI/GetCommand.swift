@@ -116,8 +116,9 @@ struct GetCommand: AsyncParsableCommand {
         var listing = Listing()
         var tables: [String] = []
         var items: [AnyWire] = []
-        let prefixNames = kinds.count > 1
         for kind in kinds {
+            // `service/web` in the NAME column when several kinds are listed, as kubectl writes it.
+            let rowPrefix = kinds.count > 1 ? kind.namePrefix + "/" : ""
             var found: Set<String> = []
             func wanted(_ name: ServiceName, labels: [String: String]) -> Bool {
                 scope.contains(name) && (names.isEmpty || names.contains(name.name)) && (filter?.matches(labels) ?? true)
@@ -138,10 +139,10 @@ struct GetCommand: AsyncParsableCommand {
                         return AnyWire(wire)
                     }
                 case .name:
-                    tables.append(services.map { "service/\($0.meta.name)\n" }.joined())
+                    tables.append(services.map { "\(kind.namePrefix)/\($0.meta.name)\n" }.joined())
                 default:
                     if !services.isEmpty {
-                        tables.append(ServiceListing.render(services, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "service/" : ""))
+                        tables.append(ServiceListing.render(services, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: rowPrefix))
                     }
                 }
             case .endpoints:
@@ -151,25 +152,25 @@ struct GetCommand: AsyncParsableCommand {
                 found = Set(views.map(\.service.name))
                 switch output {
                 case .json, .yaml: items += views.map { AnyWire($0.endpoints.wire) }
-                case .name: tables.append(views.map { "endpoints/\($0.service.name)\n" }.joined())
+                case .name: tables.append(views.map { "\(kind.namePrefix)/\($0.service.name)\n" }.joined())
                 default:
                     if !views.isEmpty {
-                        tables.append(EndpointListing.render(views, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: prefixNames ? "endpoints/" : ""))
+                        tables.append(EndpointListing.render(views, allNamespaces: scope.allNamespaces, wide: wide, now: now, kindPrefix: rowPrefix))
                     }
                 }
             case .endpointslices:
+                // (effectiveSlices keeps to the namespace scope already.)
                 let slices = effectiveSlices(state).filter { slice in
-                    let owner = ServiceName(namespace: slice.meta.namespace, name: slice.meta.name)
-                    return scope.contains(owner) && (names.isEmpty || names.contains(slice.meta.name)) && (filter?.matches(slice.meta.labels) ?? true)
+                    (names.isEmpty || names.contains(slice.meta.name)) && (filter?.matches(slice.meta.labels) ?? true)
                 }
                 found = Set(slices.map(\.meta.name))
                 switch output {
                 case .json, .yaml: items += slices.map { AnyWire($0.wire) }
-                case .name: tables.append(slices.map { "endpointslice.discovery.k8s.io/\($0.meta.name)\n" }.joined())
+                case .name: tables.append(slices.map { "\(kind.namePrefix)/\($0.meta.name)\n" }.joined())
                 default:
                     if !slices.isEmpty {
                         tables.append(
-                            EndpointSliceListing.render(slices, allNamespaces: scope.allNamespaces, now: now, kindPrefix: prefixNames ? "endpointslice.discovery.k8s.io/" : ""))
+                            EndpointSliceListing.render(slices, allNamespaces: scope.allNamespaces, now: now, kindPrefix: rowPrefix))
                     }
                 }
             }
