@@ -347,12 +347,8 @@ public enum Planner {
         let nodeIP = config.nodeAddresses.first { $0.family == ipFamily }
         if let allowed = entry.loadBalancerAllowedSources(family: ipFamily, nodeIP: nodeIP) {
             let firewallChain = ChainNames.firewall(entry)
-            let rules = allowed.map { source in
-                Rule([
-                    source.isHost ? .matchAddress(.sourceAddress, source.address, equal: true) : .matchPrefix(.sourceAddress, source, equal: true),
-                    .verdict(.return),
-                ])
-            }
+            // (A host prefix, /32 or /128, lowers and prints as the one address: no case of its own here.)
+            let rules = allowed.map { Rule([.matchPrefix(.sourceAddress, $0, equal: true), .verdict(.return)]) }
             table.add(Chain(name: firewallChain, rules: rules + [Rule([.verdict(.drop)])]))
             for address in entry.loadBalancerIPs where address.family == ipFamily {
                 table.elements[firewallIPs, default: [:]][ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])] =
