@@ -1,3 +1,4 @@
+import FerryCore
 import FerryNFTables
 import FerryTestbed
 import Foundation
@@ -52,11 +53,11 @@ struct NetlinkWriterTests {
         let namespace = try Namespace()
         let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
         // 20,000 elements: one libnftnl message would wrap its 16-bit nest length and lose most of them.
-        var elements: [ElementKey: Verdict?] = [:]
+        var elements: [ElementKey: ElementValue?] = [:]
         for index in 0..<20_000 {
-            elements[ElementKey([.address(.v4(0x0A60_0000 + UInt32(index))), .l4Protocol(.tcp), .port(80)])] = .drop
+            elements[ElementKey([.address(.v4(0x0A60_0000 + UInt32(index))), .l4Protocol(.tcp), .port(80)])] = .verdict(.drop)
         }
-        let map = NFTSet(name: "service-ips", key: [.destinationAddress, .l4Protocol, .destinationPort], isVerdictMap: true)
+        let map = NFTSet(name: "service-ips", key: [.destinationAddress, .l4Protocol, .destinationPort], data: .verdict)
         try netfilter.apply(
             Transaction([
                 Operation(.ip, "ferry", .addTable), Operation(.ip, "ferry", .addSet(map)),
@@ -77,8 +78,8 @@ struct NetlinkWriterTests {
         guard try Testbed.skipUnlessRoot() else { return }
         let namespace = try Namespace()
         let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
-        let sources = NFTSet(name: "allowed-clients", key: [.sourceAddress], isVerdictMap: false)
-        let targets = NFTSet(name: "affinity-looking-but-daddr", key: [.destinationAddress, .l4Protocol, .destinationPort], isVerdictMap: false)
+        let sources = NFTSet(name: "allowed-clients", key: [.sourceAddress])
+        let targets = NFTSet(name: "affinity-looking-but-daddr", key: [.destinationAddress, .l4Protocol, .destinationPort])
         try netfilter.apply(
             Transaction([Operation(.ip, "ferry", .addTable), Operation(.ip, "ferry", .addSet(sources)), Operation(.ip, "ferry", .addSet(targets))]))
         let read = try netfilter.read(table: "ferry")
@@ -87,6 +88,44 @@ struct NetlinkWriterTests {
         // nft still lists the sets (it ignores userdata types it does not know).
         let listed = try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "list", "set", "ip", "ferry", "allowed-clients"])
         #expect(listed.contains("type ipv4_addr"), "\(listed)")
+    }
+
+    /// Endpoint maps (key ending in a numgen slot, data `address . port`) in both families: written, listed
+    /// by nft in the `typeof` form Ferry renders, read back equal, and a `dnat … map` rule over them loads.
+    @Test func endpointMapsAreWrittenListedAndReadBack() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        let cases: [(NFTFamily, IPAddress, IPAddress)] = [
+            (.ip, IPAddress("10.96.0.10")!, IPAddress("10.244.1.2")!), (.ip6, IPAddress("fd00:96::10")!, IPAddress("fd00:244::2")!),
+        ]
+        for (family, frontend, endpoint) in cases {
+            var operations = [Operation(family, "ferry", .addTable)]
+            var expected = Ruleset()
+            var table = Table(family: family)
+            for (name, key) in [("by-address", [KeyField.destinationAddress, .l4Protocol, .destinationPort]), ("by-port", [.l4Protocol, .destinationPort])] {
+                let frontendKey: [KeyValue] = key.count == 3 ? [.address(frontend), .l4Protocol(.tcp), .port(80)] : [.l4Protocol(.udp), .port(30053)]
+                var elements: [ElementKey: ElementValue?] = [:]
+                for slot in 0..<3 { elements[ElementKey(frontendKey + [.slot(slot)])] = .endpoint(endpoint, port: 8080 + slot) }
+                let map = NFTSet(name: name, key: key + [.slot], data: .endpoint)
+                operations += [Operation(family, "ferry", .addSet(map)), Operation(family, "ferry", .addElements(set: name, elements))]
+                var filled = map
+                filled.elements = elements
+                table.add(filled)
+                let chain = Chain(name: "pick-\(name)", rules: [Rule([.dnatMap(key, modulus: 3, map: name)])])
+                operations += [Operation(family, "ferry", .addChain(Chain(name: chain.name)))] + chain.rules.map { Operation(family, "ferry", .addRule(chain: chain.name, $0)) }
+                table.add(chain)
+            }
+            expected.tables[family] = table
+            try netfilter.apply(Transaction(operations))
+            let listed = try namespace.run(["ip", "netns", "exec", namespace.name, "nft", "list", "table", family.rawValue, "ferry"])
+            #expect(normalizedRuleset(listed) == normalizedRuleset(Renderer.text(expected)), "\(listed)")
+            let read = try netfilter.read(table: "ferry")
+            for name in ["by-address", "by-port"] {
+                #expect(read.tables[family]?.sets[name]?.declaration == table.sets[name]?.declaration)
+                #expect(read.tables[family]?.sets[name]?.elements == table.sets[name]?.elements)
+            }
+        }
     }
 
     @Test func theGenerationMovesWithEveryCommit() throws {

@@ -15,32 +15,48 @@ struct DiffTests {
         #expect(second.isEmpty, "\(Renderer.script(second))")
     }
 
-    /// The cost follows the change: one endpoint replaced among 200 services touches that service only.
+    /// The cost follows the change: one endpoint replaced among 200 services touches that service's map
+    /// elements only (its frontends' slots and the endpoint addresses), no chain and no rule.
     @Test func oneEndpointChangeTouchesOneServiceOnly() throws {
         let before = Planner.plan(tables(yaml: syntheticYAML(services: 200)))
         let after = Planner.plan(tables(yaml: syntheticYAML(services: 200, changeOne: 42)))
         let transaction = RulesetDiff.transaction(from: before, to: after)
         let script = Renderer.script(transaction)
         for line in script.split(separator: "\n") {
-            #expect(line.contains("default/svc-42/"), "touches another service: \(line)")
+            #expect(touchesOnly(svc: 42, line), "touches another service: \(line)")
         }
         let counts = transaction.summary
-        #expect(counts.chainsAdded == 1)  // the new endpoint's chain
-        #expect(counts.chainsFlushed == 2)  // the service chain (new numgen) and the old endpoint's chain
-        #expect(counts.elementsAdded == 0 && counts.elementsDeleted == 0)
+        #expect(counts.chainsAdded == 0 && counts.chainsFlushed == 0 && counts.rules == 0)
+        // The sorted endpoints shift a slot each (3 slots x 2 frontends), the old address leaves the
+        // hairpin set and the new one enters it.
+        #expect(counts.elementsAdded == 7 && counts.elementsDeleted == 7)
+    }
+
+    /// One endpoint added: that service's elements and its one `goto pick-N` rule (N changed).
+    @Test func oneEndpointAddedRewritesOneRule() throws {
+        let before = Planner.plan(tables(yaml: syntheticYAML(services: 20)))
+        let after = Planner.plan(tables(yaml: syntheticYAML(services: 20, endpoints: 3, grow: 5)))
+        let transaction = RulesetDiff.transaction(from: before, to: after)
+        for line in Renderer.script(transaction).split(separator: "\n") {
+            #expect(touchesOnly(svc: 5, line) || line.contains("pick-4"), "touches another service: \(line)")
+        }
+        let counts = transaction.summary
+        #expect(counts.chainsAdded == 1 && counts.chainsFlushed == 1)  // pick-4 appears; the service chain is rewritten
+        #expect(counts.rules == 3)  // the service chain's one rule, pick-4's two
     }
 
     @Test func removingAServiceDeletesItsElementsAndEmptiesItsChainsFirst() throws {
         let before = Planner.plan(tables(yaml: syntheticYAML(services: 3)))
         let after = Planner.plan(tables(yaml: syntheticYAML(services: 2)))
         let transaction = RulesetDiff.transaction(from: before, to: after)
-        #expect(transaction.summary.elementsDeleted == 3)  // ClusterIP and NodePort dispatch, and the ClusterIP in cluster-ips
+        // ClusterIP and NodePort dispatch, the ClusterIP in cluster-ips, 3 slots x 2 frontends, 3 endpoint addresses.
+        #expect(transaction.summary.elementsDeleted == 12)
         #expect(transaction.summary.chainsDeleted == 0)
         let stale = RulesetDiff.staleObjects(applied: before.applying(transaction), desired: after)
-        #expect(stale.count == 5)  // service, external and three endpoint chains
+        #expect(stale.count == 2)  // the service and external chains (pick-3 still serves the others)
         let later = RulesetDiff.transaction(from: before.applying(transaction), to: after, deletable: stale)
-        #expect(later.summary.chainsDeleted == 5)
-        #expect(later.operations.count == 5)
+        #expect(later.summary.chainsDeleted == 2)
+        #expect(later.operations.count == 2)
     }
 
     @Test func theTwinAppliesAllOrNothing() throws {
@@ -67,7 +83,7 @@ struct DiffTests {
         Operation(
             .ip, "ferry",
             .addElements(
-                set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): .goto("missing")])),
+                set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): .verdict(.goto("missing"))])),
         Operation(
             .ip, "ferry",
             .deleteElements(set: "service-ips", [ElementKey([.address(IPAddress("10.96.9.9")!), .l4Protocol(.tcp), .port(80)]): nil])),
@@ -95,7 +111,7 @@ struct ProxierTests {
         #expect(shrink.transaction.summary.chainsDeleted == 0)
         #expect(proxier.hasPendingDeletions)
         let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
-        #expect(cleanup.transaction.summary.chainsDeleted == 5)
+        #expect(cleanup.transaction.summary.chainsDeleted == 2)
         #expect(!proxier.hasPendingDeletions)
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
     }
@@ -176,10 +192,11 @@ struct IncrementalSyncTests {
         let one = try proxier.sync(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))
         #expect(one.replannedPorts == 1 && !one.readBack)
         for line in Renderer.script(one.transaction).split(separator: "\n") {
-            #expect(line.contains("default/svc-7/"), "touches another service: \(line)")
+            #expect(touchesOnly(svc: 7, line), "touches another service: \(line)")
         }
+        #expect(one.transaction.summary.rules == 0 && !proxier.hasPendingDeletions)
         let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))
-        #expect(cleanup.transaction.summary.chainsDeleted == 1)
+        #expect(cleanup.transaction.isEmpty)
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))))
     }
 

@@ -35,7 +35,7 @@ func ip(_ text: String) -> IPAddress { IPAddress(text)! }
 
 /// `count` services `svc-N` (10.96.x.y, port 80) with `endpoints` ready endpoints each; service
 /// `changed` gets one endpoint replaced when `changeOne` is set.
-func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: Int? = nil) -> String {
+func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: Int? = nil, grow grown: Int? = nil) -> String {
     var documents: [String] = []
     for index in 0..<count {
         let address = "10.96.\(index / 250).\(index % 250 + 1)"
@@ -46,7 +46,7 @@ func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: I
             metadata: {name: svc-\(index)}
             spec: {type: NodePort, clusterIP: \(address), ports: [{name: http, port: 80, nodePort: \(30000 + index)}]}
             """)
-        let ips = (0..<endpoints).map { endpoint -> String in
+        let ips = (0..<(index == grown ? endpoints + 1 : endpoints)).map { endpoint -> String in
             let last = index == changed && endpoint == 0 ? 250 : endpoint + 1
             return "{addresses: [10.\(100 + index / 250).\(index % 250).\(last)], nodeName: node-\(endpoint % 2 + 1)}"
         }
@@ -61,4 +61,17 @@ func syntheticYAML(services count: Int, endpoints: Int = 3, changeOne changed: I
             """)
     }
     return documents.joined(separator: "\n---\n")
+}
+
+/// Whether a line of a transaction script is about synthetic service `index` only: its chains, its
+/// frontends' map elements (ClusterIP, NodePort) or its endpoints' addresses.
+func touchesOnly(svc index: Int, _ line: Substring) -> Bool {
+    let clusterIP = "10.96.\(index / 250).\(index % 250 + 1) "
+    let endpoints = "10.\(100 + index / 250).\(index % 250)."
+    if line.contains("default/svc-\(index)/") { return true }
+    guard line.contains(" element ") else { return false }
+    let items = line.drop { $0 != "{" }.dropFirst().dropLast().split(separator: ",")
+    return items.allSatisfy { item in
+        item.contains(clusterIP) || item.contains("tcp . \(30000 + index) ") || item.trimmingCharacters(in: .whitespaces).hasPrefix(endpoints)
+    }
 }

@@ -91,8 +91,11 @@ public final class InMemoryNetfilter: Netfilter {
             }
         case .addElements(let name, let elements):
             guard let set = table.sets[name] else { throw fail(.notFound, 2, "no such set") }
-            for case let verdict?? in elements.values {
-                if let target = verdict.chain, table.chains[target] == nil {
+            for value in elements.values where value?.data != set.data {
+                throw fail(.rejected, 22, "element data \(value.map(\.description) ?? "none") does not fit set \(name)")
+            }
+            for case let value?? in elements.values {
+                if let target = value.chain, table.chains[target] == nil {
                     throw fail(.notFound, 2, "element refers to missing chain \(target)")
                 }
             }

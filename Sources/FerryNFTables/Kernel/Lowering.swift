@@ -66,18 +66,13 @@ struct Lowering {
             meta(NFT_META_MARK, into: Self.register1)
             bitwise(Self.register1, length: 4, mask: hostBytes(bits), xor: hostBytes(0))
             cmp(NFT_CMP_EQ, Self.register1, hostBytes(0))
-        case .lookup(let field, let set):
-            payloadAddress(field, into: Self.register1)
+        case .lookup(let key, let set):
+            _ = loadKey(key)
             let expression = add("lookup")
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_SREG), Self.register1)
             nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_LOOKUP_SET), set)
         case .verdictMap(let key, let map):
-            var word: UInt32 = 0
-            for (index, field) in key.enumerated() {
-                let register = index == 0 ? Self.register1 : Self.firstRegister32 + word
-                load(field, into: register)
-                word += UInt32((fieldLength(field) + 3) / 4)
-            }
+            _ = loadKey(key)
             let expression = add("lookup")
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_SREG), Self.register1)
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_DREG), Self.verdictRegister)
@@ -88,6 +83,25 @@ struct Lowering {
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_MODULUS), UInt32(modulus))
             nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_NG_TYPE), NFT_NG_RANDOM.rawValue)
             cmp(NFT_CMP_EQ, Self.register1, hostBytes(0))
+        case .dnatMap(let key, let modulus, let map):
+            // As nft: the key's fields, then the slot, in consecutive 32-bit registers from register 1;
+            // the lookup writes the endpoint's address to register 1 and its port to the word after it.
+            let slotRegister = loadKey(key)
+            let generator = add("numgen")
+            nftnl_expr_set_u32(generator, UInt16(NFTNL_EXPR_NG_DREG), slotRegister)
+            nftnl_expr_set_u32(generator, UInt16(NFTNL_EXPR_NG_MODULUS), UInt32(modulus))
+            nftnl_expr_set_u32(generator, UInt16(NFTNL_EXPR_NG_TYPE), NFT_NG_RANDOM.rawValue)
+            let lookup = add("lookup")
+            nftnl_expr_set_u32(lookup, UInt16(NFTNL_EXPR_LOOKUP_SREG), Self.register1)
+            nftnl_expr_set_u32(lookup, UInt16(NFTNL_EXPR_LOOKUP_DREG), Self.register1)
+            nftnl_expr_set_str(lookup, UInt16(NFTNL_EXPR_LOOKUP_SET), map)
+            let nat = add("nat")
+            nftnl_expr_set_u32(nat, UInt16(NFTNL_EXPR_NAT_TYPE), NFT_NAT_DNAT.rawValue)
+            nftnl_expr_set_u32(nat, UInt16(NFTNL_EXPR_NAT_FAMILY), UInt32(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6))
+            nftnl_expr_set_u32(nat, UInt16(NFTNL_EXPR_NAT_REG_ADDR_MIN), Self.register1)
+            let portRegister = Self.firstRegister32 + UInt32(fieldLength(.destinationAddress) / 4)
+            nftnl_expr_set_u32(nat, UInt16(NFTNL_EXPR_NAT_REG_PROTO_MIN), portRegister)
+            nftnl_expr_set_u32(nat, UInt16(NFTNL_EXPR_NAT_FLAGS), UInt32(NF_NAT_RANGE_PROTO_SPECIFIED))
         case .setMark(let bits):
             meta(NFT_META_MARK, into: Self.register1)
             bitwise(Self.register1, length: 4, mask: hostBytes(~bits), xor: hostBytes(bits))
@@ -168,7 +182,19 @@ struct Lowering {
         case .destinationAddress, .sourceAddress: return family == .ip ? 4 : 16
         case .l4Protocol: return 1
         case .destinationPort: return 2
+        case .slot: return 4
         }
+    }
+
+    /// Loads a (concatenated) key into consecutive 32-bit registers from register 1, each field padded
+    /// to a whole register, as nft does; returns the next free 32-bit register.
+    private func loadKey(_ key: [KeyField]) -> UInt32 {
+        var word: UInt32 = 0
+        for (index, field) in key.enumerated() {
+            load(field, into: index == 0 ? Self.register1 : Self.firstRegister32 + word)
+            word += UInt32((fieldLength(field) + 3) / 4)
+        }
+        return Self.firstRegister32 + word
     }
 
     private func payloadAddress(_ field: KeyField, into register: UInt32) {
@@ -180,6 +206,7 @@ struct Lowering {
         case .destinationAddress, .sourceAddress: payloadAddress(field, into: register)
         case .l4Protocol: meta(NFT_META_L4PROTO, into: register)
         case .destinationPort: payload(base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, length: 2, into: register)
+        case .slot: preconditionFailure("a slot is generated (numgen), not loaded from the packet")
         }
     }
 
@@ -246,7 +273,12 @@ func keyBytes(_ key: ElementKey) -> [UInt8] {
         case .address(let address): bytes += address.bytes
         case .l4Protocol(let l4): bytes += [l4.number, 0, 0, 0]
         case .port(let port): bytes += portBytes(port) + [0, 0]
+        // numgen writes its register in host byte order.
+        case .slot(let slot): bytes += hostBytes(UInt32(slot))
         }
     }
     return bytes
 }
+
+/// An endpoint map element's data: the address, then the port padded to 4 bytes.
+func endpointBytes(_ address: IPAddress, port: Int) -> [UInt8] { address.bytes + portBytes(port) + [0, 0] }

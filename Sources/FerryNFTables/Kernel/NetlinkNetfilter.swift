@@ -205,15 +205,28 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_TYPE.rawValue), keyType)
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_LEN.rawValue), keyLength)
             // The key's fields, which the key type alone does not tell (a source address and a destination
-            // address are both ipv4_addr): read back from here, not guessed from the set's name.
-            let userdata = nftnl_udata_buf_alloc(64)!
+            // address are both ipv4_addr): read back from here, not guessed from the set's name. An
+            // endpoint map also carries nft's typeof description first (see NFTTypeofUserdata).
+            let userdata = nftnl_udata_buf_alloc(512)!
             defer { nftnl_udata_buf_free(userdata) }
-            nftnl_udata_put_strz(userdata, NetlinkNetfilter.setKeyUserdataType, KeyField.userdataText(set.key))
-            nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), nftnl_udata_buf_data(userdata), nftnl_udata_buf_len(userdata))
+            var prefix = set.data == .endpoint ? NFTTypeofUserdata.bytes(key: set.key, family: operation.family) ?? [] : []
+            prefix += [NetlinkNetfilter.setKeyUserdataType, 0]
+            let keyText = Array(KeyField.userdataText(set.key).utf8) + [0]
+            prefix[prefix.count - 1] = UInt8(keyText.count)
+            prefix += keyText
+            nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), prefix, UInt32(prefix.count))
             var flags: UInt32 = 0
-            if set.isVerdictMap {
+            switch set.data {
+            case .verdict:
                 flags |= NFT_SET_MAP.rawValue
                 nftnl_set_set_u32(object, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
+            case .endpoint:
+                flags |= NFT_SET_MAP.rawValue
+                let (dataType, dataLength) = NetlinkNetfilter.keyType([.destinationAddress, .destinationPort], family: operation.family)
+                nftnl_set_set_u32(object, UInt16(NFTNL_SET_DATA_TYPE.rawValue), dataType)
+                nftnl_set_set_u32(object, UInt16(NFTNL_SET_DATA_LEN.rawValue), dataLength)
+            case nil:
+                break
             }
             if let timeout = set.timeoutSeconds {
                 flags |= NFT_SET_TIMEOUT.rawValue | NFT_SET_EVAL.rawValue
@@ -232,13 +245,19 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             let isAdd = { if case .addElements = operation.kind { return true } else { return false } }()
             let object = setObject(table: table, name: name, family: family)
             defer { nftnl_set_free(object) }
-            for (key, verdict) in elements.sorted(by: { $0.key < $1.key }) {
+            for (key, value) in elements.sorted(by: { $0.key < $1.key }) {
                 let element = nftnl_set_elem_alloc()!
                 let bytes = keyBytes(key)
                 bytes.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
-                if isAdd, let verdict = verdict {
+                switch isAdd ? value : nil {
+                case .verdict(let verdict):
                     nftnl_set_elem_set_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT), Lowering.code(verdict))
                     if let chain = verdict.chain { nftnl_set_elem_set_str(element, UInt16(NFTNL_SET_ELEM_CHAIN), chain) }
+                case .endpoint(let address, let port):
+                    let data = endpointBytes(address, port: port)
+                    data.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
+                case nil:
+                    break
                 }
                 nftnl_set_elem_add(object, element)
             }
@@ -283,6 +302,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             case .destinationAddress, .sourceAddress: (id, size) = family == .ip ? (7, 4) : (8, 16)
             case .l4Protocol: (id, size) = (12, 4)
             case .destinationPort: (id, size) = (13, 4)
+            case .slot: (id, size) = (4, 4)  // nft's integer type, as numgen's result
             }
             type = type << 6 | id
             length += size
@@ -439,8 +459,12 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             let fields =
                 NetlinkNetfilter.userdataKey(of: object)
                 ?? NetlinkNetfilter.keyFields(keyType, sourceAddress: setName.hasPrefix("affinity-"))
-            ruleset.tables[family]?.sets[setName] = NFTSet(
-                name: setName, key: fields, isVerdictMap: flags & NFT_SET_MAP.rawValue != 0, timeoutSeconds: timeout)
+            var data: SetData?
+            if flags & NFT_SET_MAP.rawValue != 0 {
+                let type = nftnl_set_get_u32(object, UInt16(NFTNL_SET_DATA_TYPE.rawValue))
+                data = type == NFT_DATA_VERDICT.rawValue ? .verdict : .endpoint
+            }
+            ruleset.tables[family]?.sets[setName] = NFTSet(name: setName, key: fields, data: data, timeoutSeconds: timeout)
         }
         for (family, table) in ruleset.tables {
             for set in table.sets.values where !dynamicSets.contains(set.name) {
@@ -483,10 +507,10 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
         return families.sorted()
     }
 
-    private func readElements(of set: NFTSet, table: String, family: NFTFamily) throws(NetfilterError) -> [ElementKey: Verdict?] {
+    private func readElements(of set: NFTSet, table: String, family: NFTFamily) throws(NetfilterError) -> [ElementKey: ElementValue?] {
         let query = setObject(table: table, name: set.name, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6))
         defer { nftnl_set_free(query) }
-        var elements: [ElementKey: Verdict?] = [:]
+        var elements: [ElementKey: ElementValue?] = [:]
         var unreadable = 0
         try dump(
             NFT_MSG_GETSETELEM, family: UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6),
@@ -504,15 +528,22 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
                 guard let data = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_KEY), &length) else { continue }
                 let bytes = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
                 guard let key = NetlinkNetfilter.decodeKey(bytes, fields: set.key, family: family) else { continue }
-                var verdict: Verdict?
+                var value: ElementValue?
                 if nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_VERDICT)) {
                     let code = Int32(bitPattern: nftnl_set_elem_get_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT)))
                     let chain =
                         nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_CHAIN))
                         ? String(cString: nftnl_set_elem_get_str(element, UInt16(NFTNL_SET_ELEM_CHAIN))) : ""
-                    verdict = NetlinkNetfilter.verdict(code, chain: chain)
+                    value = NetlinkNetfilter.verdict(code, chain: chain).map(ElementValue.verdict)
+                } else if set.data == .endpoint, let raw = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_DATA), &length) {
+                    let bytes = Array(UnsafeRawBufferPointer(start: raw, count: Int(length)))
+                    if let decoded = NetlinkNetfilter.decodeKey(bytes, fields: [.destinationAddress, .destinationPort], family: family),
+                        case .address(let address) = decoded.values[0], case .port(let port) = decoded.values[1]
+                    {
+                        value = .endpoint(address, port: port)
+                    }
                 }
-                elements[key] = .some(verdict)
+                elements[key] = .some(value)
             }
         }
         // Never a silent partial read: a diff against it would re-add (or leave out) elements.
@@ -587,6 +618,7 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             case 7, 8: fields.insert(sourceAddress ? .sourceAddress : .destinationAddress, at: 0)
             case 12: fields.insert(.l4Protocol, at: 0)
             case 13: fields.insert(.destinationPort, at: 0)
+            case 4: fields.insert(.slot, at: 0)
             default: fields.insert(.destinationAddress, at: 0)
             }
             rest >>= 6
@@ -621,6 +653,11 @@ public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
             case .destinationPort:
                 guard offset + 2 <= bytes.count else { return nil }
                 values.append(.port(Int(bytes[offset]) << 8 | Int(bytes[offset + 1])))
+                offset += 4
+            case .slot:
+                guard offset + 4 <= bytes.count else { return nil }
+                let slot = bytes[offset..<offset + 4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                values.append(.slot(Int(slot)))
                 offset += 4
             }
         }

@@ -22,7 +22,7 @@ public enum Renderer {
     }
 
     static func setBlock(_ set: NFTSet, family: NFTFamily) -> String {
-        var lines = ["\t\(set.isVerdictMap ? "map" : "set") \(set.name) {"]
+        var lines = ["\t\(set.isMap ? "map" : "set") \(set.name) {"]
         lines += declarationLines(set, family: family).map { "\t\t" + $0 }
         let elements = elementTexts(set)
         if !elements.isEmpty {
@@ -35,8 +35,16 @@ public enum Renderer {
     /// The lines declaring a set, in `nft list` order: its type, and for a dynamic set its size, flags
     /// and timeout.
     static func declarationLines(_ set: NFTSet, family: NFTFamily) -> [String] {
-        let type = set.key.map { $0.typeName(family) }.joined(separator: " . ")
-        var lines = ["type \(type)\(set.isVerdictMap ? " : verdict" : "")"]
+        var lines: [String]
+        if set.data == .endpoint {
+            // An endpoint map's key ends in the slot numgen picks, which has no type name: nft declares
+            // it by expression (`typeof`), and so does Ferry (with nft's own userdata, so `nft list` agrees).
+            let key = set.key.map { $0.expressionText(family) }.joined(separator: " . ")
+            lines = ["typeof \(key) : \(family.rawValue) daddr . th dport"]
+        } else {
+            let type = set.key.map { $0.typeName(family) }.joined(separator: " . ")
+            lines = ["type \(type)\(set.data == .verdict ? " : verdict" : "")"]
+        }
         if let timeout = set.timeoutSeconds {
             lines += ["size \(NFTSet.dynamicSize)", "flags dynamic,timeout", "timeout \(duration(timeout))"]
         }
@@ -45,8 +53,8 @@ public enum Renderer {
 
     static func elementTexts(_ set: NFTSet) -> [String] {
         set.elements.keys.sorted().map { key in
-            guard let verdict = set.elements[key] ?? nil else { return key.description }
-            return "\(key) : \(verdict)"
+            guard let value = set.elements[key] ?? nil else { return key.description }
+            return "\(key) : \(value)"
         }
     }
 
@@ -81,14 +89,14 @@ public enum Renderer {
                 return "add rule \(table) \(chain) \(rule.text(operation.family))"
             case .addSet(let set):
                 let body = declarationLines(set, family: operation.family).joined(separator: "; ")
-                return "add \(set.isVerdictMap ? "map" : "set") \(table) \(set.name) { \(body); }"
+                return "add \(set.isMap ? "map" : "set") \(table) \(set.name) { \(body); }"
             case .deleteSet(let name):
                 return "delete set \(table) \(name)"
             case .addElements(let set, let elements), .deleteElements(let set, let elements):
                 let verb = { if case .addElements = operation.kind { return "add" } else { return "delete" } }()
                 let items = elements.keys.sorted().map { key -> String in
-                    guard verb == "add", let verdict = elements[key] ?? nil else { return key.description }
-                    return "\(key) : \(verdict)"
+                    guard verb == "add", let value = elements[key] ?? nil else { return key.description }
+                    return "\(key) : \(value)"
                 }
                 return "\(verb) element \(table) \(set) { \(items.joined(separator: ", ")) }"
             }

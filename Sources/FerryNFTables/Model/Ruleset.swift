@@ -96,6 +96,8 @@ public enum KeyField: Sendable, Hashable, CaseIterable {
     case sourceAddress
     case l4Protocol
     case destinationPort
+    /// The slot a `numgen random mod N` expression picks (0..N-1): the last field of an endpoint map's key.
+    case slot
 
     /// The field's name in the userdata Ferry stores with a set (`saddr.l4proto.dport`): the kernel's key
     /// type says `ipv4_addr` for a source and a destination address alike, so the set says which it is.
@@ -105,6 +107,7 @@ public enum KeyField: Sendable, Hashable, CaseIterable {
         case .sourceAddress: "saddr"
         case .l4Protocol: "l4proto"
         case .destinationPort: "dport"
+        case .slot: "slot"
         }
     }
 
@@ -124,6 +127,7 @@ public enum KeyField: Sendable, Hashable, CaseIterable {
         case .destinationAddress, .sourceAddress: return family == .ip ? "ipv4_addr" : "ipv6_addr"
         case .l4Protocol: return "inet_proto"
         case .destinationPort: return "inet_service"
+        case .slot: return "integer"
         }
     }
 
@@ -134,6 +138,8 @@ public enum KeyField: Sendable, Hashable, CaseIterable {
         case .sourceAddress: return "\(family.rawValue) saddr"
         case .l4Protocol: return "meta l4proto"
         case .destinationPort: return "th dport"
+        // How a `typeof` declaration names the slot's type: any modulus gives the same 32-bit integer.
+        case .slot: return "numgen random mod 1"
         }
     }
 }
@@ -143,12 +149,13 @@ public enum KeyValue: Sendable, Hashable, Comparable, CustomStringConvertible {
     case address(IPAddress)
     case l4Protocol(L4Protocol)
     case port(Int)
+    case slot(Int)
 
     public var description: String {
         switch self {
         case .address(let address): return address.description
         case .l4Protocol(let value): return value.rawValue.lowercased()
-        case .port(let port): return String(port)
+        case .port(let port), .slot(let port): return String(port)
         }
     }
 
@@ -157,6 +164,7 @@ public enum KeyValue: Sendable, Hashable, Comparable, CustomStringConvertible {
         case .address(let address): return (0, address, 0)
         case .l4Protocol(let value): return (1, nil, Int(value.number))
         case .port(let port): return (2, nil, port)
+        case .slot(let slot): return (3, nil, slot)
         }
     }
 
@@ -179,24 +187,62 @@ public struct ElementKey: Sendable, Hashable, Comparable, CustomStringConvertibl
     public static func < (lhs: ElementKey, rhs: ElementKey) -> Bool { lhs.values.lexicographicallyPrecedes(rhs.values) }
 }
 
-/// A named set or verdict map.
+/// What a map's elements map to.
+public enum SetData: Sendable, Hashable {
+    /// A verdict map (`: verdict`): dispatch to a chain.
+    case verdict
+    /// An endpoint map (`: ip daddr . th dport`): the address and port a `dnat … map` rewrites to.
+    case endpoint
+}
+
+/// The data of one map element.
+public enum ElementValue: Sendable, Hashable, CustomStringConvertible {
+    case verdict(Verdict)
+    case endpoint(IPAddress, port: Int)
+
+    public var description: String {
+        switch self {
+        case .verdict(let verdict): return verdict.description
+        case .endpoint(let address, let port): return "\(address) . \(port)"
+        }
+    }
+
+    /// The chain a verdict element continues in, if any.
+    public var chain: String? {
+        if case .verdict(let verdict) = self { return verdict.chain }
+        return nil
+    }
+
+    /// The kind of map that holds such values.
+    public var data: SetData {
+        switch self {
+        case .verdict: return .verdict
+        case .endpoint: return .endpoint
+        }
+    }
+}
+
+/// A named set or map.
 public struct NFTSet: Sendable, Hashable {
     public var name: String
     public var key: [KeyField]
-    /// A verdict map (`: verdict`) when true, a plain set otherwise.
-    public var isVerdictMap: Bool
+    /// What the elements map to; `nil` for a plain set.
+    public var data: SetData?
     /// A dynamic set filled by the data path (`flags dynamic,timeout`) with this timeout in seconds.
     public var timeoutSeconds: Int?
-    /// Map elements and their verdicts; for a plain set the verdict is `nil`.
-    public var elements: [ElementKey: Verdict?]
+    /// The elements and, in a map, their data; `nil` data in a plain set.
+    public var elements: [ElementKey: ElementValue?]
 
-    public init(name: String, key: [KeyField], isVerdictMap: Bool, timeoutSeconds: Int? = nil, elements: [ElementKey: Verdict?] = [:]) {
+    public init(name: String, key: [KeyField], data: SetData? = nil, timeoutSeconds: Int? = nil, elements: [ElementKey: ElementValue?] = [:]) {
         self.name = name
         self.key = key
-        self.isVerdictMap = isVerdictMap
+        self.data = data
         self.timeoutSeconds = timeoutSeconds
         self.elements = elements
     }
+
+    /// A map (`map … { type … : … }`) rather than a plain set.
+    public var isMap: Bool { data != nil }
 
     /// The set with its declaration only (no elements): what decides whether it must be recreated.
     public var declaration: NFTSet {

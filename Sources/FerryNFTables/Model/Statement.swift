@@ -20,8 +20,8 @@ public enum Statement: Sendable, Hashable {
     case matchNewConnection
     /// `meta mark & 0x00004000 == 0x00000000`.
     case matchMarkClear(UInt32)
-    /// `ip saddr @set`.
-    case lookup(KeyField, set: String)
+    /// `ip saddr @set`, `ip saddr . ip daddr @set`.
+    case lookup([KeyField], set: String)
     /// `ip daddr . meta l4proto . th dport vmap @map`.
     case verdictMap([KeyField], map: String)
     /// `numgen random mod N 0`: matches with probability 1/N. A service chain balances over N endpoints
@@ -29,6 +29,11 @@ public enum Statement: Sendable, Hashable {
     /// uniform. (An anonymous `numgen … vmap { … }` per service would be one set per service, and the
     /// kernel binds every anonymous set by walking the whole transaction: quadratic in a big batch.)
     case matchRandom(modulus: Int)
+    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @map`: picks slot
+    /// 0..N-1 at random and rewrites to the endpoint the map holds for the packet's key and that slot.
+    /// The key fields come from the packet; the slot is appended. A missing key leaves the rule (the
+    /// next rule runs).
+    case dnatMap([KeyField], modulus: Int, map: String)
     /// `meta mark set meta mark | 0x00004000`.
     case setMark(UInt32)
     /// `meta mark set meta mark ^ 0x00004000`.
@@ -63,7 +68,7 @@ public enum Statement: Sendable, Hashable {
     public var referencedSets: [String] {
         switch self {
         case .lookup(_, let set), .updateSet(_, let set): return [set]
-        case .verdictMap(_, let map): return [map]
+        case .verdictMap(_, let map), .dnatMap(_, _, let map): return [map]
         default: return []
         }
     }
@@ -87,12 +92,15 @@ public enum Statement: Sendable, Hashable {
             return "ct state new"
         case .matchMarkClear(let mask):
             return "meta mark & \(hex(mask)) == 0x00000000"
-        case .lookup(let field, let set):
-            return "\(field.expressionText(family)) @\(set)"
+        case .lookup(let key, let set):
+            return "\(key.map { $0.expressionText(family) }.joined(separator: " . ")) @\(set)"
         case .verdictMap(let key, let map):
             return "\(key.map { $0.expressionText(family) }.joined(separator: " . ")) vmap @\(map)"
         case .matchRandom(let modulus):
             return "numgen random mod \(modulus) 0"
+        case .dnatMap(let key, let modulus, let map):
+            let fields = key.map { $0.expressionText(family) } + ["numgen random mod \(modulus)"]
+            return "dnat \(family.rawValue) to \(fields.joined(separator: " . ")) map @\(map)"
         case .setMark(let bits):
             return "meta mark set meta mark | \(hex(bits))"
         case .toggleMark(let bits):

@@ -11,8 +11,8 @@ public struct Operation: Sendable, Hashable {
         /// Creates the set or map (its elements come as `addElements`).
         case addSet(NFTSet)
         case deleteSet(String)
-        case addElements(set: String, [ElementKey: Verdict?])
-        case deleteElements(set: String, [ElementKey: Verdict?])
+        case addElements(set: String, [ElementKey: ElementValue?])
+        case deleteElements(set: String, [ElementKey: ElementValue?])
     }
 
     public var family: NFTFamily

@@ -40,8 +40,8 @@ public final class NFTablesProxier {
     private var trusted = false
     private var lastGeneration: UInt32?
     private var awaitingDeletion: Set<StaleObject> = []
-    /// What the `cluster-ips` sets hold (kept whole here: a ClusterIP belongs to every port of its service).
-    private var programmedClusterIPs: [NFTFamily: Set<IPAddress>] = [:]
+    /// Who needs each shared element and chain (`cluster-ips`, `endpoint-addresses`, `pick-N`).
+    private var shared = SharedObjectCounts()
 
     public init(netfilter: Netfilter, config: PlannerConfig, conntrack: ConntrackCleaner? = nil) {
         self.netfilter = netfilter
@@ -80,15 +80,17 @@ public final class NFTablesProxier {
         let start = clock.now
         let applied = try netfilter.read(table: Planner.tableName)
         let byFamily = Planner.fragments(for: Array(tables.ports.values), config: config)
-        var desired = Planner.assemble(byFamily, config: config)
-        let clusterIPs = Planner.clusterIPAddresses(tables)
-        Planner.fillClusterIPs(clusterIPs, into: &desired)
+        let desired = Planner.assemble(byFamily, config: config)
+        var counts = SharedObjectCounts()
+        for (family, fragments) in byFamily {
+            for fragment in fragments { _ = counts.add(fragment, family: family) }
+        }
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
         let planDuration = clock.now - start
         let kernelDuration = try send(transaction)
         programmed = tables.ports
-        programmedClusterIPs = clusterIPs
+        shared = counts
         families = Planner.families(byFamily)
         awaitingDeletion = stale.subtracting(awaitingDeletion.intersection(stale))
         return NFTablesSyncReport(
@@ -119,25 +121,40 @@ public final class NFTablesProxier {
 
         // Diff just the changed service ports: two partial rulesets holding the shared maps (declared, so
         // neither side adds them) and those ports' fragments, before and after.
+        // The shared objects are counted, not diffed: what nobody needed before and someone needs now is
+        // added (its chains first in the batch, since the ports' rules jump to them), what nobody needs any
+        // more is removed (chains flushed now and deleted a sync later, like every stale chain).
         var before: [NFTFamily: [ServicePortFragment]] = [:]
         var after: [NFTFamily: [ServicePortFragment]] = [:]
+        var counts = shared
+        var sharedChanges = SharedObjectCounts.Changes()
         for name in changed {
             let old = programmed[name].map { Planner.fragments(for: $0, config: config) } ?? [:]
-            for (family, fragment) in old { before[family, default: []].append(fragment) }
-            for (family, fragment) in replanned[name] ?? [:] { after[family, default: []].append(fragment) }
+            for (family, fragment) in old {
+                before[family, default: []].append(fragment)
+                sharedChanges.merge(counts.remove(fragment, family: family))
+            }
+            for (family, fragment) in replanned[name] ?? [:] {
+                after[family, default: []].append(fragment)
+                sharedChanges.merge(counts.add(fragment, family: family))
+            }
         }
         let old = partial(before)
         let new = partial(after)
-        let stale = RulesetDiff.staleObjects(applied: old, desired: new)
-        var transaction = RulesetDiff.transaction(from: old, to: new)
-        let clusterIPs = Planner.clusterIPAddresses(tables)
-        transaction.operations += Planner.clusterIPOperations(from: programmedClusterIPs, to: clusterIPs, families: families)
+        var stale = RulesetDiff.staleObjects(applied: old, desired: new)
+        var transaction = Transaction(sharedChanges.chainsAdded(counts))
+        transaction.operations += RulesetDiff.transaction(from: old, to: new).operations
+        transaction.operations += sharedChanges.elementOperations(counts)
+        for (family, name) in sharedChanges.chainsRemoved(counts) {
+            transaction.operations.append(Operation(family, Planner.tableName, .flushChain(name)))
+            stale.insert(StaleObject(family: family, kind: .chain, name: name))
+        }
         // Objects emptied by an earlier sync: delete them now, unless this sync wants them again.
         let recreated = Set(
             new.tables.flatMap { family, table in
                 table.chains.keys.map { StaleObject(family: family, kind: .chain, name: $0) }
                     + table.sets.keys.map { StaleObject(family: family, kind: .set, name: $0) }
-            })
+            } + counts.chainNames.map { StaleObject(family: $0.family, kind: .chain, name: $0.name) })
         let deletable = awaitingDeletion.subtracting(recreated)
         for object in deletable.sorted(by: { ($0.family, $0.name) < ($1.family, $1.name) }) {
             transaction.operations.append(
@@ -148,7 +165,7 @@ public final class NFTablesProxier {
         var previous: [ServicePortName: ServicePortTable] = [:]
         for name in changed { previous[name] = programmed[name] }
         for name in changed { programmed[name] = tables.ports[name] }
-        programmedClusterIPs = clusterIPs
+        shared = counts
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
         var report = NFTablesSyncReport(
             transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,
@@ -196,15 +213,14 @@ public final class NFTablesProxier {
         return flows
     }
 
-    /// Tables holding only the shared maps (declared, empty) and the given fragments.
+    /// Tables holding only the fixed sets and maps (declared, empty) and the given fragments without
+    /// their shared part.
     private func partial(_ fragments: [NFTFamily: [ServicePortFragment]]) -> Ruleset {
         var ruleset = Ruleset()
         for family in families {
             var table = Table(family: family, name: Planner.tableName)
-            for (name, set) in Planner.baseTable(family, config: config).sets where set.isVerdictMap {
-                table.sets[name] = set.declaration
-            }
-            for fragment in fragments[family] ?? [] { fragment.merge(into: &table) }
+            for (name, set) in Planner.baseTable(family, config: config).sets { table.sets[name] = set.declaration }
+            for fragment in fragments[family] ?? [] { fragment.merge(into: &table, shared: false) }
             ruleset.tables[family] = table
         }
         return ruleset
@@ -225,5 +241,96 @@ public final class NFTablesProxier {
         trusted = true
         lastGeneration = try? netfilter.generation()
         return elapsed
+    }
+}
+
+/// How many service ports need each shared element and chain, by family: a shared object is in the
+/// kernel exactly when its count is above zero.
+struct SharedObjectCounts {
+    struct ChainKey: Hashable {
+        var family: NFTFamily
+        var name: String
+    }
+    struct ElementKeyInSet: Hashable {
+        var family: NFTFamily
+        var set: String
+        var key: ElementKey
+    }
+
+    private var elements: [ElementKeyInSet: Int] = [:]
+    private var chains: [ChainKey: (chain: Chain, count: Int)] = [:]
+
+    /// The chains some port needs.
+    var chainNames: [ChainKey] { Array(chains.keys) }
+
+    /// What a run of additions and removals touched, and whether each was present before it.
+    struct Changes {
+        var elementsBefore: [ElementKeyInSet: Bool] = [:]
+        var chainsBefore: [ChainKey: (chain: Chain, present: Bool)] = [:]
+
+        mutating func merge(_ other: Changes) {
+            elementsBefore.merge(other.elementsBefore) { first, _ in first }
+            chainsBefore.merge(other.chainsBefore) { first, _ in first }
+        }
+
+        /// Creation and rules of the chains nobody needed before and someone needs now.
+        func chainsAdded(_ counts: SharedObjectCounts) -> [Operation] {
+            var operations: [Operation] = []
+            for (key, entry) in chainsBefore.sorted(by: { ($0.key.family, $0.key.name) < ($1.key.family, $1.key.name) })
+            where !entry.present && counts.chains[key] != nil {
+                operations.append(Operation(key.family, Planner.tableName, .addChain(Chain(name: key.name))))
+                for rule in entry.chain.rules { operations.append(Operation(key.family, Planner.tableName, .addRule(chain: key.name, rule))) }
+            }
+            return operations
+        }
+
+        /// The chains someone needed before and nobody needs now.
+        func chainsRemoved(_ counts: SharedObjectCounts) -> [(NFTFamily, String)] {
+            chainsBefore.filter { $0.value.present && counts.chains[$0.key] == nil }.map { ($0.key.family, $0.key.name) }
+                .sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+        }
+
+        /// The element deletions and additions that bring the shared sets to `counts`.
+        func elementOperations(_ counts: SharedObjectCounts) -> [Operation] {
+            var added: [NFTFamily: [String: [ElementKey: ElementValue?]]] = [:]
+            var removed: [NFTFamily: [String: [ElementKey: ElementValue?]]] = [:]
+            for (element, present) in elementsBefore {
+                let now = counts.elements[element] != nil
+                if now && !present { added[element.family, default: [:]][element.set, default: [:]][element.key] = .some(nil) }
+                if present && !now { removed[element.family, default: [:]][element.set, default: [:]][element.key] = .some(nil) }
+            }
+            var operations: [Operation] = []
+            for family in NFTFamily.allCases {
+                for (set, keys) in (removed[family] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    operations.append(Operation(family, Planner.tableName, .deleteElements(set: set, keys)))
+                }
+                for (set, keys) in (added[family] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    operations.append(Operation(family, Planner.tableName, .addElements(set: set, keys)))
+                }
+            }
+            return operations
+        }
+    }
+
+    mutating func add(_ fragment: ServicePortFragment, family: NFTFamily) -> Changes { change(fragment, family: family, by: 1) }
+    mutating func remove(_ fragment: ServicePortFragment, family: NFTFamily) -> Changes { change(fragment, family: family, by: -1) }
+
+    private mutating func change(_ fragment: ServicePortFragment, family: NFTFamily, by delta: Int) -> Changes {
+        var changes = Changes()
+        for (set, keys) in fragment.sharedElements {
+            for key in keys {
+                let element = ElementKeyInSet(family: family, set: set, key: key)
+                let count = elements[element] ?? 0
+                if changes.elementsBefore[element] == nil { changes.elementsBefore[element] = count > 0 }
+                elements[element] = count + delta > 0 ? count + delta : nil
+            }
+        }
+        for (name, chain) in fragment.sharedChains {
+            let key = ChainKey(family: family, name: name)
+            let count = chains[key]?.count ?? 0
+            if changes.chainsBefore[key] == nil { changes.chainsBefore[key] = (chain, count > 0) }
+            chains[key] = count + delta > 0 ? (chain, count + delta) : nil
+        }
+        return changes
     }
 }

@@ -47,6 +47,7 @@ public struct PacketTracer {
     private struct State: Hashable {
         var mark: UInt32 = 0
         var endpoint: String?
+        var masqueraded = false
     }
 
     /// How evaluating a rule or a chain ended.
@@ -95,15 +96,26 @@ public struct PacketTracer {
                 next = []
             }
         }
-        let masqueradeBit =
-            table.chains[Planner.markForMasquerade]?.rules.first.flatMap { rule -> UInt32? in
-                if case .setMark(let bit) = rule.statements.first { return bit }
-                return nil
-            } ?? 0
+        // Postrouting NAT for each forwarded packet, which now goes to its endpoint: masquerade or not.
+        var finals: [State] = []
+        let postrouting = table.chains.values.filter { $0.hook?.hook == .postrouting && $0.hook?.kind == .nat }
+        for state in states {
+            guard let endpoint = state.endpoint, let address = PacketTracer.address(ofEndpoint: endpoint) else {
+                finals.append(state)
+                continue
+            }
+            var seen = packet
+            seen.destination = address
+            var current = [state]
+            for chain in postrouting.sorted(by: { $0.hook!.priority < $1.hook!.priority }) {
+                current = current.flatMap { run(chain.name, $0, seen, depth: 0).map(\.0) }
+            }
+            finals += current
+        }
         let outcomes = Set(
-            states.map { state -> TraceOutcome in
+            finals.map { state -> TraceOutcome in
                 guard let endpoint = state.endpoint else { return .untouched }
-                return .forwarded(endpoint: endpoint, masqueraded: state.mark & masqueradeBit != 0)
+                return .forwarded(endpoint: endpoint, masqueraded: state.masqueraded)
             })
         return outcomes.sorted { "\($0)" < "\($1)" }
     }
@@ -140,6 +152,14 @@ public struct PacketTracer {
             condition ? evaluate(rest, state, packet, depth: depth) : [(state, .nextRule)]
         }
         func address(_ field: KeyField) -> IPAddress { field == .sourceAddress ? packet.source : packet.destination }
+        func value(_ field: KeyField) -> KeyValue {
+            switch field {
+            case .destinationAddress, .sourceAddress: return .address(address(field))
+            case .l4Protocol: return .l4Protocol(packet.protocol)
+            case .destinationPort: return .port(packet.port)
+            case .slot: return .slot(0)  // never a packet field
+            }
+        }
         switch statement {
         case .matchAddress(let field, let value, let equal):
             return matches((address(field) == value) == equal)
@@ -158,19 +178,25 @@ public struct PacketTracer {
             return matches(true)
         case .matchMarkClear(let bits):
             return matches(state.mark & bits == 0)
-        case .lookup(let field, let set):
+        case .lookup(let key, let set):
             // Dynamic (affinity) sets hold no element for a first connection.
-            return matches(table.sets[set]?.elements[ElementKey([.address(address(field))])] != nil)
+            return matches(table.sets[set]?.elements[ElementKey(key.map(value))] != nil)
         case .verdictMap(let key, let map):
-            let values: [KeyValue] = key.map { field in
-                switch field {
-                case .destinationAddress, .sourceAddress: return .address(address(field))
-                case .l4Protocol: return .l4Protocol(packet.protocol)
-                case .destinationPort: return .port(packet.port)
-                }
+            guard case .verdict(let verdict)?? = table.sets[map]?.elements[ElementKey(key.map(value))] else {
+                return [(state, .nextRule)]
             }
-            guard let found = table.sets[map]?.elements[ElementKey(values)], let verdict = found else { return [(state, .nextRule)] }
             return apply(verdict, state, packet, depth: depth)
+        case .dnatMap(let key, let modulus, let map):
+            // Every slot the random choice can pick; a key with no element leaves the rule.
+            let frontend = key.map(value)
+            var outcomes: [(State, End)] = []
+            for slot in 0..<modulus {
+                guard case .endpoint(let ip, let port)?? = table.sets[map]?.elements[ElementKey(frontend + [.slot(slot)])] else { continue }
+                var forwarded = state
+                forwarded.endpoint = ip.joined(port: port)
+                outcomes.append((forwarded, .accepted))
+            }
+            return outcomes.isEmpty ? [(state, .nextRule)] : outcomes
         case .matchRandom(let modulus):
             // Either way, with probability 1/modulus and 1 - 1/modulus.
             let taken = evaluate(rest, state, packet, depth: depth)
@@ -182,7 +208,9 @@ public struct PacketTracer {
         case .dnat(let ip, let port, _):
             state.endpoint = ip.joined(port: port)
             return [(state, .accepted)]
-        case .masqueradeFullyRandom, .updateSet, .counter, .unparsed:
+        case .masqueradeFullyRandom:
+            state.masqueraded = true
+        case .updateSet, .counter, .unparsed:
             break
         case .rejectTCPReset:
             return packet.protocol == .tcp ? [(state, .rejected)] : [(state, .nextRule)]
