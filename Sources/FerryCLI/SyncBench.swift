@@ -153,14 +153,15 @@ struct SyncBench: AsyncParsableCommand {
         for object in cluster.objects(replacing: services / 2) where object.key.name == "svc-\(services / 2)-abcde" {
             changed.apply(.upsert(object))
         }
-        let changedTables = changed.sync().tables
+        let changedSync = changed.sync()
+        let changedTables = changedSync.tables
         let changeStart = clock.now
-        let change = try proxier.sync(changedTables)
+        let change = try proxier.sync(changedTables, changed: changedSync.changedPorts)
         let changeSeconds = (clock.now - changeStart).seconds
         let changeCommit = netfilter.lastApply.commit.seconds
 
         let noopStart = clock.now
-        _ = try proxier.sync(changedTables)
+        _ = try proxier.sync(changedTables, changed: [])
         let noopSeconds = (clock.now - noopStart).seconds
 
         let restartStart = clock.now

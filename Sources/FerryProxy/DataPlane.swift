@@ -52,7 +52,10 @@ public enum DataPlaneError: Error, Sendable, CustomStringConvertible {
 
 /// A data plane as the daemon drives it: the nftables proxier or the userspace proxier.
 public protocol DataPlaneDriver: AnyObject {
-    func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome
+    /// Brings the data plane to `tables`. `changed` names the service ports that differ from the
+    /// tables of the previous call (the change tracker's `changedPorts`): a hint a plane may use to
+    /// compare only those, after a successful previous call.
+    func sync(_ tables: BackendTables, changed: Set<ServicePortName>, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome
     /// Something is left to do soon (stale chains to delete, listeners to retry).
     var hasPendingWork: Bool { get }
     /// Removes what this plane set up that must not outlive Ferry, letting work in flight finish for up
@@ -70,10 +73,10 @@ public final class NFTablesDriver: DataPlaneDriver {
 
     public init(_ proxier: NFTablesProxier) { self.proxier = proxier }
 
-    public func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+    public func sync(_ tables: BackendTables, changed: Set<ServicePortName>, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
         let report: NFTablesSyncReport
         do {
-            report = try proxier.sync(tables, verify: verify)
+            report = try proxier.sync(tables, changed: changed, verify: verify)
         } catch {
             throw .netfilter(error)
         }
@@ -116,7 +119,7 @@ public final class UserspaceDriver: DataPlaneDriver {
         self.forwarder = forwarder
     }
 
-    public func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+    public func sync(_ tables: BackendTables, changed: Set<ServicePortName>, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
         let report: UserspaceSyncReport
         do {
             report = try proxier.sync(tables)

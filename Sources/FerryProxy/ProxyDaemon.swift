@@ -265,7 +265,7 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
                     parts.nodeAddresses = addresses
                     parts.driver.setNodeAddresses(addresses)
                 }
-                return try parts.driver.sync(result.tables, verify: verify)
+                return try parts.driver.sync(result.tables, changed: result.changedPorts, verify: verify)
             }
             let finished = Date()
             let before = programmed.withLock { previous in

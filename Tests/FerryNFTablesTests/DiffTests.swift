@@ -200,6 +200,21 @@ struct IncrementalSyncTests {
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 50, changeOne: 7)))))
     }
 
+    /// Given the tracker's changed ports, the proxier compares only those; a port it was not told about
+    /// is left as it is (the hint is trusted), and a full sync takes everything.
+    @Test func theChangedPortsHintLimitsWhatIsCompared() throws {
+        let twin = InMemoryNetfilter()
+        let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())
+        _ = try proxier.sync(tables(yaml: syntheticYAML(services: 20)))
+        let changed = tables(yaml: syntheticYAML(services: 20, changeOne: 7))
+        let name = try #require(changed.ports.keys.first { $0.service.name == "svc-7" })
+        let untold = try proxier.sync(changed, changed: [], verify: false)
+        #expect(untold.transaction.isEmpty && untold.replannedPorts == 0)
+        let told = try proxier.sync(changed, changed: [name], verify: false)
+        #expect(told.replannedPorts == 1 && !told.transaction.isEmpty)
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(changed)))
+    }
+
     @Test func removedAndAddedServicesConverge() throws {
         let twin = InMemoryNetfilter()
         let proxier = NFTablesProxier(netfilter: twin, config: PlannerConfig())

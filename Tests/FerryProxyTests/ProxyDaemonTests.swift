@@ -27,7 +27,7 @@ final class ManualSource: ObjectSource, @unchecked Sendable {
 final class RecordingPlane: DataPlaneDriver, @unchecked Sendable {
     private let state = Mutex<(syncs: [(Date, Int, Bool)], failNext: Int, addresses: [[IPAddress]])>(([], 0, []))
 
-    func sync(_ tables: BackendTables, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
+    func sync(_ tables: BackendTables, changed: Set<ServicePortName>, verify: Bool) throws(DataPlaneError) -> DataPlaneOutcome {
         try state.withLock { state throws(DataPlaneError) -> DataPlaneOutcome in
             if state.failNext > 0 {
                 state.failNext -= 1

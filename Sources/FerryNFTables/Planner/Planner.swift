@@ -283,7 +283,9 @@ public enum Planner {
         let externalChain = ChainNames.external(entry)
 
         // Shared with other service ports: the ClusterIPs (for the unserved-port check) and the endpoint
-        // addresses (hairpin).
+        // addresses (hairpin). Every endpoint, as kube-proxy marks every endpoint chain: keeping only this
+        // node's (a pod's service traffic is translated on its own node) was tried, and broke hairpin for
+        // pods whose EndpointSlice names another node than the one they run on (the traffic tests' bed).
         for address in clusterIPs { table.sharedElements[Planner.clusterIPs, default: []].insert(ElementKey([.address(address)])) }
         for backend in Set(cluster + local) {
             table.sharedElements[endpointAddresses, default: []].insert(ElementKey([.address(backend.ip), .address(backend.ip)]))
