@@ -120,8 +120,9 @@ public enum RulesetDiff {
             }
             for set in newSets where set.timeoutSeconds == nil {
                 let before = oldSets[set.name]?.elements ?? [:]
-                let removed = before.filter { key, verdict in set.elements[key].map { $0 != verdict } ?? true }
-                let added = set.elements.filter { key, verdict in before[key].map { $0 != verdict } ?? true }
+                // A set filled from nothing (a first sync) is added as it is, not filtered into a copy.
+                let removed = before.isEmpty ? [:] : before.filter { key, value in set.elements[key].map { $0 != value } ?? true }
+                let added = before.isEmpty ? set.elements : set.elements.filter { key, value in before[key].map { $0 != value } ?? true }
                 if !removed.isEmpty { add(.deleteElements(set: set.name, removed)) }
                 if !added.isEmpty { add(.addElements(set: set.name, added)) }
             }

@@ -117,8 +117,28 @@ public enum Planner {
     public static func assemble(_ fragments: [NFTFamily: [ServicePortFragment]], config: PlannerConfig) -> Ruleset {
         var ruleset = Ruleset()
         for family in families(fragments) {
+            let parts = fragments[family] ?? []
             var table = baseTable(family, config: config)
-            for fragment in fragments[family] ?? [] { fragment.merge(into: &table) }
+            // Map by map, each taken out of the table, sized once and filled in place (merging fragment by
+            // fragment through `table.sets[name]?.elements[key]` cost 0.45 s at 10,000 services).
+            var names: Set<String> = []
+            for fragment in parts { names.formUnion(fragment.elements.keys); names.formUnion(fragment.sharedElements.keys) }
+            for name in names {
+                guard var set = table.sets.removeValue(forKey: name) else { continue }
+                set.elements.reserveCapacity(
+                    set.elements.count + parts.reduce(0) { $0 + ($1.elements[name]?.count ?? 0) + ($1.sharedElements[name]?.count ?? 0) })
+                for fragment in parts {
+                    for (key, value) in fragment.elements[name] ?? [:] { set.elements[key] = value }
+                    for key in fragment.sharedElements[name] ?? [] { set.elements[key] = .some(nil) }
+                }
+                table.sets[name] = set
+            }
+            table.chains.reserveCapacity(table.chains.count + parts.reduce(0) { $0 + $1.chains.count })
+            for fragment in parts {
+                for (name, chain) in fragment.chains { table.chains[name] = chain }
+                for (name, chain) in fragment.sharedChains { table.chains[name] = chain }
+                for (name, set) in fragment.sets { table.sets[name] = set }
+            }
             ruleset.tables[family] = table
         }
         return ruleset

@@ -90,7 +90,7 @@ public final class NFTablesProxier {
         let desired = Planner.assemble(byFamily, config: config)
         var counts = SharedObjectCounts()
         for (family, fragments) in byFamily {
-            for fragment in fragments { _ = counts.add(fragment, family: family) }
+            for fragment in fragments { counts.count(fragment, family: family) }
         }
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
@@ -271,8 +271,11 @@ struct SharedObjectCounts {
         var key: ElementKey
     }
 
-    private var elements: [ElementKeyInSet: Int] = [:]
+    /// By family and set name, then key: one string hash per set per fragment, not one per element.
+    private var elements: [NFTFamily: [String: [ElementKey: Int]]] = [:]
     private var chains: [ChainKey: (chain: Chain, count: Int)] = [:]
+
+    private func isPresent(_ element: ElementKeyInSet) -> Bool { elements[element.family]?[element.set]?[element.key] != nil }
 
     /// The chains some port needs.
     var chainNames: [ChainKey] { Array(chains.keys) }
@@ -309,7 +312,7 @@ struct SharedObjectCounts {
             var added: [NFTFamily: [String: [ElementKey: ElementValue?]]] = [:]
             var removed: [NFTFamily: [String: [ElementKey: ElementValue?]]] = [:]
             for (element, present) in elementsBefore {
-                let now = counts.elements[element] != nil
+                let now = counts.isPresent(element)
                 if now && !present { added[element.family, default: [:]][element.set, default: [:]][element.key] = .some(nil) }
                 if present && !now { removed[element.family, default: [:]][element.set, default: [:]][element.key] = .some(nil) }
             }
@@ -329,16 +332,36 @@ struct SharedObjectCounts {
     mutating func add(_ fragment: ServicePortFragment, family: NFTFamily) -> Changes { change(fragment, family: family, by: 1) }
     mutating func remove(_ fragment: ServicePortFragment, family: NFTFamily) -> Changes { change(fragment, family: family, by: -1) }
 
+    /// Counts a fragment in without recording what changed (a full sync, which diffs the whole ruleset).
+    mutating func count(_ fragment: ServicePortFragment, family: NFTFamily) {
+        var sets = elements.removeValue(forKey: family) ?? [:]
+        for (set, keys) in fragment.sharedElements {
+            var counts = sets.removeValue(forKey: set) ?? [:]
+            for key in keys { counts[key, default: 0] += 1 }
+            sets[set] = counts
+        }
+        elements[family] = sets
+        for (name, chain) in fragment.sharedChains {
+            let key = ChainKey(family: family, name: name)
+            chains[key] = (chain, (chains[key]?.count ?? 0) + 1)
+        }
+    }
+
     private mutating func change(_ fragment: ServicePortFragment, family: NFTFamily, by delta: Int) -> Changes {
         var changes = Changes()
+        // Taken out while changed, so that the nested dictionaries are modified in place, not copied.
+        var sets = elements.removeValue(forKey: family) ?? [:]
         for (set, keys) in fragment.sharedElements {
+            var counts = sets.removeValue(forKey: set) ?? [:]
             for key in keys {
                 let element = ElementKeyInSet(family: family, set: set, key: key)
-                let count = elements[element] ?? 0
+                let count = counts[key] ?? 0
                 if changes.elementsBefore[element] == nil { changes.elementsBefore[element] = count > 0 }
-                elements[element] = count + delta > 0 ? count + delta : nil
+                counts[key] = count + delta > 0 ? count + delta : nil
             }
+            sets[set] = counts
         }
+        elements[family] = sets
         for (name, chain) in fragment.sharedChains {
             let key = ChainKey(family: family, name: name)
             let count = chains[key]?.count ?? 0
