@@ -14,12 +14,15 @@ struct BenchCommand: AsyncParsableCommand {
 struct SyntheticCluster {
     var services: Int
     var endpointsPerService: Int
+    /// In the text forms (`json`, `yaml`): every service a NodePort (10000 + index), as `objects` makes them.
+    var withNodePorts = false
 
     func clusterIP(_ index: Int) -> String { "10.\(96 + (index >> 16)).\((index >> 8) & 255).\(index & 255)" }
 
     /// The same cluster as model objects (no text), every service a NodePort (10000 + index);
-    /// `replacing` gives service `replacing` a different first endpoint.
-    func objects(replacing changed: Int? = nil) -> [KubeObject] {
+    /// `replacing` gives service `replacing` a different first endpoint; `adding` gives service `adding`
+    /// one endpoint more.
+    func objects(replacing changed: Int? = nil, adding grown: Int? = nil) -> [KubeObject] {
         var result: [KubeObject] = []
         result.reserveCapacity(services * 2)
         for index in 0..<services {
@@ -30,8 +33,11 @@ struct SyntheticCluster {
                         meta: ObjectMeta(name: name, namespace: "bench"), type: .nodePort, clusterIPs: [IPAddress(clusterIP(index))!],
                         ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: 10_000 + index)],
                         selector: ["app": name])))
-            let endpoints = (0..<endpointsPerService).map { endpoint -> SliceEndpoint in
-                let address = index == changed && endpoint == 0 ? IPAddress("10.127.255.254")! : IPAddress(podIP(index, endpoint))!
+            let endpoints = (0..<(index == grown ? endpointsPerService + 1 : endpointsPerService)).map { endpoint -> SliceEndpoint in
+                let address =
+                    index == changed && endpoint == 0
+                    ? IPAddress("10.127.255.254")!
+                    : endpoint == endpointsPerService ? IPAddress("10.127.255.253")! : IPAddress(podIP(index, endpoint))!
                 return SliceEndpoint(addresses: [address], nodeName: "node-\(endpoint % 2 + 1)", zone: "zone-a")
             }
             result.append(
@@ -55,7 +61,7 @@ struct SyntheticCluster {
         items.reserveCapacity(range.count * 2)
         for index in range {
             items.append(
-                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench","creationTimestamp":"2026-11-29T10:00:00Z"},"spec":{"type":"ClusterIP","clusterIP":"\#(clusterIP(index))","clusterIPs":["\#(clusterIP(index))"],"selector":{"app":"svc-\#(index)"},"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080}]}}"#
+                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench","creationTimestamp":"2026-11-29T10:00:00Z"},"spec":{"type":"\#(withNodePorts ? "NodePort" : "ClusterIP")","clusterIP":"\#(clusterIP(index))","clusterIPs":["\#(clusterIP(index))"],"selector":{"app":"svc-\#(index)"},"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080\#(withNodePorts ? ",\"nodePort\":\(10_000 + index)" : "")}]}}"#
             )
             let endpoints = (0..<endpointsPerService).map { endpoint in
                 #"{"addresses":["\#(podIP(index, endpoint))"],"conditions":{"ready":true,"serving":true,"terminating":false},"nodeName":"node-\#(endpoint % 2 + 1)","zone":"zone-a"}"#

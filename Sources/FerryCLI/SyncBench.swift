@@ -63,6 +63,13 @@ struct SyncBench: AsyncParsableCommand {
         var kubeProxyFullSeconds: Double?
         var kubeProxyChangeSeconds: Double?
         var peakMiB: Double
+        /// One endpoint added to one service (its N changes).
+        var addSeconds: Double
+        /// `ferry sync --manifests FILE` in a fresh namespace, the file a `kind: List` JSON of the same
+        /// services (what `kubectl get svc,endpointslices -o json` writes): reading, tracking, planning and
+        /// programming, as a user runs it; and that process's peak resident memory.
+        var endToEndSeconds: Double
+        var endToEndPeakMiB: Double
 
         /// Ferry's own share of a full sync: everything but the kernel's commit.
         var fullOwnSeconds: Double { fullSeconds - fullCommitSeconds }
@@ -101,7 +108,7 @@ struct SyncBench: AsyncParsableCommand {
         }
         var table = TextTable(header: [
             "SERVICES", "CHAINS", "RULES", "FULL", "(KERNEL)", "OWN/KERNEL", "NFT -F", "SPEED-UP", "1 CHANGE", "NFT -F", "SPEED-UP",
-            "NO-OP", "RESTART", "PEAK", "KUBE-PROXY NFT -F", "1 CHANGE",
+            "1 ADDED", "NO-OP", "RESTART", "PEAK", "END TO END", "(PEAK)", "KUBE-PROXY NFT -F", "1 CHANGE",
         ])
         for figures in results {
             table.append([
@@ -110,9 +117,10 @@ struct SyncBench: AsyncParsableCommand {
                 String(format: "%.0f%%", figures.fullOwnSeconds / figures.fullCommitSeconds * 100), ms(figures.nftFullSeconds),
                 String(format: "%.1fx", figures.nftFullSeconds / figures.fullSeconds), ms(figures.changeSeconds),
                 ms(figures.nftChangeSeconds),
-                String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.noopSeconds),
+                String(format: "%.1fx", figures.nftChangeSeconds / figures.changeSeconds), ms(figures.addSeconds), ms(figures.noopSeconds),
                 ms(figures.restartSeconds),
-                String(format: "%.0f MiB", figures.peakMiB), figures.kubeProxyFullSeconds.map(ms) ?? "skipped",
+                String(format: "%.0f MiB", figures.peakMiB), ms(figures.endToEndSeconds), String(format: "%.0f MiB", figures.endToEndPeakMiB),
+                figures.kubeProxyFullSeconds.map(ms) ?? "skipped",
                 figures.kubeProxyChangeSeconds.map(ms) ?? "skipped",
             ])
         }
@@ -121,7 +129,11 @@ struct SyncBench: AsyncParsableCommand {
             FULL: first sync into an empty namespace (plan, diff, encode, commit); KERNEL: send to the kernel's last reply.
             OWN/KERNEL: Ferry's own time (all but the kernel's commit) over the kernel's. NFT -F: the same ruleset, or the
             same one-service change as an nft script, loaded with nft -f into a fresh namespace. 1 CHANGE: one endpoint of one
-            service replaced. NO-OP: a resync with nothing to do. RESTART: a new Ferry converging the existing table (reads it back).
+            service replaced. 1 ADDED: one endpoint added to another service (its endpoint count changes). NO-OP: a resync
+            with nothing to do (the daemon's periodic resync: the nftables generation is checked, nothing sent). RESTART: a
+            new Ferry converging the existing table (reads it back). PEAK: this benchmark's peak resident memory.
+            END TO END: `ferry sync --manifests FILE` in a fresh namespace, FILE the same services as a `kind: List` JSON
+            (what kubectl get -o json writes), with that process's peak resident memory.
             KUBE-PROXY NFT -F: kube-proxy's ruleset shape (pkg/proxy/nftables) for the same services, and its partial sync of the
             same change, loaded with nft -f (skipped above --kube-proxy-up-to).
 
@@ -160,13 +172,23 @@ struct SyncBench: AsyncParsableCommand {
         let changeSeconds = (clock.now - changeStart).seconds
         let changeCommit = netfilter.lastApply.commit.seconds
 
+        // One endpoint added to another service.
+        for object in cluster.objects(adding: services / 3) where object.key.name == "svc-\(services / 3)-abcde" {
+            changed.apply(.upsert(object))
+        }
+        let addedSync = changed.sync()
+        let addStart = clock.now
+        _ = try proxier.sync(addedSync.tables, changed: addedSync.changedPorts)
+        let addSeconds = (clock.now - addStart).seconds
+        let addedTables = addedSync.tables
+
         let noopStart = clock.now
-        _ = try proxier.sync(changedTables, changed: [])
+        _ = try proxier.sync(addedTables, changed: [])
         let noopSeconds = (clock.now - noopStart).seconds
 
         let restartStart = clock.now
         let restarted = NFTablesProxier(netfilter: try NetlinkNetfilter(), config: config)
-        let restart = try restarted.sync(changedTables)
+        let restart = try restarted.sync(addedTables)
         let restartSeconds = (clock.now - restartStart).seconds
         guard restart.readBack, restart.transaction.isEmpty else {
             throw CommandFailure.runtime("the restart did not converge to nothing: \(restart.transaction.operations.count) operations")
@@ -180,6 +202,21 @@ struct SyncBench: AsyncParsableCommand {
         let folder = NSTemporaryDirectory() + "ferry-bench-sync-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
+
+        // End to end, as a user runs it: the manifest file to rules live, in a fresh namespace.
+        var text = SyntheticCluster(services: services, endpointsPerService: endpoints)
+        text.withNodePorts = true
+        try text.json().write(toFile: "\(folder)/cluster.json", atomically: false, encoding: .utf8)
+        let endToEnd = try runChild([
+            "unshare", "-n", "/usr/bin/time", "-f", "ELAPSED %e %M", CommandLine.arguments[0], "sync", "--manifests", "\(folder)/cluster.json",
+            "--node-name", "node-1", "--node-ip", "10.0.0.1", "--cluster-cidr", "10.64.0.0/10",
+        ])
+        guard let line = endToEnd.split(separator: "\n").last(where: { $0.hasPrefix("ELAPSED ") }) else {
+            throw CommandFailure.runtime("ferry sync printed no timing:\n\(endToEnd)")
+        }
+        let fields = line.split(separator: " ")
+        let endToEndSeconds = Double(fields[1]) ?? 0
+        let endToEndPeakMiB = (Double(fields[2]) ?? 0) / 1024
         try Renderer.text(ruleset).write(toFile: "\(folder)/full.nft", atomically: false, encoding: .utf8)
         try Renderer.script(change.transaction).write(toFile: "\(folder)/change.nft", atomically: false, encoding: .utf8)
         let nftFull = try nanoseconds(
@@ -223,7 +260,8 @@ struct SyncBench: AsyncParsableCommand {
             fullCommitSeconds: fullApply.commit.seconds, changeSeconds: changeSeconds, changeCommitSeconds: changeCommit,
             changeOperations: change.transaction.operations.count, noopSeconds: noopSeconds, restartSeconds: restartSeconds,
             nftFullSeconds: nftFull, nftChangeSeconds: nftChange, kubeProxyFullSeconds: kubeProxyFull,
-            kubeProxyChangeSeconds: kubeProxyChange, peakMiB: peak)
+            kubeProxyChangeSeconds: kubeProxyChange, peakMiB: peak, addSeconds: addSeconds, endToEndSeconds: endToEndSeconds,
+            endToEndPeakMiB: endToEndPeakMiB)
     }
 
     private func nanoseconds(_ output: String) throws -> Double {
