@@ -33,11 +33,14 @@ let package = Package(
         .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev"])]),
         // The nftables data plane: ruleset values, planner, diff, renderer (pure), and the netlink
         // writer/reader plus an in-memory twin of the kernel.
-        .target(name: "FerryNFTables", dependencies: ["FerryCore", "CMnl", "CNftnl"]),
+        .target(name: "FerryNFTables", dependencies: ["FerryCore", "FerrySystem", "CMnl", "CNftnl"]),
+        .systemLibrary(name: "CLinux"),
+        // The system layer under both data planes: errno as a typed error, system calls that retry EINTR,
+        // and the one netlink socket nftables, conntrack and local routes share.
+        .target(name: "FerrySystem", dependencies: ["FerryCore", "CMnl", "CLinux"]),
         // The userspace data plane: epoll event loops relaying TCP with splice, balancers' state,
         // listeners following the tables, and local routes for service addresses (rtnetlink).
-        .systemLibrary(name: "CLinux"),
-        .target(name: "FerryUserspace", dependencies: ["FerryCore", "CMnl", "CLinux"]),
+        .target(name: "FerryUserspace", dependencies: ["FerryCore", "FerrySystem", "CMnl", "CLinux"]),
         // Where objects come from: manifest files and folders (watched), and the Kubernetes API
         // server (list + watch over HTTPS with AsyncHTTPClient).
         .target(
@@ -64,7 +67,7 @@ let package = Package(
         .target(
             name: "FerryProxy",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "CLinux",
+                "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -76,7 +79,7 @@ let package = Package(
         .target(
             name: "FerryCLI",
             dependencies: [
-                "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed", "FerryFakeAPIServer",
+                "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed", "FerryFakeAPIServer",
                 "CLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -87,9 +90,10 @@ let package = Package(
         // Network-namespace test beds (root): a node, a client and pods wired with veth pairs.
         .target(name: "FerryTestbed", dependencies: ["FerryCore", "CLinux"]),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
-        .testTarget(name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySources", "FerryNFTables", "FerryUserspace"]),
+        .testTarget(
+            name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
-        .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerryCore"]),
+        .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerrySystem", "FerryCore"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
         .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
         // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).

@@ -19,9 +19,4 @@
 #include <libnftnl/expr.h>
 #include <libnftnl/gen.h>
 #include <libnftnl/udata.h>
-
-#include <sys/syscall.h>
-#include <unistd.h>
-/// setns(2) for the calling thread only (not exported by Swift's Glibc module without _GNU_SOURCE).
-static inline int ferry_setns_network(int fd) { return (int)syscall(SYS_setns, fd, 0x40000000 /* CLONE_NEWNET */); }
 #endif

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCore
+import FerrySystem
 import FerryUserspace
 import Foundation
 import Glibc

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import FerryCore
+import FerrySystem
 import FerryNFTables
 import FerryProxy
 import FerrySources

@@ -1,5 +1,6 @@
 import CLinux
 import FerryCore
+import FerrySystem
 import FerryNFTables
 import FerryUserspace
 import Foundation

@@ -1,5 +1,6 @@
 import CLinux
 import FerryCore
+import FerrySystem
 import Foundation
 import Glibc
 import Synchronization

@@ -1,4 +1,5 @@
 import FerryCore
+import FerrySystem
 import FerryUserspace
 import Foundation
 import Glibc

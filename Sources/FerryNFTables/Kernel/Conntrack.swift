@@ -1,6 +1,7 @@
 import CMnl
 import CNftnl
 import FerryCore
+import FerrySystem
 import Glibc
 
 /// UDP flows to forget after their endpoint went away: conntrack keeps sending a client's datagrams to
@@ -63,9 +64,7 @@ struct ConntrackEntry: Hashable {
 
 /// conntrack over ctnetlink: dumps the UDP entries and deletes the matching ones by their original tuple.
 public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
-    private let socket: OpaquePointer
-    private var sequence = UInt32(truncatingIfNeeded: time(nil))
-    private var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    private let socket: NetlinkSocket
 
     // ctnetlink attribute numbers (linux/netfilter/nfnetlink_conntrack.h).
     private enum Attribute {
@@ -76,19 +75,12 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
     }
 
     public init() throws(NetfilterError) {
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else { throw NetlinkNetfilter.systemError("mnl_socket_open (conntrack)") }
-        guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
-            mnl_socket_close(socket)
-            throw NetlinkNetfilter.systemError("mnl_socket_bind (conntrack)")
+        do {
+            socket = try NetlinkSocket(bus: NETLINK_NETFILTER, name: "conntrack")
+        } catch {
+            throw NetfilterError(error)
         }
-        self.socket = socket
-        var size: Int32 = 8 << 20
-        _ = setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        _ = setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
-
-    deinit { mnl_socket_close(socket) }
 
     public func delete(_ flows: [StaleFlow]) throws(NetfilterError) -> Int {
         guard !flows.isEmpty else { return 0 }
@@ -103,46 +95,26 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
 
     // MARK: Messages
 
-    private func header(type: UInt16, flags: UInt16, family: IPFamily) -> [UInt8] {
-        sequence &+= 1
-        var bytes = [UInt8](repeating: 0, count: 16)
-        store(UInt16((NFNL_SUBSYS_CTNETLINK << 8) | Int32(type)), at: 4, in: &bytes)
-        store(flags, at: 6, in: &bytes)
-        store(sequence, at: 8, in: &bytes)
-        // struct nfgenmsg: family, version, resource id (big endian).
-        bytes += [UInt8(family == .ipv4 ? AF_INET : AF_INET6), UInt8(NFNETLINK_V0), 0, 0]
-        return bytes
-    }
-
-    private func finish(_ message: inout [UInt8]) {
-        store(UInt32(message.count), at: 0, in: &message)
-        while message.count % 4 != 0 { message.append(0) }
-    }
-
-    private func attribute(_ type: UInt16, _ payload: [UInt8], nested: Bool = false) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: 4)
-        store(UInt16(4 + payload.count), at: 0, in: &bytes)
-        store(nested ? type | UInt16(NLA_F_NESTED) : type, at: 2, in: &bytes)
-        bytes += payload
-        while bytes.count % 4 != 0 { bytes.append(0) }
-        return bytes
+    /// A ctnetlink message: the netlink header and `struct nfgenmsg` (family, version, resource id).
+    private func message(type: UInt32, flags: Int32, family: IPFamily) -> NetlinkMessageBuilder {
+        NetlinkMessageBuilder(
+            type: UInt16((NFNL_SUBSYS_CTNETLINK << 8) | Int32(type)), flags: UInt16(flags), sequence: socket.nextSequence(),
+            familyHeader: [UInt8(family == .ipv4 ? AF_INET : AF_INET6), UInt8(NFNETLINK_V0), 0, 0])
     }
 
     private func dump(_ family: IPFamily) throws(NetfilterError) -> [ConntrackEntry] {
-        var request = header(type: UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP), family: family)
-        finish(&request)
-        let number = sequence
-        try send(request)
+        let request = message(type: IPCTNL_MSG_CT_GET.rawValue, flags: NLM_F_REQUEST | NLM_F_DUMP, family: family)
+        let number = request.sequence
+        try send(request.bytes)
         var entries: [ConntrackEntry] = []
-        try receive { (type, seq, payload) throws(NetfilterError) -> Bool in
-            guard seq == number else { return false }
-            if type == UInt16(NLMSG_DONE) { return true }
-            if type == UInt16(NLMSG_ERROR) {
-                let code = payload.prefix(4).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+        try receive { message throws(NetfilterError) -> Bool in
+            guard message.sequence == number else { return false }
+            if message.isDone { return true }
+            if let code = message.errorCode {
                 if code == 0 { return true }
-                throw NetlinkNetfilter.kernelError(-code, operation: nil, count: 1)
+                throw NetlinkNetfilter.kernelError(code, operation: nil, count: 1)
             }
-            if let entry = parseEntry(payload.dropFirst(4), family: family) { entries.append(entry) }
+            if let entry = parseEntry(message.attributes(after: 4), family: family) { entries.append(entry) }
             return false
         }
         return entries
@@ -153,30 +125,28 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
         var batch: [UInt8] = []
         var numbers: Set<UInt32> = []
         for entry in entries {
-            var message = header(
-                type: UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_REQUEST | NLM_F_ACK), family: entry.family)
-            numbers.insert(sequence)
+            let request = message(type: IPCTNL_MSG_CT_DELETE.rawValue, flags: NLM_F_REQUEST | NLM_F_ACK, family: entry.family)
+            numbers.insert(request.sequence)
             let v4 = entry.family == .ipv4
-            let ip =
-                attribute(v4 ? Attribute.ipv4Source : Attribute.ipv6Source, entry.originalSource.bytes)
-                + attribute(v4 ? Attribute.ipv4Destination : Attribute.ipv6Destination, entry.originalDestination.bytes)
-            let l4 =
-                attribute(Attribute.protocolNumber, [entry.protocolNumber])
-                + attribute(Attribute.sourcePort, portBytes(entry.originalSourcePort))
-                + attribute(Attribute.destinationPort, portBytes(entry.originalDestinationPort))
-            message += attribute(
-                Attribute.tupleOriginal,
-                attribute(Attribute.tupleIP, ip, nested: true) + attribute(Attribute.tupleProtocol, l4, nested: true), nested: true)
-            if let zone = entry.zone, zone != 0 { message += attribute(Attribute.zone, portBytes(Int(zone))) }
-            finish(&message)
-            batch += message
+            request.nest(Attribute.tupleOriginal) {
+                request.nest(Attribute.tupleIP) {
+                    request.put(v4 ? Attribute.ipv4Source : Attribute.ipv6Source, entry.originalSource.bytes)
+                    request.put(v4 ? Attribute.ipv4Destination : Attribute.ipv6Destination, entry.originalDestination.bytes)
+                }
+                request.nest(Attribute.tupleProtocol) {
+                    request.put(Attribute.protocolNumber, u8: entry.protocolNumber)
+                    request.put(Attribute.sourcePort, portBytes(entry.originalSourcePort))
+                    request.put(Attribute.destinationPort, portBytes(entry.originalDestinationPort))
+                }
+            }
+            if let zone = entry.zone, zone != 0 { request.put(Attribute.zone, portBytes(Int(zone))) }
+            batch += request.bytes
         }
         try send(batch)
         var deleted = 0
         var pending = numbers
-        try receive { (type, seq, payload) throws(NetfilterError) -> Bool in
-            guard type == UInt16(NLMSG_ERROR), pending.remove(seq) != nil else { return pending.isEmpty }
-            let code = payload.prefix(4).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+        try receive { message throws(NetfilterError) -> Bool in
+            guard let code = message.errorCode, pending.remove(message.sequence) != nil else { return pending.isEmpty }
             if code == 0 { deleted += 1 }
             // ENOENT: the entry expired meanwhile; nothing to do.
             return pending.isEmpty
@@ -186,37 +156,21 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
 
     // MARK: Parsing
 
-    private func attributes(_ bytes: ArraySlice<UInt8>) -> [UInt16: ArraySlice<UInt8>] {
-        var result: [UInt16: ArraySlice<UInt8>] = [:]
-        var index = bytes.startIndex
-        while index + 4 <= bytes.endIndex {
-            let length = Int(UInt16(bytes[index]) | UInt16(bytes[index + 1]) << 8)
-            let type = (UInt16(bytes[index + 2]) | UInt16(bytes[index + 3]) << 8) & 0x3fff
-            guard length >= 4, index + length <= bytes.endIndex else { break }
-            result[type] = bytes[(index + 4)..<(index + length)]
-            index += (length + 3) & ~3
-        }
-        return result
-    }
-
-    private func parseTuple(_ bytes: ArraySlice<UInt8>, family: IPFamily) -> (IPAddress, IPAddress, UInt8, Int, Int)? {
-        let tuple = attributes(bytes)
-        guard let ipBytes = tuple[Attribute.tupleIP], let l4Bytes = tuple[Attribute.tupleProtocol] else { return nil }
-        let ip = attributes(ipBytes)
-        let l4 = attributes(l4Bytes)
+    private func parseTuple(_ tuple: NetlinkAttributes, family: IPFamily) -> (IPAddress, IPAddress, UInt8, Int, Int)? {
+        guard let ip = tuple.nested(Attribute.tupleIP), let l4 = tuple.nested(Attribute.tupleProtocol) else { return nil }
         let (sourceKey, destinationKey) =
             family == .ipv4 ? (Attribute.ipv4Source, Attribute.ipv4Destination) : (Attribute.ipv6Source, Attribute.ipv6Destination)
         guard let source = ip[sourceKey].flatMap(address), let destination = ip[destinationKey].flatMap(address),
             let number = l4[Attribute.protocolNumber]?.first
         else { return nil }
-        let port = { (value: ArraySlice<UInt8>?) -> Int in
+        let port = { (value: UnsafeRawBufferPointer?) -> Int in
             guard let value, value.count >= 2 else { return 0 }
-            return Int(value[value.startIndex]) << 8 | Int(value[value.startIndex + 1])
+            return Int(value[0]) << 8 | Int(value[1])
         }
         return (source, destination, number, port(l4[Attribute.sourcePort]), port(l4[Attribute.destinationPort]))
     }
 
-    private func address(_ bytes: ArraySlice<UInt8>) -> IPAddress? {
+    private func address(_ bytes: UnsafeRawBufferPointer) -> IPAddress? {
         let array = Array(bytes)
         if array.count == 4 { return .v4(array.reduce(0) { $0 << 8 | UInt32($1) }) }
         if array.count == 16 {
@@ -225,13 +179,10 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
         return nil
     }
 
-    private func parseEntry(_ bytes: ArraySlice<UInt8>, family: IPFamily) -> ConntrackEntry? {
-        let top = attributes(bytes)
-        guard let original = top[Attribute.tupleOriginal].flatMap({ parseTuple($0, family: family) }) else { return nil }
-        let reply = top[Attribute.tupleReply].flatMap { parseTuple($0, family: family) }
-        let zone = top[Attribute.zone].flatMap { value -> UInt16? in
-            value.count >= 2 ? UInt16(value[value.startIndex]) << 8 | UInt16(value[value.startIndex + 1]) : nil
-        }
+    private func parseEntry(_ top: NetlinkAttributes, family: IPFamily) -> ConntrackEntry? {
+        guard let original = top.nested(Attribute.tupleOriginal).flatMap({ parseTuple($0, family: family) }) else { return nil }
+        let reply = top.nested(Attribute.tupleReply).flatMap { parseTuple($0, family: family) }
+        let zone = top[Attribute.zone].flatMap { value -> UInt16? in value.count >= 2 ? UInt16(value[0]) << 8 | UInt16(value[1]) : nil }
         return ConntrackEntry(
             family: family, protocolNumber: original.2, originalSource: original.0, originalDestination: original.1,
             originalSourcePort: original.3, originalDestinationPort: original.4, replySource: reply?.0, replySourcePort: reply?.3,
@@ -241,37 +192,14 @@ public final class NetlinkConntrack: ConntrackCleaner, @unchecked Sendable {
     // MARK: Socket
 
     private func send(_ bytes: [UInt8]) throws(NetfilterError) {
-        let sent = bytes.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, $0.count) }
-        guard sent == bytes.count else { throw NetlinkNetfilter.systemError("sendto (conntrack)") }
-    }
-
-    /// Receives messages until `handle` returns true; `handle` gets each message's type, sequence number and payload.
-    private func receive(_ handle: (UInt16, UInt32, ArraySlice<UInt8>) throws(NetfilterError) -> Bool) throws(NetfilterError) {
-        var local: [UInt8] = []
-        swap(&local, &buffer)
-        defer { swap(&local, &buffer) }
-        while true {
-            let received = local.withUnsafeMutableBytes { mnl_socket_recvfrom(socket, $0.baseAddress, $0.count) }
-            guard received > 0 else { throw NetlinkNetfilter.systemError("recvfrom (conntrack)") }
-            var offset = 0
-            while offset + 16 <= received {
-                let length = Int(load(UInt32.self, at: offset, in: local))
-                guard length >= 16, offset + length <= received else { break }
-                let type = load(UInt16.self, at: offset + 4, in: local)
-                let number = load(UInt32.self, at: offset + 8, in: local)
-                if try handle(type, number, local[(offset + 16)..<(offset + length)]) { return }
-                offset += (length + 3) & ~3
-            }
+        do {
+            try socket.send(bytes)
+        } catch {
+            throw NetfilterError(error)
         }
     }
-}
 
-private func store<T: FixedWidthInteger>(_ value: T, at offset: Int, in bytes: inout [UInt8]) {
-    withUnsafeBytes(of: value) { raw in
-        for index in 0..<raw.count { bytes[offset + index] = raw[index] }
+    private func receive(_ handle: (NetlinkMessage) throws(NetfilterError) -> Bool) throws(NetfilterError) {
+        try socket.receive(handle, socketError: NetfilterError.init)
     }
-}
-
-private func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int, in bytes: [UInt8]) -> T {
-    bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
 }

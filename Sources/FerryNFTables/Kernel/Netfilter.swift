@@ -1,3 +1,6 @@
+import FerrySystem
+import Glibc
+
 /// What the nftables data plane needs from the kernel. Two implementations: `NetlinkNetfilter` (the
 /// kernel, over libnftnl/libmnl) and `InMemoryNetfilter` (a twin for tests without root). Both apply a
 /// transaction atomically and fail with the same error kinds.
@@ -40,6 +43,12 @@ public struct NetfilterError: Error, Sendable, CustomStringConvertible {
         self.code = code
         self.operation = operation
         self.message = message
+    }
+
+    /// A failed system call on the netlink socket: a permission error when the errno says so.
+    public init(_ error: SystemError) {
+        let kind: Kind = error.errno == EPERM || error.errno == EACCES ? .permission : .system
+        self.init(kind: kind, code: error.errno, message: "\(error)")
     }
 
     public var description: String {
