@@ -75,8 +75,9 @@ scripts/testbed.sh serve "$prefix" "$ferry" --tcp 80 --tcp 8080 >/dev/null
 in_node() { ip netns exec "$prefix-node" "$@"; }
 in_client() { ip netns exec "$prefix-client" "$@"; }
 step in_node "$ferry" sync --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16
-say "The rules Ferry wrote over netlink (the dispatch maps; 'nft list table ip ferry' shows all of it):"
+say "The rules Ferry wrote over netlink (the dispatch map, and the endpoint map each service's pick chain DNATs through; 'nft list table ip ferry' shows all of it):"
 in_node nft list map ip ferry service-ips
+in_node nft list map ip ferry cluster-endpoints
 say "300 requests from the client to my-service's ClusterIP 10.96.0.10:80: each pod's share."
 step in_client "$ferry" debug probe --to 10.96.0.10:80 --count 300
 say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
