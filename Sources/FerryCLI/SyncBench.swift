@@ -65,9 +65,9 @@ struct SyncBench: AsyncParsableCommand {
         var peakMiB: Double
         /// One endpoint added to one service (its N changes).
         var addSeconds: Double
-        /// `ferry sync --manifests FILE` in a fresh namespace, the file a `kind: List` JSON of the same
-        /// services (what `kubectl get svc,endpointslices -o json` writes): reading, tracking, planning and
-        /// programming, as a user runs it; and that process's peak resident memory.
+        /// `ferry sync --manifests DIR` in a fresh namespace, DIR the same services as `kind: List` JSON
+        /// files (what `kubectl get svc,endpointslices -o json` writes) of 10,000 services each: reading,
+        /// tracking, planning and programming, as a user runs it; and that process's peak resident memory.
         var endToEndSeconds: Double
         var endToEndPeakMiB: Double
 
@@ -132,8 +132,8 @@ struct SyncBench: AsyncParsableCommand {
             service replaced. 1 ADDED: one endpoint added to another service (its endpoint count changes). NO-OP: a resync
             with nothing to do (the daemon's periodic resync: the nftables generation is checked, nothing sent). RESTART: a
             new Ferry converging the existing table (reads it back). PEAK: this benchmark's peak resident memory.
-            END TO END: `ferry sync --manifests FILE` in a fresh namespace, FILE the same services as a `kind: List` JSON
-            (what kubectl get -o json writes), with that process's peak resident memory.
+            END TO END: `ferry sync --manifests DIR` in a fresh namespace, DIR the same services as `kind: List` JSON files
+            (what kubectl get -o json writes) of 10,000 services each, with that process's peak resident memory.
             KUBE-PROXY NFT -F: kube-proxy's ruleset shape (pkg/proxy/nftables) for the same services, and its partial sync of the
             same change, loaded with nft -f (skipped above --kube-proxy-up-to).
 
@@ -206,9 +206,14 @@ struct SyncBench: AsyncParsableCommand {
         // End to end, as a user runs it: the manifest file to rules live, in a fresh namespace.
         var text = SyntheticCluster(services: services, endpointsPerService: endpoints)
         text.withNodePorts = true
-        try text.json().write(toFile: "\(folder)/cluster.json", atomically: false, encoding: .utf8)
+        // Files of at most 10,000 services (a manifest file may hold 64 MiB), in one folder.
+        try FileManager.default.createDirectory(atPath: "\(folder)/manifests", withIntermediateDirectories: true)
+        for start in stride(from: 0, to: services, by: 10_000) {
+            try text.json(start..<min(services, start + 10_000))
+                .write(toFile: "\(folder)/manifests/cluster-\(start).json", atomically: false, encoding: .utf8)
+        }
         let endToEnd = try runChild([
-            "unshare", "-n", "/usr/bin/time", "-f", "ELAPSED %e %M", CommandLine.arguments[0], "sync", "--manifests", "\(folder)/cluster.json",
+            "unshare", "-n", "/usr/bin/time", "-f", "ELAPSED %e %M", CommandLine.arguments[0], "sync", "--manifests", "\(folder)/manifests",
             "--node-name", "node-1", "--node-ip", "10.0.0.1", "--cluster-cidr", "10.64.0.0/10",
         ])
         guard let line = endToEnd.split(separator: "\n").last(where: { $0.hasPrefix("ELAPSED ") }) else {
