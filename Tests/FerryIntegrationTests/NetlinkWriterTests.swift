@@ -68,6 +68,9 @@ struct NetlinkWriterTests {
         let read = try netfilter.read(table: "ferry")
         #expect(read.tables[.ip]?.sets["service-ips"]?.elements.count == 20_000)
         #expect(read.tables[.ip]?.sets["service-ips"]?.elements == elements)
+        // Flushed by an element deletion that names none, in the kernel as in the twin.
+        try netfilter.apply(Transaction([Operation(.ip, "ferry", .flushSet("service-ips"))]))
+        #expect(try netfilter.read(table: "ferry").tables[.ip]?.sets["service-ips"]?.elements.isEmpty == true)
         #expect(try netfilter.deleteTables(named: "ferry") == [.ip])
         #expect(try netfilter.deleteTables(named: "ferry") == [])
     }

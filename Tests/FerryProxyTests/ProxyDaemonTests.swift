@@ -343,7 +343,9 @@ struct DaemonOnTheTwinTests {
 final class LockedTwin: Netfilter, @unchecked Sendable {
     let kernel = InMemoryNetfilter()
     func apply(_ transaction: Transaction) throws(NetfilterError) { try kernel.apply(transaction) }
-    func read(table: String) throws(NetfilterError) -> Ruleset { try kernel.read(table: table) }
+    func read(table: String, skippingElementsOf skipped: Set<String>) throws(NetfilterError) -> Ruleset {
+        try kernel.read(table: table, skippingElementsOf: skipped)
+    }
     func deleteTables(named table: String) throws(NetfilterError) -> [NFTFamily] { try kernel.deleteTables(named: table) }
     func generation() throws(NetfilterError) -> UInt32 { try kernel.generation() }
 }

@@ -26,7 +26,7 @@ public final class InMemoryNetfilter: Netfilter {
         if !transaction.isEmpty { generationNumber &+= 1 }
     }
 
-    public func read(table: String) throws(NetfilterError) -> Ruleset {
+    public func read(table: String, skippingElementsOf skipped: Set<String> = []) throws(NetfilterError) -> Ruleset {
         var result = Ruleset()
         for (family, stored) in ruleset.tables where stored.name == table {
             var copy = stored
@@ -35,6 +35,10 @@ public final class InMemoryNetfilter: Netfilter {
             }
             for (name, set) in copy.sets where set.timeoutSeconds != nil {
                 copy.sets[name]?.elements = [:]
+            }
+            for name in skipped where copy.sets[name] != nil && copy.sets[name]?.timeoutSeconds == nil {
+                copy.sets[name]?.elements = [:]
+                copy.sets[name]?.elementsUnread = true
             }
             result.tables[family] = copy
         }
@@ -84,6 +88,8 @@ public final class InMemoryNetfilter: Netfilter {
             if let existing = table.sets[set.name], existing.declaration != set.declaration {
                 throw fail(.conflict, 17, "set exists with another declaration")
             }
+        case .flushSet(let name):
+            if table.sets[name] == nil { throw fail(.notFound, 2, "no such set") }
         case .deleteSet(let name):
             if table.sets[name] == nil { throw fail(.notFound, 2, "no such set") }
             if table.chains.values.contains(where: { $0.rules.contains { $0.statements.flatMap(\.referencedSets).contains(name) } }) {

@@ -8,12 +8,18 @@ public protocol Netfilter: AnyObject {
     /// Applies every operation or none.
     func apply(_ transaction: Transaction) throws(NetfilterError)
     /// Ferry's tables named `table` in every family, as the kernel holds them. Rules read back carry
-    /// their fingerprint (`Statement.unparsed`); dynamic sets come without their elements.
-    func read(table: String) throws(NetfilterError) -> Ruleset
+    /// their fingerprint (`Statement.unparsed`); dynamic sets come without their elements, and so do the
+    /// sets named in `skippingElementsOf` (marked `elementsUnread`: the caller rewrites them whole).
+    func read(table: String, skippingElementsOf: Set<String>) throws(NetfilterError) -> Ruleset
     /// Deletes the tables named `table` in every family; returns the families that had one.
     func deleteTables(named table: String) throws(NetfilterError) -> [NFTFamily]
     /// A number that changes whenever anyone commits a change to nftables (`NFT_MSG_GETGEN`).
     func generation() throws(NetfilterError) -> UInt32
+}
+
+extension Netfilter {
+    /// Ferry's tables with every set's elements (but dynamic sets').
+    public func read(table: String) throws(NetfilterError) -> Ruleset { try read(table: table, skippingElementsOf: []) }
 }
 
 /// A failure talking to nftables.

@@ -98,6 +98,11 @@ extension NetlinkNetfilter {
             // Unique within the batch without a shared counter: the operation's position.
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), UInt32(index + 1))
             batch.message(NFT_MSG_NEWSET, family: family, flags: create, operation: index) { nftnl_set_nlmsg_build_payload($0, object) }
+        case .flushSet(let name):
+            // An element deletion that names no element empties the set (the kernel's nft_set_flush).
+            let object = setObject(table: table, name: name, family: family)
+            defer { nftnl_set_free(object) }
+            batch.message(NFT_MSG_DELSETELEM, family: family, flags: 0, operation: index) { nftnl_set_elems_nlmsg_build_payload($0, object) }
         case .deleteSet(let name):
             let object = setObject(table: table, name: name, family: family)
             defer { nftnl_set_free(object) }

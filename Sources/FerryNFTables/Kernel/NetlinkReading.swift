@@ -10,7 +10,7 @@ import Synchronization
 extension NetlinkNetfilter {
     // MARK: Reading back
 
-    public func read(table name: String) throws(NetfilterError) -> Ruleset {
+    public func read(table name: String, skippingElementsOf skipped: Set<String> = []) throws(NetfilterError) -> Ruleset {
         var ruleset = Ruleset()
         for family in try dumpTables(named: name) { ruleset.tables[family] = Table(family: family, name: name) }
         guard !ruleset.tables.isEmpty else { return ruleset }
@@ -65,6 +65,10 @@ extension NetlinkNetfilter {
         }
         for (family, table) in ruleset.tables {
             for set in table.sets.values where !dynamicSets.contains(set.name) {
+                if skipped.contains(set.name) {
+                    ruleset.tables[family]?.sets[set.name]?.elementsUnread = true
+                    continue
+                }
                 ruleset.tables[family]?.sets[set.name]?.elements = try readElements(of: set, table: name, family: family)
             }
         }

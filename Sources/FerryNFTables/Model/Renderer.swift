@@ -92,6 +92,8 @@ public enum Renderer {
                 return "add \(set.isMap ? "map" : "set") \(table) \(set.name) { \(body); }"
             case .deleteSet(let name):
                 return "delete set \(table) \(name)"
+            case .flushSet(let name):
+                return "flush set \(table) \(name)"
             case .addElements(let set, let elements), .deleteElements(let set, let elements):
                 let verb = { if case .addElements = operation.kind { return "add" } else { return "delete" } }()
                 let items = elements.keys.sorted().map { key -> String in

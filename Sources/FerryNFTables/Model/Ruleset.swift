@@ -297,6 +297,9 @@ public struct NFTSet: Sendable, Hashable {
     public var timeoutSeconds: Int?
     /// The elements and, in a map, their data; `nil` data in a plain set.
     public var elements: [ElementKey: ElementValue?]
+    /// Read back without its elements (`Netfilter.read`'s `skippingElementsOf`): what the kernel holds
+    /// is not known, so a diff flushes the set and adds every element.
+    public var elementsUnread = false
 
     public init(name: String, key: [KeyField], data: SetData? = nil, timeoutSeconds: Int? = nil, elements: [ElementKey: ElementValue?] = [:]) {
         self.name = name
@@ -313,6 +316,7 @@ public struct NFTSet: Sendable, Hashable {
     public var declaration: NFTSet {
         var copy = self
         copy.elements = [:]
+        copy.elementsUnread = false
         return copy
     }
 

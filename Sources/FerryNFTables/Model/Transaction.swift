@@ -11,6 +11,8 @@ public struct Operation: Sendable, Hashable {
         /// Creates the set or map (its elements come as `addElements`).
         case addSet(NFTSet)
         case deleteSet(String)
+        /// Removes every element of the set (an element deletion naming none, as `nft flush set`).
+        case flushSet(String)
         case addElements(set: String, [ElementKey: ElementValue?])
         case deleteElements(set: String, [ElementKey: ElementValue?])
     }
@@ -34,7 +36,7 @@ public struct Operation: Sendable, Hashable {
         case .flushChain(let name), .deleteChain(let name): return "chain \(table) \(name)"
         case .addRule(let chain, let rule): return "rule in chain \(table) \(chain): \(rule.text(family))"
         case .addSet(let set): return "set \(table) \(set.name)"
-        case .deleteSet(let name): return "set \(table) \(name)"
+        case .deleteSet(let name), .flushSet(let name): return "set \(table) \(name)"
         case .addElements(let set, let elements), .deleteElements(let set, let elements):
             return "\(elements.count) element(s) of set \(table) \(set)"
         }
@@ -119,6 +121,12 @@ public enum RulesetDiff {
                 for rule in chain.rules { add(.addRule(chain: chain.name, rule)) }
             }
             for set in newSets where set.timeoutSeconds == nil {
+                if oldSets[set.name]?.elementsUnread == true {
+                    // Contents unknown: emptied and filled again, in the same atomic batch.
+                    add(.flushSet(set.name))
+                    if !set.elements.isEmpty { add(.addElements(set: set.name, set.elements)) }
+                    continue
+                }
                 let before = oldSets[set.name]?.elements ?? [:]
                 // A set filled from nothing (a first sync) is added as it is, not filtered into a copy.
                 let removed = before.isEmpty ? [:] : before.filter { key, value in set.elements[key].map { $0 != value } ?? true }
@@ -127,8 +135,8 @@ public enum RulesetDiff {
                 if !added.isEmpty { add(.addElements(set: set.name, added)) }
             }
             for set in oldSets.values.sorted(by: { $0.name < $1.name })
-            where new.sets[set.name] == nil && set.timeoutSeconds == nil && !set.elements.isEmpty {
-                add(.deleteElements(set: set.name, set.elements))
+            where new.sets[set.name] == nil && set.timeoutSeconds == nil && (!set.elements.isEmpty || set.elementsUnread) {
+                add(set.elementsUnread ? .flushSet(set.name) : .deleteElements(set: set.name, set.elements))
             }
             for name in oldChains.keys.sorted()
             where new.chains[name] == nil && deletable.contains(StaleObject(family: family, kind: .chain, name: name)) {
@@ -213,6 +221,9 @@ extension Ruleset {
                 if result.tables[family]?.sets[set.name] == nil { result.tables[family]?.sets[set.name] = set }
             case .deleteSet(let name):
                 result.tables[family]?.sets[name] = nil
+            case .flushSet(let name):
+                result.tables[family]?.sets[name]?.elements = [:]
+                result.tables[family]?.sets[name]?.elementsUnread = false
             case .addElements(let set, let elements):
                 for (key, verdict) in elements { result.tables[family]?.sets[set]?.elements[key] = verdict }
             case .deleteElements(let set, let elements):
