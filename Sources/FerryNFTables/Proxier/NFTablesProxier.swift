@@ -190,7 +190,10 @@ public final class NFTablesProxier {
         let kernelDuration = try send(transaction)
         var previous: [ServicePortName: ServicePortTable] = [:]
         for name in changed { previous[name] = programmed[name] }
-        for name in changed { programmed[name] = tables.ports[name] }
+        // The kernel now holds `tables` (the other ports were equal already): taken whole, which shares the
+        // caller's storage, where writing the changed entries into a dictionary shared with the previous
+        // tables copied all of it first (2.8 ms at 10,000 ports, a third of a one-endpoint change).
+        programmed = tables.ports
         awaitingDeletion = stale.union(awaitingDeletion.subtracting(deletable).subtracting(recreated))
         var report = NFTablesSyncReport(
             transaction: transaction, readBack: false, replannedPorts: changed.count, planDuration: planDuration,
