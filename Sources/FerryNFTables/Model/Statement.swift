@@ -24,9 +24,9 @@ public enum Statement: Sendable, Hashable {
     case lookup([KeyField], set: String)
     /// `ip daddr . meta l4proto . th dport vmap @map`.
     case verdictMap([KeyField], map: String)
-    /// `numgen random mod N 0`: matches with probability 1/N. A service chain balances over N endpoints
-    /// with rules `numgen random mod (N-i) 0 goto endpoint-i`, the last one unconditional, which is
-    /// uniform. (An anonymous `numgen … vmap { … }` per service would be one set per service, and the
+    /// `numgen random mod N 0`: matches with probability 1/N. A service chain with ClientIP affinity
+    /// balances over its N endpoint chains with rules `numgen random mod (N-i) 0 goto endpoint-i`, the
+    /// last one unconditional, which is uniform (the others use `dnatMap`). (An anonymous `numgen … vmap { … }` per service would be one set per service, and the
     /// kernel binds every anonymous set by walking the whole transaction: quadratic in a big batch.)
     case matchRandom(modulus: Int)
     /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @map`: picks slot
