@@ -109,27 +109,42 @@ extension NetlinkNetfilter {
             batch.message(NFT_MSG_DELSET, family: family, flags: 0, operation: index) { nftnl_set_nlmsg_build_payload($0, object) }
         case .addElements(let name, let elements), .deleteElements(let name, let elements):
             let isAdd = { if case .addElements = operation.kind { return true } else { return false } }()
-            let object = setObject(table: table, name: name, family: family)
-            defer { nftnl_set_free(object) }
-            // In dictionary order: the kernel does not care, and sorting 100,000 keys cost more than encoding them.
-            for (key, value) in elements {
-                let element = nftnl_set_elem_alloc()!
-                let bytes = keyBytes(key)
-                bytes.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
-                switch isAdd ? value : nil {
-                case .verdict(let verdict):
-                    nftnl_set_elem_set_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT), Lowering.code(verdict))
-                    if let chain = verdict.chain { nftnl_set_elem_set_str(element, UInt16(NFTNL_SET_ELEM_CHAIN), chain) }
-                case .endpoint(let address, let port):
-                    let data = endpointBytes(address, port: port)
-                    data.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
-                case nil:
-                    break
+            // In dictionary order: the kernel does not care, and sorting 100,000 keys cost more than encoding
+            // them. A few thousand at a time: libnftnl keeps an object per element until its set is freed
+            // (30 MiB for the 330,000 elements of a full sync at 10,000 services, all at once before).
+            var pending = elements.makeIterator()
+            var more = true
+            while more {
+                let object = setObject(table: table, name: name, family: family)
+                defer { nftnl_set_free(object) }
+                var count = 0
+                while count < 4_096 {
+                    guard let (key, value) = pending.next() else {
+                        more = false
+                        break
+                    }
+                    count += 1
+                    let element = nftnl_set_elem_alloc()!
+                    let bytes = keyBytes(key)
+                    bytes.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
+                    switch isAdd ? value : nil {
+                    case .verdict(let verdict):
+                        nftnl_set_elem_set_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT), Lowering.code(verdict))
+                        if let chain = verdict.chain { nftnl_set_elem_set_str(element, UInt16(NFTNL_SET_ELEM_CHAIN), chain) }
+                    case .endpoint(let address, let port):
+                        let data = endpointBytes(address, port: port)
+                        data.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
+                    case nil:
+                        break
+                    }
+                    nftnl_set_elem_add(object, element)
                 }
-                nftnl_set_elem_add(object, element)
+                if count > 0 {
+                    batch.elements(
+                        object, type: isAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, family: family, flags: isAdd ? create : 0,
+                        operation: index)
+                }
             }
-            batch.elements(
-                object, type: isAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, family: family, flags: isAdd ? create : 0, operation: index)
         }
     }
 
