@@ -73,6 +73,7 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
     /// The API server's address, when Ferry reads from one: it must not be a ClusterIP Ferry programs.
     private let apiServerAddress: IPAddress?
     private let warnedAboutAPIServer = Atomic<Bool>(false)
+    private let lookedForAPIServer = Atomic<Bool>(false)
     private let wake = Mutex<AsyncStream<Signal>.Continuation?>(nil)
     /// Where the daemon's metrics go, when exported.
     public let metrics: ProxyMetrics?
@@ -234,8 +235,11 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
         let warned = warnedAboutAPIServer.load(ordering: .relaxed)
         let (result, node, apiService) = tracker.withLock { tracker in
             let result = tracker.sync()
+            // Looked for at the first sync and again only when services changed: not a scan of every
+            // service at every sync.
+            let look = !warned && (result.serviceChanges > 0 || !lookedForAPIServer.exchange(true, ordering: .relaxed))
             let apiService = apiServerAddress.flatMap { address in
-                warned ? nil : tracker.state.services.values.first { $0.clusterIPs.contains(address) }?.name
+                look ? tracker.state.services.values.first { $0.clusterIPs.contains(address) }?.name : nil
             }
             return (result, tracker.node, apiService)
         }

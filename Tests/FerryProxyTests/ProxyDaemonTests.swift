@@ -125,6 +125,38 @@ struct ProxyDaemonTests {
         await running.value
     }
 
+    /// Reaching the API server through a ClusterIP Ferry programs is warned about once, also when the
+    /// service holding that address comes after the first sync (the services are looked at again only
+    /// when some changed).
+    @Test func anAPIServerBehindAClusterIPIsWarnedAboutOnce() async throws {
+        let source = ManualSource()
+        let plane = RecordingPlane()
+        let records = LogRecords()
+        let handler = RecordingLogHandler(records: records)
+        let daemon = ProxyDaemon(
+            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
+            schedule: SyncSchedule(minInterval: .milliseconds(10), maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
+            resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
+            logger: Logger(label: "test", factory: { _ in handler }), apiServerAddress: IPAddress("10.96.0.1")!)
+        let running = Task { await daemon.run() }
+        defer { daemon.stop() }
+        #expect(await eventually { source.started })
+        source.send(.changes([.upsert(service("alpha"))]))  // 10.96.0.5
+        source.send(.initialSyncDone(source: "manual"))
+        #expect(await eventually { plane.syncs.count == 1 })
+        let warning = "the API server is reached through a ClusterIP Ferry programs itself"
+        #expect(!records.all.contains { $0.hasPrefix(warning) })
+        var kubernetes = Service(meta: ObjectMeta(name: "kubernetes", namespace: "default"), clusterIPs: [IPAddress("10.96.0.1")!])
+        kubernetes.ports = [ServicePort(name: "https", protocol: .tcp, port: 443, targetPort: .number(6443))]
+        source.send(.changes([.upsert(.service(kubernetes))]))
+        #expect(await eventually { records.all.contains { $0.hasPrefix(warning) } })
+        source.send(.changes([.upsert(service("bravo-two"))]))
+        #expect(await eventually { plane.syncs.count >= 3 })
+        #expect(records.all.filter { $0.hasPrefix(warning) }.count == 1)
+        daemon.stop()
+        await running.value
+    }
+
     static func daemon(_ source: ManualSource, _ plane: RecordingPlane, minInterval: Duration = .milliseconds(300))
         -> ProxyDaemon<ContinuousClock>
     {
