@@ -76,7 +76,7 @@ struct GetCommand: AsyncParsableCommand {
         }
         try scope.check(names: names)
         if let selector { _ = try LabelSelector(selector) }
-        if watch && source.manifests == nil && (try? source.clusterAccess()) == nil {
+        if watch && source.manifests == nil && !source.namesAnAPIServer {
             throw ValidationError("--watch needs --manifests PATH or an API server (--kubeconfig, --in-cluster)")
         }
         if watch && (output == .json || output == .yaml || output == .name) { throw ValidationError("--watch prints tables; drop -o json|yaml|name") }

@@ -85,6 +85,12 @@ struct SourceOptions: ParsableArguments {
         ProcessInfo.processInfo.environment["KUBECONFIG"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
+    /// Whether the source is an API server (what `clusterAccess()` would read, without reading it).
+    var namesAnAPIServer: Bool {
+        manifests == nil && !demo
+            && (kubeconfig != nil || inCluster || environmentKubeconfig != nil || ClusterAccess.looksInCluster() || master != nil)
+    }
+
     /// How to reach the API server, when the source is one: `--kubeconfig`, `--in-cluster`, `$KUBECONFIG`
     /// (when no manifests are given), or a pod's service account when Ferry runs in one.
     func clusterAccess() throws -> ClusterAccess? {
@@ -109,9 +115,12 @@ struct SourceOptions: ParsableArguments {
         return access
     }
 
-    /// The API source for node `nodeName`, when the source is the API server.
-    func kubernetesSource(nodeName: String, timeouts: KubeAPITimeouts = KubeAPITimeouts()) throws -> KubernetesSource? {
-        guard let access = try clusterAccess() else { return nil }
+    /// The API source for node `nodeName` through `access` (the source's `clusterAccess()`, resolved once
+    /// per command: it reads the kubeconfig).
+    func kubernetesSource(nodeName: String, access: ClusterAccess?, timeouts: KubeAPITimeouts = KubeAPITimeouts()) throws
+        -> KubernetesSource?
+    {
+        guard let access else { return nil }
         do {
             let client = try KubeAPIClient(access: access, timeouts: timeouts)
             return KubernetesSource(
@@ -121,17 +130,20 @@ struct SourceOptions: ParsableArguments {
         }
     }
 
-    /// The long-running source: the API server, the manifests (watched), or the embedded objects.
-    func objectSource(nodeName: String) throws -> ObjectSource {
-        if let kubernetes = try kubernetesSource(nodeName: nodeName) { return kubernetes }
+    /// The long-running source: the API server, the manifests (watched), or the embedded objects; with
+    /// `requireNamed`, one of them must have been named (see `requireNamedSource`).
+    func objectSource(nodeName: String, requireNamed: Bool = false) throws -> ObjectSource {
+        let access = try clusterAccess()
+        if requireNamed { try requireNamedSource(access: access) }
+        if let kubernetes = try kubernetesSource(nodeName: nodeName, access: access) { return kubernetes }
         return manifests.map { ManifestSource(path: $0, watch: true, allocation: try? allocationRanges()) } ?? EmbeddedSource()
     }
 
     /// For commands that change the node (`run`, `sync`): a source must be named. The embedded
     /// walk-through's 10.96.0.10:80 is kube-dns's ClusterIP on kubeadm clusters: proxied on a real node
     /// by mistake, it would take over that address, so it is used only on request (`--demo`).
-    func requireNamedSource() throws {
-        guard manifests == nil, !demo, try clusterAccess() == nil else { return }
+    func requireNamedSource(access: ClusterAccess?) throws {
+        guard manifests == nil, !demo, access == nil else { return }
         throw CommandFailure.badInput(
             "error: no source: give --kubeconfig FILE (or run in a pod, or set $KUBECONFIG), --manifests PATH, or --demo for the embedded walk-through")
     }
@@ -139,8 +151,12 @@ struct SourceOptions: ParsableArguments {
     /// Reads the objects once: the manifests (or the embedded set), failing with exit 2 on any problem;
     /// or the API server's lists, where an object that does not decode is reported and left out, as
     /// kube-proxy leaves it out. Objects keep their form as written when `keepingWire` (for `-o json|yaml`).
-    func read(keepingWire: Bool = false, nodeName: String = HostInfo.hostName()) async throws -> LoadedManifests {
-        if let kubernetes = try kubernetesSource(nodeName: nodeName) {
+    func read(keepingWire: Bool = false, nodeName: String = HostInfo.hostName(), requireNamed: Bool = false) async throws
+        -> LoadedManifests
+    {
+        let access = try clusterAccess()
+        if requireNamed { try requireNamedSource(access: access) }
+        if let kubernetes = try kubernetesSource(nodeName: nodeName, access: access) {
             defer { Task { await kubernetes.client.shutdown() } }
             let listed: (objects: [ManifestObject], problems: [ManifestError])
             do {

@@ -130,12 +130,12 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         let logger = Logger(label: "ferry")
-        try source.requireNamedSource()
+        // (Resolved once: the kubeconfig is read here, and only here.)
+        let objects = try source.objectSource(nodeName: node.nodeName ?? HostInfo.hostName(), requireNamed: true)
         // Without it every sync is refused (EPERM) and the daemon would retry forever, applying nothing.
         guard HostInfo.canAdministerNetwork() else {
             throw CommandFailure.runtime("error: ferry \(Self.configuration.commandName!) programs the node's network: it needs root or CAP_NET_ADMIN")
         }
-        let objects = try source.objectSource(nodeName: node.nodeName ?? HostInfo.hostName())
         // Flags only: the Node object's addresses (then the host's) come in as the sources report it,
         // and NodePorts follow them when they change.
         let context = NodeContext(name: node.nodeName ?? HostInfo.hostName(), addresses: try node.parsedIPs())

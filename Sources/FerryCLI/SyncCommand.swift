@@ -78,11 +78,10 @@ struct SyncCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if !dryRun { try source.requireNamedSource() }
         if !dryRun, !HostInfo.canAdministerNetwork() {
             throw CommandFailure.runtime("error: ferry sync programs the node's nftables: it needs root or CAP_NET_ADMIN (or use --dry-run)")
         }
-        let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName())
+        let loaded = try await source.read(nodeName: node.nodeName ?? HostInfo.hostName(), requireNamed: !dryRun)
         // The kernel is changed only from manifests without problems, unless asked; a dry run shows the
         // good ones and then fails.
         if !dryRun, !skipBadFiles { try loaded.failOnProblems() }
