@@ -41,8 +41,10 @@ struct DiffTests {
             #expect(touchesOnly(svc: 5, line) || line.contains("pick-4"), "touches another service: \(line)")
         }
         let counts = transaction.summary
-        #expect(counts.chainsAdded == 1 && counts.chainsFlushed == 1)  // pick-4 appears; the service chain is rewritten
-        #expect(counts.rules == 3)  // the service chain's one rule, pick-4's two
+        // pick-4 and external-pick-4 appear; the service chain is rewritten; the NodePort's dispatch element
+        // moves to external-pick-4.
+        #expect(counts.chainsAdded == 2 && counts.chainsFlushed == 1)
+        #expect(counts.rules == 5)  // the service chain's one rule, two in each new chain
     }
 
     @Test func removingAServiceDeletesItsElementsAndEmptiesItsChainsFirst() throws {
@@ -53,10 +55,10 @@ struct DiffTests {
         #expect(transaction.summary.elementsDeleted == 12)
         #expect(transaction.summary.chainsDeleted == 0)
         let stale = RulesetDiff.staleObjects(applied: before.applying(transaction), desired: after)
-        #expect(stale.count == 2)  // the service and external chains (pick-3 still serves the others)
+        #expect(stale.count == 1)  // the service chain (pick-3 and external-pick-3 still serve the others)
         let later = RulesetDiff.transaction(from: before.applying(transaction), to: after, deletable: stale)
-        #expect(later.summary.chainsDeleted == 2)
-        #expect(later.operations.count == 2)
+        #expect(later.summary.chainsDeleted == 1)
+        #expect(later.operations.count == 1)
     }
 
     @Test func theTwinAppliesAllOrNothing() throws {
@@ -111,7 +113,7 @@ struct ProxierTests {
         #expect(shrink.transaction.summary.chainsDeleted == 0)
         #expect(proxier.hasPendingDeletions)
         let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
-        #expect(cleanup.transaction.summary.chainsDeleted == 2)
+        #expect(cleanup.transaction.summary.chainsDeleted == 1)
         #expect(!proxier.hasPendingDeletions)
         #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
     }

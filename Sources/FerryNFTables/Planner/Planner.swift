@@ -421,10 +421,22 @@ public enum Planner {
             }
         }
 
-        // External dispatch: NodePort, external IPs and load-balancer IPs share one external chain.
+        // External dispatch: NodePort, external IPs and load-balancer IPs share one external chain. Under
+        // Cluster policy (and without affinity) it only marks for masquerading and balances, which depends
+        // on the endpoint count alone: one `external-pick-N` chain shared by every such service port (a
+        // chain per service port was half the chains at 10,000 NodePort services, and the kernel walks
+        // them all to validate the table after any rule change).
         guard hasNodePort || !externalAddresses.isEmpty else { return true }
         let externalReachable = entry.policy.externalLocal ? (!local.isEmpty || !cluster.isEmpty) : !cluster.isEmpty
-        if externalReachable {
+        var externalTarget = externalChain
+        if externalReachable, !entry.policy.externalLocal, affinityTimeout == nil {
+            let pick = pickChain(local: false, modulus: cluster.count)
+            let shared = Chain(
+                name: "external-\(pick.name)", rules: [Rule([.verdict(.jump(markForMasquerade))]), Rule([.verdict(.goto(pick.name))])])
+            table.sharedChains[pick.name] = pick
+            table.sharedChains[shared.name] = shared
+            externalTarget = shared.name
+        } else if externalReachable {
             var rules: [Rule] = []
             if entry.policy.externalLocal {
                 // Short-circuit: pods and the node itself may use any endpoint (and the node is masqueraded).
@@ -444,7 +456,7 @@ public enum Planner {
         }
         func dispatch(_ key: ElementKey, map: String, noEndpointMap: String) {
             if externalReachable {
-                table.elements[map, default: [:]][key] = .verdict(.goto(externalChain))
+                table.elements[map, default: [:]][key] = .verdict(.goto(externalTarget))
                 // The external chain leads to the cluster-wide endpoints (Cluster policy, or the Local
                 // policy's short-circuit for pods and the node) and, under Local policy, to the local ones.
                 if !cluster.isEmpty { endpointElements(key.values, local: false) }

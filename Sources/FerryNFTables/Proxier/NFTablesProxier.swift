@@ -304,15 +304,16 @@ struct SharedObjectCounts {
             chainsBefore.merge(other.chainsBefore) { first, _ in first }
         }
 
-        /// Creation and rules of the chains nobody needed before and someone needs now.
+        /// Creation and rules of the chains nobody needed before and someone needs now: every chain first,
+        /// then their rules (`external-pick-N` goes to `pick-N`).
         func chainsAdded(_ counts: SharedObjectCounts) -> [Operation] {
-            var operations: [Operation] = []
-            for (key, entry) in chainsBefore.sorted(by: { ($0.key.family, $0.key.name) < ($1.key.family, $1.key.name) })
-            where !entry.present && counts.chains[key] != nil {
-                operations.append(Operation(key.family, Planner.tableName, .addChain(Chain(name: key.name))))
-                for rule in entry.chain.rules { operations.append(Operation(key.family, Planner.tableName, .addRule(chain: key.name, rule))) }
+            let added = chainsBefore.sorted(by: { ($0.key.family, $0.key.name) < ($1.key.family, $1.key.name) })
+                .filter { !$0.value.present && counts.chains[$0.key] != nil }
+            let creations = added.map { Operation($0.key.family, Planner.tableName, .addChain(Chain(name: $0.key.name))) }
+            let rules = added.flatMap { key, entry in
+                entry.chain.rules.map { Operation(key.family, Planner.tableName, .addRule(chain: key.name, $0)) }
             }
-            return operations
+            return creations + rules
         }
 
         /// The chains someone needed before and nobody needs now.
