@@ -41,10 +41,10 @@ struct DiffTests {
             #expect(touchesOnly(svc: 5, line) || line.contains("pick-4"), "touches another service: \(line)")
         }
         let counts = transaction.summary
-        // pick-4 and external-pick-4 appear; the service chain is rewritten; the NodePort's dispatch element
-        // moves to external-pick-4.
-        #expect(counts.chainsAdded == 2 && counts.chainsFlushed == 1)
-        #expect(counts.rules == 5)  // the service chain's one rule, two in each new chain
+        // pick-4 and external-pick-4 appear; the ClusterIP's and the NodePort's dispatch elements move to
+        // them. No rule of the service's own: it has no chain.
+        #expect(counts.chainsAdded == 2 && counts.chainsFlushed == 0)
+        #expect(counts.rules == 4)  // two in each new chain
     }
 
     @Test func removingAServiceDeletesItsElementsAndEmptiesItsChainsFirst() throws {
@@ -55,10 +55,7 @@ struct DiffTests {
         #expect(transaction.summary.elementsDeleted == 12)
         #expect(transaction.summary.chainsDeleted == 0)
         let stale = RulesetDiff.staleObjects(applied: before.applying(transaction), desired: after)
-        #expect(stale.count == 1)  // the service chain (pick-3 and external-pick-3 still serve the others)
-        let later = RulesetDiff.transaction(from: before.applying(transaction), to: after, deletable: stale)
-        #expect(later.summary.chainsDeleted == 1)
-        #expect(later.operations.count == 1)
+        #expect(stale.isEmpty)  // no chain of its own (pick-3 and external-pick-3 still serve the others)
     }
 
     @Test func theTwinAppliesAllOrNothing() throws {
@@ -109,13 +106,14 @@ struct ProxierTests {
         let noop = try proxier.sync(tables(yaml: syntheticYAML(services: 3)))
         #expect(noop.transaction.isEmpty)
         #expect(!noop.readBack)
-        let shrink = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
+        // Two services left with two endpoints each: nobody uses pick-3 and external-pick-3 any more.
+        let shrink = try proxier.sync(tables(yaml: syntheticYAML(services: 2, endpoints: 2)))
         #expect(shrink.transaction.summary.chainsDeleted == 0)
         #expect(proxier.hasPendingDeletions)
-        let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2)))
-        #expect(cleanup.transaction.summary.chainsDeleted == 1)
+        let cleanup = try proxier.sync(tables(yaml: syntheticYAML(services: 2, endpoints: 2)))
+        #expect(cleanup.transaction.summary.chainsDeleted == 2)
         #expect(!proxier.hasPendingDeletions)
-        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2)))))
+        #expect(Renderer.text(twin.ruleset) == Renderer.text(Planner.plan(tables(yaml: syntheticYAML(services: 2, endpoints: 2)))))
     }
 
     @Test func aRestartConvergesWithoutFlushing() throws {
@@ -173,7 +171,7 @@ struct RenderingTests {
         #expect(script.hasPrefix("add table ip ferry\n"))
         #expect(script.contains("add chain ip ferry nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }"))
         #expect(script.contains("add map ip ferry service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }"))
-        #expect(script.contains("add element ip ferry service-ips { 10.96.0.1 . tcp . 80 : goto service-"))
+        #expect(script.contains("add element ip ferry service-ips { 10.96.0.1 . tcp . 80 : goto pick-1 }"))
     }
 
     @Test(arguments: [(10_800, "3h"), (600, "10m"), (90, "1m30s"), (86_400, "1d"), (1, "1s")])

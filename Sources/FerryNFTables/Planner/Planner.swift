@@ -208,6 +208,22 @@ public enum Planner {
             nodePortMatch = [.lookup([.destinationAddress], set: nodePortIPs)]
         }
         let bit = config.masqueradeBit
+        // Traffic to a ClusterIP from outside the pod network (the node, say) is marked for masquerading,
+        // or all of it under masqueradeAll, whatever the service's traffic policy (kube-proxy does it
+        // before the policy split). One rule for every ClusterIP, where kube-proxy writes one per service
+        // port: a ClusterIP's traffic to a port no service serves is refused anyway, so the mark is moot.
+        let clusterCIDR = config.clusterCIDRs.first { $0.address.family == family.ipFamily }
+        var clusterIPMasquerade: [Rule] = []
+        if config.masqueradeAll {
+            clusterIPMasquerade = [Rule([.lookup([.destinationAddress], set: clusterIPs), .verdict(.jump(markForMasquerade))])]
+        } else if let clusterCIDR {
+            clusterIPMasquerade = [
+                Rule([
+                    .lookup([.destinationAddress], set: clusterIPs), .matchPrefix(.sourceAddress, clusterCIDR, equal: false),
+                    .verdict(.jump(markForMasquerade)),
+                ])
+            ]
+        }
         let chains: [Chain] = [
             Chain(
                 name: "nat-prerouting", hook: ChainHook(.nat, .prerouting, priority: ChainHook.dstnat),
@@ -233,7 +249,8 @@ public enum Planner {
                 ]),
             Chain(
                 name: services,
-                rules: [
+                rules: clusterIPMasquerade
+                    + [
                     Rule([.verdictMap([.destinationAddress, .l4Protocol, .destinationPort], map: serviceIPs)]),
                     Rule(nodePortMatch + [.verdictMap([.l4Protocol, .destinationPort], map: serviceNodePorts)]),
                 ]),
@@ -327,12 +344,14 @@ public enum Planner {
             }
         }
 
-        /// The rules that end a chain by choosing among `backends` (the node-local set when `local`).
-        func balancing(_ backends: [Backend], local isLocal: Bool) -> [Rule] {
+        /// Where a packet goes to be balanced over `backends` (the node-local set when `local`): the shared
+        /// `pick-N` chain; with affinity, the service port's own chain (`service-…` or `local-…`), which
+        /// checks the affinity sets and then picks an endpoint chain with a `numgen` cascade.
+        func balancing(_ backends: [Backend], local isLocal: Bool) -> String {
             guard let timeout = affinityTimeout else {
                 let pick = pickChain(local: isLocal, modulus: backends.count)
                 table.sharedChains[pick.name] = pick
-                return [Rule([.verdict(.goto(pick.name))])]
+                return pick.name
             }
             var rules: [Rule] = []
             for backend in backends {
@@ -347,7 +366,9 @@ public enum Planner {
                 let remaining = chains.count - index
                 rules.append(Rule(remaining > 1 ? [.matchRandom(modulus: remaining), .verdict(.goto(chain))] : [.verdict(.goto(chain))]))
             }
-            return rules
+            let name = isLocal ? localChain : serviceChain
+            table.add(Chain(name: name, rules: rules))
+            return name
         }
 
         /// The endpoint map elements of one frontend (an address and port, or a NodePort) for the set it
@@ -361,33 +382,10 @@ public enum Planner {
             }
         }
 
-        // Traffic to the ClusterIP from outside the pod network (the node, say) is masqueraded, or all of
-        // it under masqueradeAll; external traffic was marked in the external chain already. As in
-        // kube-proxy this comes before the traffic policy's split, so it also leads the local chain when
-        // the internal policy is Local: those rules match the ClusterIP only, so external traffic that
-        // reaches the local chain (and must keep its source) is not touched by them.
-        var clusterIPMasquerade: [Rule] = []
-        for address in clusterIPs {
-            if config.masqueradeAll {
-                clusterIPMasquerade.append(
-                    Rule([
-                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
-                        .verdict(.jump(markForMasquerade)),
-                    ]))
-            } else if let clusterCIDR {
-                clusterIPMasquerade.append(
-                    Rule([
-                        .matchAddress(.destinationAddress, address, equal: true), .matchPort(l4, entry.port),
-                        .matchPrefix(.sourceAddress, clusterCIDR, equal: false), .verdict(.jump(markForMasquerade)),
-                    ]))
-            }
-        }
-        if !cluster.isEmpty {
-            table.add(Chain(name: serviceChain, rules: clusterIPMasquerade + balancing(cluster, local: false)))
-        }
-        if !local.isEmpty {
-            table.add(Chain(name: localChain, rules: (entry.policy.internalLocal ? clusterIPMasquerade : []) + balancing(local, local: true)))
-        }
+        // (Traffic to a ClusterIP from outside the pod network, or all of it under masqueradeAll, is marked
+        // for masquerading by one shared rule in the `services` chain: see `baseTable`.)
+        let clusterTarget: String? = cluster.isEmpty ? nil : balancing(cluster, local: false)
+        let localTarget: String? = local.isEmpty ? nil : balancing(local, local: true)
 
         let noEndpointVerdict: (Bool) -> Verdict = { localPolicy in
             localPolicy && entry.categories.hasAnyEndpoints ? .drop : .goto(rejectChain)
@@ -408,9 +406,8 @@ public enum Planner {
             }
         }
 
-        // ClusterIP dispatch.
-        let internalTarget: String? =
-            entry.policy.internalLocal ? (local.isEmpty ? nil : localChain) : (cluster.isEmpty ? nil : serviceChain)
+        // ClusterIP dispatch: straight to the balancing chain.
+        let internalTarget = entry.policy.internalLocal ? localTarget : clusterTarget
         for address in clusterIPs {
             let key = ElementKey([.address(address), .l4Protocol(l4), .port(entry.port)])
             if let internalTarget {
@@ -425,33 +422,33 @@ public enum Planner {
         // Cluster policy (and without affinity) it only marks for masquerading and balances, which depends
         // on the endpoint count alone: one `external-pick-N` chain shared by every such service port (a
         // chain per service port was half the chains at 10,000 NodePort services, and the kernel walks
-        // them all to validate the table after any rule change).
+        // every chain at every commit, and all of them again to validate the table after a rule change).
         guard hasNodePort || !externalAddresses.isEmpty else { return true }
-        let externalReachable = entry.policy.externalLocal ? (!local.isEmpty || !cluster.isEmpty) : !cluster.isEmpty
+        let externalReachable = entry.policy.externalLocal ? (localTarget != nil || clusterTarget != nil) : clusterTarget != nil
         var externalTarget = externalChain
-        if externalReachable, !entry.policy.externalLocal, affinityTimeout == nil {
-            let pick = pickChain(local: false, modulus: cluster.count)
-            let shared = Chain(
-                name: "external-\(pick.name)", rules: [Rule([.verdict(.jump(markForMasquerade))]), Rule([.verdict(.goto(pick.name))])])
-            table.sharedChains[pick.name] = pick
-            table.sharedChains[shared.name] = shared
-            externalTarget = shared.name
-        } else if externalReachable {
-            var rules: [Rule] = []
-            if entry.policy.externalLocal {
-                // Short-circuit: pods and the node itself may use any endpoint (and the node is masqueraded).
-                if let clusterCIDR, !cluster.isEmpty {
-                    rules.append(Rule([.matchPrefix(.sourceAddress, clusterCIDR, equal: true), .verdict(.goto(serviceChain))]))
-                }
-                rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.jump(markForMasquerade))]))
-                if !cluster.isEmpty {
-                    rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.goto(serviceChain))]))
-                }
-                rules.append(Rule([.verdict(local.isEmpty ? .drop : .goto(localChain))]))
+        if externalReachable, !entry.policy.externalLocal, let clusterTarget {
+            if affinityTimeout == nil {
+                let shared = Chain(
+                    name: "external-\(clusterTarget)",
+                    rules: [Rule([.verdict(.jump(markForMasquerade))]), Rule([.verdict(.goto(clusterTarget))])])
+                table.sharedChains[shared.name] = shared
+                externalTarget = shared.name
             } else {
-                rules.append(Rule([.verdict(.jump(markForMasquerade))]))
-                rules.append(Rule([.verdict(.goto(serviceChain))]))
+                table.add(
+                    Chain(name: externalChain, rules: [Rule([.verdict(.jump(markForMasquerade))]), Rule([.verdict(.goto(clusterTarget))])]))
             }
+        } else if externalReachable {
+            // Local policy. Short-circuit: pods and the node itself may use any endpoint (and the node is
+            // masqueraded); others only this node's, and are dropped when there are none here.
+            var rules: [Rule] = []
+            if let clusterCIDR, let clusterTarget {
+                rules.append(Rule([.matchPrefix(.sourceAddress, clusterCIDR, equal: true), .verdict(.goto(clusterTarget))]))
+            }
+            rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.jump(markForMasquerade))]))
+            if let clusterTarget {
+                rules.append(Rule([.matchLocalAddress(.sourceAddress), .verdict(.goto(clusterTarget))]))
+            }
+            rules.append(Rule([.verdict(localTarget.map { .goto($0) } ?? .drop)]))
             table.add(Chain(name: externalChain, rules: rules))
         }
         func dispatch(_ key: ElementKey, map: String, noEndpointMap: String) {
