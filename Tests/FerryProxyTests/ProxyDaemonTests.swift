@@ -98,11 +98,7 @@ struct ProxyDaemonTests {
         let plane = RecordingPlane()
         let records = LogRecords()
         let handler = RecordingLogHandler(records: records)
-        let daemon = ProxyDaemon(
-            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
-            schedule: SyncSchedule(minInterval: .milliseconds(10), maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
-            resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
-            logger: Logger(label: "test", factory: { _ in handler }))
+        let daemon = Self.daemon(source, plane, minInterval: .milliseconds(10), logger: Logger(label: "test", factory: { _ in handler }))
         let running = Task { await daemon.run() }
         defer { daemon.stop() }
         #expect(await eventually { source.started })
@@ -133,11 +129,9 @@ struct ProxyDaemonTests {
         let plane = RecordingPlane()
         let records = LogRecords()
         let handler = RecordingLogHandler(records: records)
-        let daemon = ProxyDaemon(
-            source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
-            schedule: SyncSchedule(minInterval: .milliseconds(10), maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
-            resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
-            logger: Logger(label: "test", factory: { _ in handler }), apiServerAddress: IPAddress("10.96.0.1")!)
+        let daemon = Self.daemon(
+            source, plane, minInterval: .milliseconds(10), logger: Logger(label: "test", factory: { _ in handler }),
+            apiServerAddress: IPAddress("10.96.0.1")!)
         let running = Task { await daemon.run() }
         defer { daemon.stop() }
         #expect(await eventually { source.started })
@@ -157,14 +151,15 @@ struct ProxyDaemonTests {
         await running.value
     }
 
-    static func daemon(_ source: ManualSource, _ plane: RecordingPlane, minInterval: Duration = .milliseconds(300))
-        -> ProxyDaemon<ContinuousClock>
-    {
+    static func daemon(
+        _ source: ManualSource, _ plane: RecordingPlane, minInterval: Duration = .milliseconds(300), logger: Logger = Logger(label: "test"),
+        apiServerAddress: IPAddress? = nil
+    ) -> ProxyDaemon<ContinuousClock> {
         ProxyDaemon(
             source: source, tracker: ChangeTracker(node: NodeContext(name: "node-1")), plane: plane,
             schedule: SyncSchedule(minInterval: minInterval, maxInterval: .seconds(60), retryInitial: .milliseconds(100)),
             resolver: NodeAddressResolver(flags: [], host: { [IPAddress("192.0.2.9")!] }), clock: ContinuousClock(),
-            logger: Logger(label: "test"))
+            logger: logger, apiServerAddress: apiServerAddress)
     }
 
     @Test func nothingIsProgrammedBeforeTheInitialSyncThenBurstsCoalesce() async throws {
