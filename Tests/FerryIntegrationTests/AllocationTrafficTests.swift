@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// The repository's root, from this file's path (`Tests/FerryIntegrationTests/<file>`).
-private let repositoryRoot: String = {
+let repositoryRoot: String = {
     var url = URL(fileURLWithPath: #filePath)
     for _ in 0..<3 { url.deleteLastPathComponent() }
     return url.path

@@ -131,6 +131,28 @@ struct NetlinkWriterTests {
         }
     }
 
+    /// Rules read back table-wide and chain by chain give the same ruleset, equal to what was written.
+    @Test func rulesReadBackTheSameTableWideAndChainByChain() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let namespace = try Namespace()
+        let netfilter = try NetlinkNetfilter.inNamespace(namespace.path)
+        // The examples: services with chains of their own (affinity, Local policy, source ranges) and without.
+        var objects: [KubeObject] = []
+        let folder = "\(repositoryRoot)/deploy/examples"
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder).sorted() where file.hasSuffix(".yaml") {
+            objects += ManifestReader.read(fileAt: "\(folder)/\(file)").objects.map(\.object)
+        }
+        let node = NodeContext(name: "node-1", addresses: [IPAddress("10.0.0.1")!])
+        let tables = TableBuilder.build(ClusterState(objects), node: node)
+        let desired = Planner.plan(tables, config: PlannerConfig(clusterCIDRs: [CIDR("10.244.0.0/16")!]))
+        try netfilter.apply(RulesetDiff.transaction(from: Ruleset(), to: desired))
+        let tableWide = try netfilter.read(table: "ferry")
+        netfilter.tableWideRuleDumpLimit = 0
+        let chainByChain = try netfilter.read(table: "ferry")
+        #expect(tableWide == chainByChain)
+        #expect(RulesetDiff.transaction(from: chainByChain, to: desired).isEmpty)
+    }
+
     @Test func theGenerationMovesWithEveryCommit() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let namespace = try Namespace()

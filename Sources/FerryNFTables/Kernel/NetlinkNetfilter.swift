@@ -17,6 +17,9 @@ import Synchronization
 /// Not thread-safe: one owner at a time (the socket and sequence numbers are not shared).
 public final class NetlinkNetfilter: Netfilter, @unchecked Sendable {
     let socket: NetlinkSocket
+    /// Up to this many chains, rules are read back by one table-wide dump, chain by chain above (see
+    /// `read`). Settable for tests of the chain-by-chain path.
+    public var tableWideRuleDumpLimit = 60_000
 
     public init() throws(NetfilterError) {
         do {
