@@ -68,14 +68,13 @@ extension NetlinkNetfilter {
             // The key's fields, which the key type alone does not tell (a source address and a destination
             // address are both ipv4_addr): read back from here, not guessed from the set's name. An
             // endpoint map also carries nft's typeof description first (see NFTTypeofUserdata).
-            let userdata = nftnl_udata_buf_alloc(512)!
+            let userdata = nftnl_udata_buf_alloc(64)!
             defer { nftnl_udata_buf_free(userdata) }
-            var prefix = set.data == .endpoint ? NFTTypeofUserdata.bytes(key: set.key, family: operation.family) ?? [] : []
-            prefix += [NetlinkNetfilter.setKeyUserdataType, 0]
-            let keyText = Array(KeyField.userdataText(set.key).utf8) + [0]
-            prefix[prefix.count - 1] = UInt8(keyText.count)
-            prefix += keyText
-            nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), prefix, UInt32(prefix.count))
+            nftnl_udata_put_strz(userdata, NetlinkNetfilter.setKeyUserdataType, KeyField.userdataText(set.key))
+            let entries =
+                (set.data == .endpoint ? NFTTypeofUserdata.bytes(key: set.key, family: operation.family) ?? [] : [])
+                + Array(UnsafeRawBufferPointer(start: nftnl_udata_buf_data(userdata), count: Int(nftnl_udata_buf_len(userdata))))
+            nftnl_set_set_data(object, UInt16(NFTNL_SET_USERDATA.rawValue), entries, UInt32(entries.count))
             var flags: UInt32 = 0
             switch set.data {
             case .verdict:
