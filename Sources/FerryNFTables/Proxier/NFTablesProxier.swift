@@ -143,8 +143,8 @@ public final class NFTablesProxier {
         // A family's table appearing is rare (the first IPv6 service): let a full sync create it.
         if !newFamilies.isSubset(of: Set(families)) { return try fullSync(tables) }
 
-        // Diff just the changed service ports: two partial rulesets holding the shared maps (declared, so
-        // neither side adds them) and those ports' fragments, before and after.
+        // Diff just the changed service ports: two partial rulesets holding the fixed sets and maps
+        // (declared, so neither side adds them) and those ports' fragments, before and after.
         // The shared objects are counted, not diffed: what nobody needed before and someone needs now is
         // added (its chains first in the batch, since the ports' rules jump to them), what nobody needs any
         // more is removed (chains flushed now and deleted a sync later, like every stale chain).
@@ -164,14 +164,13 @@ public final class NFTablesProxier {
                 sharedChanges.merge(shared.add(fragment, family: family))
             }
         }
-        let counts = shared
         let old = partial(before)
         let new = partial(after)
         var stale = RulesetDiff.staleObjects(applied: old, desired: new)
-        var transaction = Transaction(sharedChanges.chainsAdded(counts))
+        var transaction = Transaction(sharedChanges.chainsAdded(shared))
         transaction.operations += RulesetDiff.transaction(from: old, to: new).operations
-        transaction.operations += sharedChanges.elementOperations(counts)
-        for (family, name) in sharedChanges.chainsRemoved(counts) {
+        transaction.operations += sharedChanges.elementOperations(shared)
+        for (family, name) in sharedChanges.chainsRemoved(shared) {
             transaction.operations.append(Operation(family, Planner.tableName, .flushChain(name)))
             stale.insert(StaleObject(family: family, kind: .chain, name: name))
         }
@@ -180,7 +179,7 @@ public final class NFTablesProxier {
             new.tables.flatMap { family, table in
                 table.chains.keys.map { StaleObject(family: family, kind: .chain, name: $0) }
                     + table.sets.keys.map { StaleObject(family: family, kind: .set, name: $0) }
-            } + counts.chainNames.map { StaleObject(family: $0.family, kind: .chain, name: $0.name) })
+            } + shared.chainNames.map { StaleObject(family: $0.family, kind: .chain, name: $0.name) })
         let deletable = awaitingDeletion.subtracting(recreated)
         for object in deletable.sorted(by: { ($0.family, $0.name) < ($1.family, $1.name) }) {
             transaction.operations.append(
@@ -348,30 +347,20 @@ struct SharedObjectCounts {
     mutating func remove(_ fragment: ServicePortFragment, family: NFTFamily) -> Changes { change(fragment, family: family, by: -1) }
 
     /// Counts a fragment in without recording what changed (a full sync, which diffs the whole ruleset).
-    mutating func count(_ fragment: ServicePortFragment, family: NFTFamily) {
-        var sets = elements.removeValue(forKey: family) ?? [:]
-        for (set, keys) in fragment.sharedElements {
-            var counts = sets.removeValue(forKey: set) ?? [:]
-            for key in keys { counts[key, default: 0] += 1 }
-            sets[set] = counts
-        }
-        elements[family] = sets
-        for (name, chain) in fragment.sharedChains {
-            let key = ChainKey(family: family, name: name)
-            chains[key] = (chain, (chains[key]?.count ?? 0) + 1)
-        }
-    }
+    mutating func count(_ fragment: ServicePortFragment, family: NFTFamily) { _ = change(fragment, family: family, by: 1, recording: false) }
 
-    private mutating func change(_ fragment: ServicePortFragment, family: NFTFamily, by delta: Int) -> Changes {
+    private mutating func change(_ fragment: ServicePortFragment, family: NFTFamily, by delta: Int, recording: Bool = true) -> Changes {
         var changes = Changes()
         // Taken out while changed, so that the nested dictionaries are modified in place, not copied.
         var sets = elements.removeValue(forKey: family) ?? [:]
         for (set, keys) in fragment.sharedElements {
             var counts = sets.removeValue(forKey: set) ?? [:]
             for key in keys {
-                let element = ElementKeyInSet(family: family, set: set, key: key)
                 let count = counts[key] ?? 0
-                if changes.elementsBefore[element] == nil { changes.elementsBefore[element] = count > 0 }
+                if recording {
+                    let element = ElementKeyInSet(family: family, set: set, key: key)
+                    if changes.elementsBefore[element] == nil { changes.elementsBefore[element] = count > 0 }
+                }
                 counts[key] = count + delta > 0 ? count + delta : nil
             }
             sets[set] = counts
@@ -380,7 +369,7 @@ struct SharedObjectCounts {
         for (name, chain) in fragment.sharedChains {
             let key = ChainKey(family: family, name: name)
             let count = chains[key]?.count ?? 0
-            if changes.chainsBefore[key] == nil { changes.chainsBefore[key] = (chain, count > 0) }
+            if recording, changes.chainsBefore[key] == nil { changes.chainsBefore[key] = (chain, count > 0) }
             chains[key] = count + delta > 0 ? (chain, count + delta) : nil
         }
         return changes
