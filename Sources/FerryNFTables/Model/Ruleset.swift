@@ -191,23 +191,52 @@ public struct ElementKey: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     public init(_ values: [KeyValue]) {
         precondition((1...4).contains(values.count), "a set key has one to four fields")
-        var packed: [UInt64] = []
-        for (index, value) in values.enumerated() {
-            let kind: UInt16
-            switch value {
-            case .address(.v4(let bits)): (kind, packed) = (0, packed + [UInt64(bits)])
-            case .address(.v6(let high, let low)): (kind, packed) = (1, packed + [high, low])
-            case .l4Protocol(let l4): (kind, packed) = (2, packed + [UInt64(l4.number)])
-            case .port(let port): (kind, packed) = (3, packed + [UInt64(UInt16(truncatingIfNeeded: port))])
-            case .slot(let slot): (kind, packed) = (4, packed + [UInt64(UInt32(truncatingIfNeeded: slot))])
-            }
-            shape |= kind << (3 * index)
-        }
-        shape |= UInt16(values.count) << 12
-        withUnsafeMutableBytes(of: &words) { raw in
-            for (index, word) in packed.enumerated() { raw.storeBytes(of: word, toByteOffset: index * 8, as: UInt64.self) }
-        }
+        for value in values { append(value) }
     }
+
+    /// This key with a slot field after its others (an endpoint map's key from its frontend's).
+    public func appending(slot: Int) -> ElementKey {
+        var key = self
+        key.append(.slot(slot))
+        return key
+    }
+
+    /// Writes one more field after the others (no array on the way: a key is made per map element).
+    private mutating func append(_ value: KeyValue) {
+        let index = Int(shape >> 12)
+        precondition(index < 4, "a set key has one to four fields")
+        var offset = 0
+        for field in 0..<index { offset += shape >> (3 * field) & 7 == 1 ? 2 : 1 }
+        var kind: UInt16 = 0
+        withUnsafeMutableBytes(of: &words) { raw in
+            func store(_ word: UInt64) {
+                raw.storeBytes(of: word, toByteOffset: offset * 8, as: UInt64.self)
+                offset += 1
+            }
+            switch value {
+            case .address(.v4(let bits)):
+                kind = 0
+                store(UInt64(bits))
+            case .address(.v6(let high, let low)):
+                kind = 1
+                store(high)
+                store(low)
+            case .l4Protocol(let l4):
+                kind = 2
+                store(UInt64(l4.number))
+            case .port(let port):
+                kind = 3
+                store(UInt64(UInt16(truncatingIfNeeded: port)))
+            case .slot(let slot):
+                kind = 4
+                store(UInt64(UInt32(truncatingIfNeeded: slot)))
+            }
+        }
+        shape = (shape & 0x0FFF) | kind << (3 * index) | UInt16(index + 1) << 12
+    }
+
+    /// How many fields the key has.
+    public var fieldCount: Int { Int(shape >> 12) }
 
     /// The values, in key order.
     public var values: [KeyValue] {

@@ -88,7 +88,7 @@ public final class NFTablesProxier {
     private func fullSync(_ tables: BackendTables) throws(NetfilterError) -> NFTablesSyncReport {
         let clock = ContinuousClock()
         let start = clock.now
-        let byFamily = Planner.fragments(for: Array(tables.ports.values), config: config)
+        let byFamily = Planner.merged(Array(tables.ports.values), config: config)
         let desired = Planner.assemble(byFamily, config: config)
         // Big maps are not read back but rewritten whole (flushed and filled in the same atomic batch, so
         // no connection notices): the kernel dumps a set by walking it from its first element again for
@@ -100,9 +100,7 @@ public final class NFTablesProxier {
         })
         let applied = try netfilter.read(table: Planner.tableName, skippingElementsOf: rewritten)
         var counts = SharedObjectCounts()
-        for (family, fragments) in byFamily {
-            for fragment in fragments { counts.count(fragment, family: family) }
-        }
+        for (family, fragment) in byFamily { counts.count(fragment, family: family) }
         let stale = RulesetDiff.staleObjects(applied: applied, desired: desired)
         let transaction = RulesetDiff.transaction(from: applied, to: desired, deletable: awaitingDeletion.intersection(stale))
         let planDuration = clock.now - start
@@ -353,24 +351,29 @@ struct SharedObjectCounts {
         var changes = Changes()
         // Taken out while changed, so that the nested dictionaries are modified in place, not copied.
         var sets = elements.removeValue(forKey: family) ?? [:]
-        for (set, keys) in fragment.sharedElements {
+        for (set, uses) in fragment.sharedElements {
             var counts = sets.removeValue(forKey: set) ?? [:]
-            for key in keys {
+            if counts.isEmpty, delta == 1, !recording {
+                // A full sync's merged fragment: its counts are the counts (shared, not copied).
+                sets[set] = uses
+                continue
+            }
+            for (key, used) in uses {
                 let count = counts[key] ?? 0
                 if recording {
                     let element = ElementKeyInSet(family: family, set: set, key: key)
                     if changes.elementsBefore[element] == nil { changes.elementsBefore[element] = count > 0 }
                 }
-                counts[key] = count + delta > 0 ? count + delta : nil
+                counts[key] = count + delta * used > 0 ? count + delta * used : nil
             }
             sets[set] = counts
         }
         elements[family] = sets
-        for (name, chain) in fragment.sharedChains {
+        for (name, shared) in fragment.sharedChains {
             let key = ChainKey(family: family, name: name)
             let count = chains[key]?.count ?? 0
-            if recording, changes.chainsBefore[key] == nil { changes.chainsBefore[key] = (chain, count > 0) }
-            chains[key] = count + delta > 0 ? (chain, count + delta) : nil
+            if recording, changes.chainsBefore[key] == nil { changes.chainsBefore[key] = (shared.chain, count > 0) }
+            chains[key] = count + delta * shared.uses > 0 ? (shared.chain, count + delta * shared.uses) : nil
         }
         return changes
     }
