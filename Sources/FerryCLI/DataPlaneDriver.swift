@@ -27,6 +27,16 @@ struct UserspaceOptions: ParsableArguments {
     @Option(name: .customLong("userspace-pipe-size"), help: "KiB a spliced direction may hold in its pipe (64-1024).")
     var pipeKiB: Int = 1_024
 
+    @Option(
+        name: .customLong("udp-timeout"),
+        help: ArgumentHelp("Milliseconds an idle UDP session lives (kube-proxy's legacy userspace mode: 250).", valueName: "ms"))
+    var udpTimeoutMilliseconds: Int = 250
+
+    @Option(
+        name: .customLong("udp-max-sessions"),
+        help: "UDP sessions each worker holds at most (a socket each); datagrams that would open more are dropped and counted.")
+    var udpMaxSessions: Int = 4_096
+
     func validate() throws {
         guard BalancerKind(rawValue: balancer) != nil else {
             throw ValidationError("--userspace-balancer: unknown balancer \"\(balancer)\": expected \(BalancerKind.choices)")
@@ -37,12 +47,17 @@ struct UserspaceOptions: ParsableArguments {
             throw ValidationError("--userspace-epoll: expected edge or level, not \"\(epoll)\"")
         }
         guard (64...1_024).contains(pipeKiB) else { throw ValidationError("--userspace-pipe-size must be between 64 and 1024 (KiB)") }
+        guard (1...3_600_000).contains(udpTimeoutMilliseconds) else { throw ValidationError("--udp-timeout must be 1-3600000 (ms)") }
+        guard (1...1_000_000).contains(udpMaxSessions) else { throw ValidationError("--udp-max-sessions must be 1-1000000") }
     }
 
     func forwarderConfig() -> ForwarderConfig {
-        ForwarderConfig(
+        var config = ForwarderConfig(
             workers: workers ?? ProcessInfo.processInfo.activeProcessorCount, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
             splice: !copy, pipeSize: pipeKiB * 1_024, edgeTriggered: epoll == "edge")
+        config.udpTimeout = .milliseconds(udpTimeoutMilliseconds)
+        config.udpSessionLimit = udpMaxSessions
+        return config
     }
 
     func driver(node: NodeContext, nodePortAddresses: [CIDR], primaryOnly: Bool = false) throws -> UserspaceDriver {

@@ -114,6 +114,8 @@ public final class UserspaceDriver: DataPlaneDriver {
     private var retry = false
     private var warned: Set<ServicePortName> = []
     private var warnedNoNodeAddress = false
+    /// UDP datagrams dropped at the session bound, as of the last sync (each sync says if it grew).
+    private var sessionLimitDrops = 0
 
     public init(_ proxier: UserspaceProxier, forwarder: Forwarder) {
         self.proxier = proxier
@@ -131,11 +133,18 @@ public final class UserspaceDriver: DataPlaneDriver {
         let stats = forwarder.stats
         // Said once each: what this mode does not serve.
         var warnings: [String] = []
-        for entry in tables.ports.values where entry.name.protocol != .tcp && !warned.contains(entry.name) {
+        for entry in tables.ports.values where entry.name.protocol == .sctp && !warned.contains(entry.name) {
             warned.insert(entry.name)
-            warnings.append("\(entry.name): userspace mode relays TCP only; this \(entry.name.protocol.rawValue) port is not served")
+            warnings.append("\(entry.name): userspace mode relays TCP and UDP only; this SCTP port is not served")
         }
-        let nodePorts = tables.ports.values.filter { $0.nodePort != nil && $0.name.protocol == .tcp }
+        let drops = stats.udpSessionLimitDrops.load(ordering: .relaxed)
+        if drops > sessionLimitDrops {
+            warnings.append(
+                "UDP session bound reached (\(forwarder.config.udpSessionLimit) per worker, --udp-max-sessions): \(drops - sessionLimitDrops) datagram(s) from new clients dropped since the last sync"
+            )
+            sessionLimitDrops = drops
+        }
+        let nodePorts = tables.ports.values.filter { $0.nodePort != nil && $0.name.protocol != .sctp }
         if !nodePorts.isEmpty, proxier.config.nodePortListenAddresses.isEmpty, !warnedNoNodeAddress {
             warnedNoNodeAddress = true
             warnings.append(
@@ -149,6 +158,7 @@ public final class UserspaceDriver: DataPlaneDriver {
                 ("listeners+", "\(report.opened)"), ("listeners-", "\(report.closed)"), ("routes+", "\(report.routesAdded)"),
                 ("routes-", "\(report.routesDeleted)"), ("pools", "\(report.poolsUpdated)"),
                 ("connections", "\(stats.active.load(ordering: .relaxed))"),
+                ("udp-sessions", "\(stats.udpSessions.load(ordering: .relaxed))"),
             ],
             problems: report.problems)
         outcome.warnings = warnings
@@ -183,6 +193,11 @@ public final class UserspaceDriver: DataPlaneDriver {
             ("descriptor-shortages", stats.descriptorShortages.load(ordering: .relaxed)),
             ("idle-timeouts", stats.idleTimeouts.load(ordering: .relaxed)),
             ("spliced-directions", stats.splicedDirections.load(ordering: .relaxed)), ("bytes", stats.bytes.load(ordering: .relaxed)),
+            ("udp-sessions-opened", stats.udpSessionsOpened.load(ordering: .relaxed)),
+            ("udp-datagrams", stats.udpDatagrams.load(ordering: .relaxed)), ("udp-replies", stats.udpReplies.load(ordering: .relaxed)),
+            ("udp-no-backend", stats.udpNoBackend.load(ordering: .relaxed)),
+            ("udp-session-limit-drops", stats.udpSessionLimitDrops.load(ordering: .relaxed)),
+            ("udp-unreachable", stats.udpUnreachable.load(ordering: .relaxed)),
         ]
         return values.map { ($0.0, String($0.1)) }
     }

@@ -77,6 +77,14 @@ public enum System {
         }
     }
 
+    /// A non-blocking, close-on-exec UDP socket.
+    public static func udpSocket(_ family: IPFamily) throws(SystemError) -> Int32 {
+        let domain = family == .ipv4 ? AF_INET : AF_INET6
+        return try call("socket") {
+            socket(domain, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+    }
+
     /// A pipe with both ends non-blocking.
     public static func pipe() throws(SystemError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]

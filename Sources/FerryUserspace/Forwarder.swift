@@ -26,6 +26,12 @@ public struct ForwarderConfig: Sendable, Hashable {
     public var bufferSize: Int
     /// Bytes held per direction in splice mode (the pipe's size).
     public var pipeSize: Int
+    /// A UDP session with no datagram either way for this long ends (kube-proxy's legacy userspace
+    /// mode: 250 ms; a DNS exchange needs less).
+    public var udpTimeout: Duration = .milliseconds(250)
+    /// UDP sessions each worker holds at most (each is one socket toward its backend); a datagram that
+    /// would open one more is dropped and counted. A UDP frontend is served by one worker.
+    public var udpSessionLimit = 4_096
 
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -62,6 +68,16 @@ public final class ForwarderStats: Sendable {
     public let bytes = Atomic<Int>(0)
     /// Directions that moved from the copy buffer to a pipe (bulk transfers).
     public let splicedDirections = Atomic<Int>(0)
+    /// UDP: sessions open now, opened so far, datagrams relayed each way, and datagrams dropped: no
+    /// backend to send to, the session bound reached (`udpSessionLimit`), or a source outside the
+    /// load-balancer's ranges. `udpUnreachable`: sessions ended by an ICMP port unreachable.
+    public let udpSessions = Atomic<Int>(0)
+    public let udpSessionsOpened = Atomic<Int>(0)
+    public let udpDatagrams = Atomic<Int>(0)
+    public let udpReplies = Atomic<Int>(0)
+    public let udpNoBackend = Atomic<Int>(0)
+    public let udpSessionLimitDrops = Atomic<Int>(0)
+    public let udpUnreachable = Atomic<Int>(0)
     init() {}
 }
 
@@ -72,6 +88,8 @@ public final class PoolHandle: Sendable {
     public let pool: Mutex<BackendPool>
     /// This pool's share of the forwarder's counters (per service port, for metrics).
     public let stats = PoolStats()
+    /// Moves when the pool's backends change: a UDP session then checks its backend is still there.
+    public let generation = Atomic<UInt64>(0)
 
     public init(name: String, pool: BackendPool) {
         self.name = name
@@ -79,8 +97,8 @@ public final class PoolHandle: Sendable {
     }
 }
 
-/// Counters of one pool: its connections, failed connect attempts (each retried elsewhere when it can
-/// be) and bytes relayed.
+/// Counters of one pool: its connections (UDP sessions for a UDP port), failed connect attempts (each
+/// retried elsewhere when it can be) and bytes relayed.
 public final class PoolStats: Sendable {
     public let accepted = Atomic<Int>(0)
     public let active = Atomic<Int>(0)
@@ -122,9 +140,14 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
     }
 
     /// Opens a listening socket on `address` leading to `pool`; with `allowedSources`, connections from
-    /// any other source are reset as soon as they are accepted.
-    public func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]? = nil) throws(SystemError) -> UInt64 {
-        let fd = try System.tcpSocket(address.ip.family)
+    /// any other source are reset as soon as they are accepted (UDP: their datagrams dropped). A TCP
+    /// listener is watched by every worker (EPOLLEXCLUSIVE: one wakes per connection); a UDP frontend by
+    /// one worker, which holds its sessions.
+    public func listen(on address: SocketAddress, protocol l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]? = nil)
+        throws(SystemError) -> UInt64
+    {
+        let udp = l4 == .udp
+        let fd = try udp ? System.udpSocket(address.ip.family) : System.tcpSocket(address.ip.family)
         do {
             try System.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
             if address.ip.family == .ipv6 { try System.setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY") }
@@ -135,18 +158,24 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
             } else {
                 try System.setOption(fd, Int32(IPPROTO_IPV6), 78 /* IPV6_FREEBIND */, 1, "IPV6_FREEBIND")
             }
+            // Bound to the frontend's own address, so replies leave from exactly the address and port the
+            // client sent to (a resolver drops any other).
             _ = try address.withSockaddr { (pointer, length) throws(SystemError) in
                 try System.call("bind(\(address))") { bind(fd, pointer, length) }
             }
-            try System.call("listen(\(address))") { Glibc.listen(fd, 4096) }
+            if !udp { try System.call("listen(\(address))") { Glibc.listen(fd, 4096) } }
         } catch {
             System.close(fd)
             throw error
         }
         let id = nextListenerID.wrappingAdd(1, ordering: .relaxed).oldValue
-        let listener = Listener(id: id, fd: fd, address: address, pool: pool, allowedSources: allowedSources)
+        let listener = Listener(id: id, fd: fd, address: address, l4: l4, pool: pool, allowedSources: allowedSources)
         listeners.insert(listener)
-        for worker in workers { worker.watch(listener) }
+        if udp {
+            workers[Int(id % UInt64(workers.count))].watch(listener)
+        } else {
+            for worker in workers { worker.watch(listener) }
+        }
         return id
     }
 
@@ -154,6 +183,7 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
     public func closeListener(_ id: UInt64) {
         guard let listener = listeners.remove(id) else { return }
         for worker in workers { worker.unwatch(listener) }
+        // A UDP frontend's worker ends its sessions at its next sweep, seeing the descriptor closed.
         listener.close()
     }
 
@@ -161,18 +191,20 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
     public var activeConnections: Int { stats.active.load(ordering: .relaxed) }
 }
 
-/// A listening socket and the pool its connections balance over.
+/// A listening socket (TCP) or a frontend's datagram socket (UDP), and the pool its clients balance over.
 final class Listener: @unchecked Sendable {
     let id: UInt64
     let address: SocketAddress
+    let l4: L4Protocol
     let pool: PoolHandle
     /// The clients this listener serves (`nil`: any).
     let allowedSources: [CIDR]?
     private let state: Mutex<Int32>
 
-    init(id: UInt64, fd: Int32, address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) {
+    init(id: UInt64, fd: Int32, address: SocketAddress, l4: L4Protocol = .tcp, pool: PoolHandle, allowedSources: [CIDR]?) {
         self.id = id
         self.address = address
+        self.l4 = l4
         self.pool = pool
         self.allowedSources = allowedSources
         self.state = Mutex(fd)

@@ -5,33 +5,43 @@ import Synchronization
 
 /// Where listening sockets are opened: the forwarder, or an in-memory twin in tests.
 public protocol ListenerHost: AnyObject {
-    /// Starts accepting on `address`, balancing over `pool`, from `allowedSources` only (`nil`: from
-    /// anyone); returns an id for `closeListener`.
-    func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError) -> UInt64
-    /// Stops accepting; established connections go on.
+    /// Starts serving `l4` (TCP connections or UDP datagrams) on `address`, balancing over `pool`, from
+    /// `allowedSources` only (`nil`: from anyone); returns an id for `closeListener`.
+    func listen(on address: SocketAddress, protocol l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError)
+        -> UInt64
+    /// Stops accepting; established TCP connections go on, UDP sessions end.
     func closeListener(_ id: UInt64)
+}
+
+extension ListenerHost {
+    /// A TCP listener.
+    public func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]? = nil) throws(SystemError) -> UInt64 {
+        try listen(on: address, protocol: .tcp, pool: pool, allowedSources: allowedSources)
+    }
 }
 
 /// The in-memory twin of the forwarder's listeners: records what is open, and fails binds it is told to.
 public final class InMemoryListenerHost: ListenerHost, @unchecked Sendable {
-    public private(set) var open: [UInt64: (address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?)] = [:]
+    public private(set) var open: [UInt64: (address: SocketAddress, l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]?)] = [:]
     /// Addresses whose bind fails with EADDRINUSE.
     public var taken: Set<SocketAddress> = []
     private var next: UInt64 = 1
 
     public init() {}
 
-    public func listen(on address: SocketAddress, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError) -> UInt64 {
+    public func listen(on address: SocketAddress, protocol l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]?) throws(SystemError)
+        -> UInt64
+    {
         if taken.contains(address) { throw SystemError("bind(\(address))", EADDRINUSE) }
         defer { next += 1 }
-        open[next] = (address, pool, allowedSources)
+        open[next] = (address, l4, pool, allowedSources)
         return next
     }
 
     public func closeListener(_ id: UInt64) { open[id] = nil }
 
-    /// The open addresses, sorted, as text.
-    public var addresses: [String] { open.values.map(\.address.description).sorted() }
+    /// The open addresses, sorted, as text (UDP ones with a `/udp` suffix).
+    public var addresses: [String] { open.values.map { "\($0.address)\($0.l4 == .udp ? "/udp" : "")" }.sorted() }
 }
 
 /// What the userspace proxier needs beyond the backend tables.
@@ -81,7 +91,7 @@ public struct UserspaceSyncReport: Sendable {
 }
 
 /// Keeps the forwarder's listeners, backend pools and local routes equal to what the backend tables
-/// call for (TCP service ports only: the userspace mode relays TCP). A listener per frontend address:
+/// call for (TCP and UDP service ports; SCTP is not relayed). A listener per frontend address:
 /// each ClusterIP, external IP and load-balancer IP on the service port, and each NodePort on every
 /// NodePort address of the node. Listeners follow the tables: a new service opens its listeners, a
 /// removed one closes them (established connections drain), a changed port moves.
@@ -96,6 +106,7 @@ public final class UserspaceProxier {
     struct ListenKey: Hashable {
         var address: SocketAddress
         var pool: PoolKey
+        var l4: L4Protocol { pool.port.protocol }
         /// A change of the source ranges reopens the listener (rare, and a listener's filter is fixed).
         var allowedSources: [CIDR]? = nil
     }
@@ -121,7 +132,7 @@ public final class UserspaceProxier {
     public func setNodeAddresses(_ addresses: [IPAddress]) { config.nodeAddresses = addresses }
 
     /// The listening addresses, for display and tests.
-    public var listening: [String] { open.keys.map { "\($0.address) -> \($0.pool.port)" }.sorted() }
+    public var listening: [String] { open.keys.map { "\($0.address)\($0.l4 == .udp ? "/udp" : "") -> \($0.pool.port)" }.sorted() }
 
     /// Brings listeners, pools and routes to `tables`. A frontend that cannot be opened is reported
     /// and retried on the next sync; everything else is applied.
@@ -134,7 +145,7 @@ public final class UserspaceProxier {
         var wantedListeners: [ListenKey: Void] = [:]
         var wantedRoutes: Set<IPAddress> = []
         var wantedPools: [PoolKey: (ServicePortTable, [Backend])] = [:]
-        for entry in tables.ports.values where entry.name.protocol == .tcp {
+        for entry in tables.ports.values where entry.name.protocol != .sctp {
             for frontend in entry.frontends {
                 let key = PoolKey(port: entry.name, external: frontend.kind.isExternal)
                 wantedPools[key] = (entry, entry.backends(for: frontend.kind))
@@ -169,6 +180,8 @@ public final class UserspaceProxier {
             let kind = entry.balancer ?? config.defaultBalancer
             if let handle = pools[key] {
                 if handle.pool.withLock({ $0.update(backends: backends, kind: kind, affinity: entry.sessionAffinity) }) {
+                    // UDP sessions check their backend is still in the pool when this moves.
+                    handle.generation.add(1, ordering: .releasing)
                     report.poolsUpdated += 1
                 }
             } else {
@@ -186,7 +199,7 @@ public final class UserspaceProxier {
         for key in wantedListeners.keys.sorted(by: { $0.address.description < $1.address.description }) where open[key] == nil {
             guard let pool = pools[key.pool] else { continue }
             do {
-                open[key] = try listeners.listen(on: key.address, pool: pool, allowedSources: key.allowedSources)
+                open[key] = try listeners.listen(on: key.address, protocol: key.l4, pool: pool, allowedSources: key.allowedSources)
                 report.opened += 1
             } catch {
                 report.problems.append(ListenerProblem(servicePort: key.pool.port, address: key.address.description, error: error))

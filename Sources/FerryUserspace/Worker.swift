@@ -5,12 +5,16 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// One event loop: its own epoll instance, every listener (with EPOLLEXCLUSIVE, so one worker wakes per
-/// new connection) and the connections it accepted. Connection sockets are edge-triggered: each event
-/// runs the connection's relay until it would block.
+/// One event loop: its own epoll instance, every TCP listener (with EPOLLEXCLUSIVE, so one worker wakes
+/// per new connection) and the connections it accepted; the UDP frontends given to it, and their
+/// sessions (a connected socket per session toward its backend, `UDPSessionTable` deciding).
 final class Worker: @unchecked Sendable {
     private static let listenerTag: UInt64 = 1 << 63
     private static let wakeTag: UInt64 = 1 << 62
+    private static let udpFrontendTag: UInt64 = 1 << 61
+    private static let udpSessionTag: UInt64 = 1 << 60
+    /// Datagrams handled per readiness event before the loop looks at other sockets.
+    private static let datagramBatch = 64
     private static let edgeEvents = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | EPOLLET.rawValue
     private static let readEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
     private static let writeEvents = UInt32(EPOLLOUT.rawValue)
@@ -34,11 +38,17 @@ final class Worker: @unchecked Sendable {
     private var sparePipes: [(read: Int32, write: Int32)] = []
     private static let sparePipeLimit = 1_024
     private let clock = ContinuousClock()
+    private var udp: UDPSessionTable
+    /// Each UDP session's socket toward its backend, its pool and the frontend replies leave from.
+    private var udpSockets: [UInt64: (fd: Int32, pool: PoolHandle, frontend: Listener)] = [:]
+    /// One datagram (the largest UDP payload).
+    private let datagram = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
 
     init(index: Int, config: ForwarderConfig, stats: ForwarderStats) throws(SystemError) {
         self.index = index
         self.config = config
         self.stats = stats
+        udp = UDPSessionTable(idleTimeout: config.udpTimeout, limit: config.udpSessionLimit)
         epoll = try System.call("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         wake = try System.call("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
         let epoll = self.epoll
@@ -49,6 +59,7 @@ final class Worker: @unchecked Sendable {
     deinit {
         System.close(epoll)
         System.close(wake)
+        datagram.deallocate()
     }
 
     func start() {
@@ -69,6 +80,10 @@ final class Worker: @unchecked Sendable {
     }
 
     func watch(_ listener: Listener) {
+        if listener.l4 == .udp {
+            _ = ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, listener.descriptor, UInt32(EPOLLIN.rawValue), Worker.udpFrontendTag | listener.id)
+            return
+        }
         _ = ferry_epoll_ctl(
             epoll, EPOLL_CTL_ADD, listener.descriptor, UInt32(EPOLLIN.rawValue) | EPOLLEXCLUSIVE.rawValue, Worker.listenerTag | listener.id)
     }
@@ -94,6 +109,10 @@ final class Worker: @unchecked Sendable {
                     _ = read(wake, &value, 8)
                 } else if tag & Worker.listenerTag != 0 {
                     accept(listenerID: tag & ~Worker.listenerTag)
+                } else if tag & Worker.udpFrontendTag != 0 {
+                    receiveDatagrams(frontendID: tag & ~Worker.udpFrontendTag)
+                } else if tag & Worker.udpSessionTag != 0 {
+                    receiveReplies(sessionID: tag & ~Worker.udpSessionTag)
                 } else {
                     handle(connectionID: tag >> 1, side: tag & 1 == 0 ? .client : .backend, events: eventBits)
                 }
@@ -106,6 +125,7 @@ final class Worker: @unchecked Sendable {
         }
         for connection in connections.values { connection.closeAll(reset: true) }
         connections = [:]
+        for session in udp.removeAll() { closeSession(session, release: true) }
         for pipe in sparePipes {
             System.close(pipe.read)
             System.close(pipe.write)
@@ -135,6 +155,11 @@ final class Worker: @unchecked Sendable {
             }
             paused = wait
             for listener in resume where listener.descriptor >= 0 { watch(listener) }
+        }
+        for session in udp.expire(now: now) { closeSession(session, release: true) }
+        // Sessions of frontends that closed (their service port or address went away).
+        for frontend in Set(udpSockets.values.filter { $0.frontend.descriptor < 0 }.map(\.frontend.id)) {
+            for session in udp.close(frontend: frontend) { closeSession(session, release: true) }
         }
     }
 
@@ -183,6 +208,134 @@ final class Worker: @unchecked Sendable {
             connection.pool.stats.active.add(1, ordering: .relaxed)
             connectNext(connection, now: clock.now)
         }
+    }
+
+    // MARK: UDP
+
+    /// Datagrams from clients on a UDP frontend: each goes to its session's backend, a first one opens
+    /// a session.
+    private func receiveDatagrams(frontendID: UInt64) {
+        guard let frontend = listeners?.lookup(frontendID) else { return }
+        let handle = frontend.pool
+        for _ in 0..<Worker.datagramBatch {
+            let (count, peer) = SocketAddress.receiving { address, length in
+                frontend.withDescriptor { fd in
+                    fd < 0 ? -1 : recvfrom(fd, datagram.baseAddress, datagram.count, Int32(MSG_DONTWAIT), address, length)
+                }
+            }
+            guard count >= 0 else { return }  // EAGAIN: drained (other errors: nothing queued for this frontend)
+            guard let client = peer else { continue }
+            if let allowed = frontend.allowedSources, !allowed.contains(where: { $0.contains(client.ip) }) {
+                stats.sourceRefused.add(1, ordering: .relaxed)
+                continue
+            }
+            let now = clock.now
+            let key = UDPSessionTable.Key(frontend: frontendID, client: client)
+            // At most twice: a session whose backend turns out unreachable on this send is ended, and the
+            // datagram goes to the backend picked next.
+            for _ in 0..<2 {
+                let generation = handle.generation.load(ordering: .acquiring)
+                let route = handle.pool.withLock { pool in udp.route(key, now: now, pool: &pool, generation: generation, using: &random) }
+                switch route {
+                case .full:
+                    stats.udpSessionLimitDrops.add(1, ordering: .relaxed)
+                case .noBackend(let replaced):
+                    if let replaced { closeSession(replaced, release: false) }
+                    stats.udpNoBackend.add(1, ordering: .relaxed)
+                case .forward(let session, let opened, let replaced):
+                    if let replaced { closeSession(replaced, release: false) }
+                    if opened, !openSession(session, frontend: frontend) { break }
+                    guard let fd = udpSockets[session.id]?.fd else { break }
+                    if send(fd, datagram.baseAddress, count, Int32(MSG_NOSIGNAL)) >= 0 {
+                        stats.udpDatagrams.add(1, ordering: .relaxed)
+                        handle.stats.bytes.add(count, ordering: .relaxed)
+                        stats.bytes.add(count, ordering: .relaxed)
+                    } else if errno == ECONNREFUSED {
+                        // An ICMP port unreachable from an earlier datagram: this backend is not listening.
+                        backendUnreachable(session.id)
+                        continue
+                    }
+                }
+                break
+            }
+        }
+    }
+
+    /// A session's socket toward its backend: connected, so the kernel reports the backend's ICMP port
+    /// unreachable on it and accepts replies from the backend only. False when it could not be made (the
+    /// session is ended and the datagram dropped).
+    private func openSession(_ session: UDPSessionTable.Session, frontend: Listener) -> Bool {
+        let target = SocketAddress(ip: session.backend.ip, port: session.backend.port)
+        var fd: Int32 = -1
+        do throws(SystemError) {
+            fd = try System.udpSocket(target.ip.family)
+            let socket = fd
+            _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
+                try System.call("connect(\(target))") { connect(socket, pointer, length) }
+            }
+            try System.call("epoll_ctl(udp session)") {
+                ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, socket, UInt32(EPOLLIN.rawValue), Worker.udpSessionTag | session.id)
+            }
+        } catch {
+            if fd >= 0 { System.close(fd) }
+            if error.isDescriptorExhaustion { stats.descriptorShortages.add(1, ordering: .relaxed) }
+            frontend.pool.pool.withLock { _ = udp.end(session.id, pool: &$0) }
+            return false
+        }
+        udpSockets[session.id] = (fd, frontend.pool, frontend)
+        stats.udpSessions.add(1, ordering: .relaxed)
+        stats.udpSessionsOpened.add(1, ordering: .relaxed)
+        frontend.pool.stats.accepted.add(1, ordering: .relaxed)
+        frontend.pool.stats.active.add(1, ordering: .relaxed)
+        return true
+    }
+
+    /// Replies from a session's backend, sent to the client from the frontend's socket.
+    private func receiveReplies(sessionID: UInt64) {
+        guard let entry = udpSockets[sessionID], let session = udp.session(sessionID) else { return }
+        var touched = false
+        for _ in 0..<Worker.datagramBatch {
+            let count = recv(entry.fd, datagram.baseAddress, datagram.count, Int32(MSG_DONTWAIT))
+            if count < 0 {
+                if errno == ECONNREFUSED { backendUnreachable(sessionID) }
+                break
+            }
+            if !touched {
+                udp.touch(sessionID, now: clock.now)
+                touched = true
+            }
+            let client = session.key.client
+            let sent = entry.frontend.withDescriptor { fd in
+                fd < 0 ? -1 : client.withSockaddr { pointer, length in sendto(fd, datagram.baseAddress, count, Int32(MSG_NOSIGNAL), pointer, length) }
+            }
+            if sent >= 0 {
+                stats.udpReplies.add(1, ordering: .relaxed)
+                entry.pool.stats.bytes.add(count, ordering: .relaxed)
+                stats.bytes.add(count, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// The backend of a session answered ICMP port unreachable: the session ends, the backend is backed
+    /// off in its pool (the client's next datagram goes elsewhere).
+    private func backendUnreachable(_ sessionID: UInt64) {
+        guard let entry = udpSockets[sessionID] else { return }
+        stats.udpUnreachable.add(1, ordering: .relaxed)
+        entry.pool.stats.connectFailures.add(1, ordering: .relaxed)
+        let now = clock.now
+        if let session = entry.pool.pool.withLock({ udp.unreachable(sessionID, now: now, pool: &$0) }) {
+            closeSession(session, release: false)
+        }
+    }
+
+    /// Closes an ended session's socket; `release`: it was taken out of the table without being
+    /// released in its pool yet (expiry, frontend closed).
+    private func closeSession(_ session: UDPSessionTable.Session, release: Bool) {
+        guard let entry = udpSockets.removeValue(forKey: session.id) else { return }
+        if release { entry.pool.pool.withLock { $0.released(session.backend) } }
+        System.close(entry.fd)
+        stats.udpSessions.subtract(1, ordering: .relaxed)
+        entry.pool.stats.active.subtract(1, ordering: .relaxed)
     }
 
     // MARK: Connecting

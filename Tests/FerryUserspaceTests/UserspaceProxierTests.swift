@@ -37,13 +37,16 @@ struct UserspaceProxierTests {
         let web = servicePort("web", clusterIP: "10.96.0.10", nodePort: 30080, externalIPs: ["192.0.2.7"], backends: backends(2))
         let api = servicePort("api", clusterIP: "10.96.0.11", backends: backends(1))
         let dns = servicePort("dns", clusterIP: "10.96.0.53", port: 53, backends: backends(1), protocol: .udp)
-        var report = try proxier.sync(BackendTables([web, api, dns]))
-        #expect(host.addresses == ["10.0.0.1:30080", "10.96.0.10:80", "10.96.0.11:80", "192.0.2.7:80"])
-        #expect(routes.addresses == [IPAddress("10.96.0.10")!, IPAddress("10.96.0.11")!, IPAddress("192.0.2.7")!])
-        #expect(report.opened == 4 && report.routesAdded == 3)
+        // SCTP is not relayed: no listener, no route.
+        let sctp = servicePort("sig", clusterIP: "10.96.0.99", port: 3868, backends: backends(1), protocol: .sctp)
+        var report = try proxier.sync(BackendTables([web, api, dns, sctp]))
+        #expect(host.addresses == ["10.0.0.1:30080", "10.96.0.10:80", "10.96.0.11:80", "10.96.0.53:53/udp", "192.0.2.7:80"])
+        #expect(
+            routes.addresses == [IPAddress("10.96.0.10")!, IPAddress("10.96.0.11")!, IPAddress("10.96.0.53")!, IPAddress("192.0.2.7")!])
+        #expect(report.opened == 5 && report.routesAdded == 4)
 
         // Nothing changed: nothing done.
-        report = try proxier.sync(BackendTables([web, api, dns]))
+        report = try proxier.sync(BackendTables([web, api, dns, sctp]))
         #expect(report.opened == 0 && report.closed == 0 && report.routesAdded == 0 && report.routesDeleted == 0)
 
         // api goes away, web's port moves to 8080.
@@ -52,7 +55,7 @@ struct UserspaceProxierTests {
         report = try proxier.sync(BackendTables([moved]))
         #expect(host.addresses == ["10.0.0.1:30080", "10.96.0.10:8080", "192.0.2.7:8080"])
         #expect(routes.addresses == [IPAddress("10.96.0.10")!, IPAddress("192.0.2.7")!])
-        #expect(report.closed == 3 && report.opened == 2 && report.routesDeleted == 1)
+        #expect(report.closed == 4 && report.opened == 2 && report.routesDeleted == 2)
 
         try proxier.shutdown()
         #expect(host.addresses.isEmpty)
