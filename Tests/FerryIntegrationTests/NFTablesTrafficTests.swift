@@ -44,7 +44,7 @@ func trafficManifests(withoutPod3: Bool = false, without removed: String? = nil,
         service("sticky", "clusterIP: 10.96.0.12, sessionAffinity: ClientIP"),
         service("internal", "clusterIP: 10.96.0.13, internalTrafficPolicy: Local"),
         service(
-            "dns", "clusterIP: 10.96.0.53", ports: "[{name: dns, protocol: UDP, port: 53}]",
+            "dns", "type: NodePort, clusterIP: 10.96.0.53", ports: "[{name: dns, protocol: UDP, port: 53, nodePort: 30053}]",
             slicePorts: "[{name: dns, protocol: UDP, port: 53}]"),
         service("empty", "type: NodePort, clusterIP: 10.96.0.20", ports: "[{name: http, port: 80, nodePort: 30090}]", withEndpoints: false),
         service(
@@ -309,9 +309,14 @@ struct NFTablesTrafficTests {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
         try bed.sync()
-        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 90)
-        #expect(Set(report.answers.keys) == bed.allPods, "\(report.answers)")
-        #expect(report.failures == 0)
+        for (namespace, destination) in [
+            (bed.bed.client, "10.96.0.53:53"), (bed.podNamespace("10.244.2.2"), "10.96.0.53:53"),
+            (bed.bed.client, "\(Testbed.nodeAddress):30053"),
+        ] {
+            let report = try bed.probe(from: namespace, to: destination, udp: true, count: 90)
+            #expect(Set(report.answers.keys) == bed.allPods, "\(destination): \(report.answers)")
+            #expect(report.failures == 0)
+        }
     }
 
     @Test func theKernelListsWhatTheDryRunPrintsAndCleanupRemovesEverything() throws {

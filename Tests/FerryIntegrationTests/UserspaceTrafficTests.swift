@@ -82,6 +82,51 @@ struct UserspaceTrafficTests {
         }
     }
 
+    /// UDP (the cluster's DNS): through the ClusterIP from a pod and from the client, and through the
+    /// NodePort. The probe's socket is connected to the address it asks, so an answer from any other
+    /// address or port (a reply leaving from another address of the node) would never arrive.
+    @Test func udpThroughTheClusterIPAndTheNodePortReachesEveryBackend() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        for (namespace, destination) in [
+            (bed.podNamespace("10.244.2.2"), "10.96.0.53:53"), (bed.bed.client, "10.96.0.53:53"),
+            (bed.bed.client, "\(Testbed.nodeAddress):30053"),
+        ] {
+            let report = try bed.probe(from: namespace, to: destination, udp: true, count: 90)
+            #expect(Set(report.answers.keys) == bed.allPods, "\(destination): \(report.answers)")
+            #expect(report.failures == 0)
+            // A session per query (a fresh socket each), balanced round robin: exactly even.
+            #expect(Set(report.answers.values) == [30], "\(destination): \(report.answers)")
+        }
+    }
+
+    @Test func tenThousandUDPQueriesNoneLost() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace()
+        let report = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 10_000, extra: ["--concurrency", "16"])
+        #expect(report.total == 10_000 && report.failures == 0, "\(report.failed)")
+        #expect(Set(report.answers.keys) == bed.allPods)
+    }
+
+    /// A client keeps its source port (one session); its pod leaves the EndpointSlice: the client's next
+    /// datagrams go to a pod that is still there (the session timeout is long, so expiry is not what moves it).
+    @Test func aRemovedPodMovesItsUDPClients() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let bed = try TrafficBed()
+        try bed.startUserspace(extra: ["--udp-timeout", "60000"])
+        let pinned = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 5, extra: ["--source-port", "40053"])
+        #expect(pinned.answers.count == 1 && pinned.total == 5, "one session, one pod: \(pinned.answers)")
+        guard let first = pinned.answers.keys.first, let ip = bed.bed.pods.first(where: { $0.name == first })?.ip else { return }
+        try bed.write(trafficManifests(without: ip))
+        try bed.waitForLog("ferry-userspace", containing: "-\(ip):53")
+        let moved = try bed.probe(from: bed.bed.client, to: "10.96.0.53:53", udp: true, count: 5, extra: ["--source-port", "40053"])
+        #expect(moved.total == 5, "\(moved.failed)")
+        #expect(moved.answers[first] == nil, "the session still goes to the removed pod \(first): \(moved.answers)")
+        #expect(moved.answers.count == 1, "a new session sticks again: \(moved.answers)")
+    }
+
     @Test func payloadIntegrityBothWaysAndHalfClose() throws {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
