@@ -6,7 +6,7 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that report numbers.",
-        subcommands: [LoadBench.self, SyncBench.self, UserspaceBench.self, APIBench.self])
+        subcommands: [LoadBench.self, SyncBench.self, UserspaceBench.self, UDPBench.self, APIBench.self])
 }
 
 /// Synthetic clusters for benchmarks: Service i has cluster IP 10.96.x.y, port 80 (http) and one

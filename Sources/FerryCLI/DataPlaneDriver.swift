@@ -34,8 +34,8 @@ struct UserspaceOptions: ParsableArguments {
 
     @Option(
         name: .customLong("udp-max-sessions"),
-        help: "UDP sessions each worker holds at most (a socket each); datagrams that would open more are dropped and counted.")
-    var udpMaxSessions: Int = 4_096
+        help: "UDP sessions held at most (a socket each); datagrams that would open more are dropped and counted.")
+    var udpMaxSessions: Int = 8_192
 
     func validate() throws {
         guard BalancerKind(rawValue: balancer) != nil else {

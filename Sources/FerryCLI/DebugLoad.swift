@@ -9,7 +9,9 @@ import Histogram
 /// `ferry debug load`: new connections as fast as they go, each a short request/response with a
 /// `ferry debug serve` pod (connect, read the greeting, send 64 bytes, read their echo, close), from
 /// several threads, for a bounded time and count. Reports the rate, latency percentiles (HdrHistogram,
-/// microseconds, connect to last byte) and which pods answered.
+/// microseconds, connect to last byte) and which pods answered. With `--udp`: DNS-like queries, a
+/// 64-byte datagram and its one-datagram answer, each from a fresh socket as glibc's resolver sends
+/// them (or one socket per thread with `--udp-keep-socket`); an answer not back within 1 s is lost.
 struct LoadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load", abstract: "Short request/response connections in a loop: rate, latency percentiles, spread.")
@@ -25,6 +27,12 @@ struct LoadCommand: ParsableCommand {
 
     @Option(name: .customLong("max-connections"), help: "Stop after this many connections.")
     var maxConnections: Int = 2_000_000
+
+    @Flag(help: "UDP queries instead of TCP connections.")
+    var udp = false
+
+    @Flag(name: .customLong("udp-keep-socket"), help: "With --udp: one socket per thread for all its queries (one session each).")
+    var udpKeepSocket = false
 
     func validate() throws {
         guard !to.isEmpty, to.allSatisfy({ parseHostPort($0) != nil }) else { throw ValidationError("--to: give IP:PORT") }
@@ -75,12 +83,18 @@ struct LoadCommand: ParsableCommand {
                 var request = [UInt8](repeating: UInt8(ascii: "x"), count: 64)
                 request[63] = UInt8(ascii: "\n")
                 var buffer = [UInt8](repeating: 0, count: 512)
+                var kept: [SocketAddress: Int32] = [:]
+                defer { for fd in kept.values { close(fd) } }
                 while clock.now < deadline {
                     let number = claimed.next()
                     guard number < limit else { break }
                     let target = targets[number % targets.count]
                     let begin = clock.now
-                    switch LoadCommand.exchange(target, request: request, buffer: &buffer) {
+                    let outcome =
+                        udp
+                        ? LoadCommand.query(target, request: request, buffer: &buffer, keep: udpKeepSocket, kept: &kept)
+                        : LoadCommand.exchange(target, request: request, buffer: &buffer)
+                    switch outcome {
                     case .success(let pod):
                         let elapsed = clock.now - begin
                         let micros = UInt64(
@@ -152,6 +166,40 @@ struct LoadCommand: ParsableCommand {
                 echoed += count
             }
             return .success(pod)
+        } catch {
+            return .failure(error)
+        }
+    }
+}
+
+extension LoadCommand {
+    /// One UDP query: a datagram out, one back (1 s at most). Returns the pod's name (the answer's first
+    /// word). `keep`: reuse one connected socket per target (held in `kept`) instead of a fresh one per query.
+    static func query(_ target: SocketAddress, request: [UInt8], buffer: inout [UInt8], keep: Bool, kept: inout [SocketAddress: Int32])
+        -> Result<String, SystemError>
+    {
+        var fd = kept[target] ?? -1
+        if fd < 0 {
+            fd = socket(target.socketFamily, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { return .failure(SystemError("socket", errno)) }
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // Connected: answers from any other address or port than the one asked are not received.
+            let connected = target.withSockaddr { connect(fd, $0, $1) }
+            if connected < 0 {
+                let code = errno
+                close(fd)
+                return .failure(SystemError("connect", code))
+            }
+            if keep { kept[target] = fd }
+        }
+        defer { if !keep { close(fd) } }
+        do throws(SystemError) {
+            try System.call("send") { request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+            // A late answer to an earlier, lost query of a kept socket would be taken for this one's; it
+            // names the same pod (one session), which is all that is read.
+            let count = try System.call("recv") { recv(fd, &buffer[0], buffer.count, 0) }
+            return .success(String(decoding: buffer[0..<count].prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self))
         } catch {
             return .failure(error)
         }

@@ -132,7 +132,7 @@ struct UserspaceBench: ParsableCommand {
                             ferry, "run", "--mode", "userspace", "--manifests", folder, "--node-name", "node-1", "--node-ip",
                             Testbed.nodeAddress, "--userspace-workers", "2", "--userspace-epoll", target,
                         ], logName: logName)
-                    try waitFor(bed, log: logName, text: "synced")
+                    try BenchProcesses.waitFor(bed, log: logName, text: "synced")
                     do {
                         results[target] = try measure(
                             bed, name: name, ferry: ferry, bulk: "\(Testbed.nodeAddress):30201", echo: ["\(Testbed.nodeAddress):30080"],
@@ -141,7 +141,7 @@ struct UserspaceBench: ParsableCommand {
                         throw CommandFailure.runtime(
                             "\(error)\nFerry (running: \(proxy.isRunning)) logged:\n\(bed.log(logName).stderr.suffix(3_000))")
                     }
-                    stop(proxy)
+                    BenchProcesses.stop(proxy)
                 default:
                     let splice = target == "haproxy splice"
                     log(target, round: round)
@@ -154,7 +154,7 @@ struct UserspaceBench: ParsableCommand {
                     results[target] = try measure(
                         bed, name: target, ferry: ferry, bulk: "\(Testbed.nodeAddress):31201", echo: ["\(Testbed.nodeAddress):31080"],
                         proxyPID: haproxy.processIdentifier)
-                    stop(haproxy)
+                    BenchProcesses.stop(haproxy)
                 }
             }
             rounds.append(targets.map { results[$0]! })
@@ -226,25 +226,7 @@ struct UserspaceBench: ParsableCommand {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    private func waitFor(_ bed: Testbed, log name: String, text: String) throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if bed.log(name).stderr.contains(text) { return }
-            usleep(50_000)
-        }
-        throw CommandFailure.runtime("\(name) did not start: \(bed.log(name).stderr)")
-    }
 
-    private func stop(_ process: Process) {
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while kill(process.processIdentifier, 0) == 0 && ContinuousClock.now < deadline { usleep(20_000) }
-        if kill(process.processIdentifier, 0) == 0 {
-            FileHandle.standardError.write(Data("  process \(process.processIdentifier) ignored SIGTERM for 10 s; killed\n".utf8))
-            kill(process.processIdentifier, SIGKILL)
-            usleep(200_000)
-        }
-    }
 
     private func log(_ text: String, round: Int) {
         FileHandle.standardError.write(Data((round > 0 ? "round \(round)/\(rounds): measuring \(text)…\n" : "  \(text)\n").utf8))

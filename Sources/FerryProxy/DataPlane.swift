@@ -140,7 +140,7 @@ public final class UserspaceDriver: DataPlaneDriver {
         let drops = stats.udpSessionLimitDrops.load(ordering: .relaxed)
         if drops > sessionLimitDrops {
             warnings.append(
-                "UDP session bound reached (\(forwarder.config.udpSessionLimit) per worker, --udp-max-sessions): \(drops - sessionLimitDrops) datagram(s) from new clients dropped since the last sync"
+                "UDP session bound reached (\(forwarder.config.udpSessionLimit), --udp-max-sessions): \(drops - sessionLimitDrops) datagram(s) from new clients dropped since the last sync"
             )
             sessionLimitDrops = drops
         }

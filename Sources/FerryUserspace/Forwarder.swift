@@ -29,9 +29,11 @@ public struct ForwarderConfig: Sendable, Hashable {
     /// A UDP session with no datagram either way for this long ends (kube-proxy's legacy userspace
     /// mode: 250 ms; a DNS exchange needs less).
     public var udpTimeout: Duration = .milliseconds(250)
-    /// UDP sessions each worker holds at most (each is one socket toward its backend); a datagram that
-    /// would open one more is dropped and counted. A UDP frontend is served by one worker.
-    public var udpSessionLimit = 4_096
+    /// UDP sessions held at most, over all workers (each is one socket toward its backend); a datagram
+    /// that would open one more is dropped and counted. Queries from a fresh socket each (glibc's
+    /// resolver) open a session each, alive for `udpTimeout`: 8,192 sessions carry 32,768 such queries a
+    /// second at 250 ms, within a 20,000-descriptor limit that TCP connections (six each) share.
+    public var udpSessionLimit = 8_192
 
     public init(
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,

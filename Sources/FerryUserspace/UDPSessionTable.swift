@@ -50,6 +50,10 @@ public struct UDPSessionTable: Sendable {
     private var sessions: [UInt64: Session] = [:]
     private var byKey: [Key: UInt64] = [:]
     private var nextID: UInt64 = 1
+    /// When to look at each session again, in time order (queued at creation, and again each time a
+    /// look finds it still active): `expire` looks at the front only.
+    private var checks: [(id: UInt64, at: ContinuousClock.Instant)] = []
+    private var checksHead = 0
     /// Datagrams dropped because the bound was reached, since the table was made.
     public private(set) var refused = 0
 
@@ -65,8 +69,10 @@ public struct UDPSessionTable: Sendable {
     /// Routes a datagram from `key.client` arriving on `key.frontend`, whose pool is `pool` at
     /// `generation` (the caller holds the pool's lock). Opening a session records it in the pool as a
     /// connection (least-connections counts it, affinity pins the client); ending one releases it.
+    ///
+    /// `admit` false: other tables sharing the same bound hold it all (no new session here either).
     public mutating func route(
-        _ key: Key, now: ContinuousClock.Instant, pool: inout BackendPool, generation: UInt64,
+        _ key: Key, now: ContinuousClock.Instant, pool: inout BackendPool, generation: UInt64, admit: Bool = true,
         using generator: inout some RandomNumberGenerator
     ) -> Route {
         var replaced: Session?
@@ -84,7 +90,7 @@ public struct UDPSessionTable: Sendable {
             }
         }
         // (Never reached with a session just replaced: ending it made room.)
-        guard sessions.count < limit else {
+        guard sessions.count < limit, admit || replaced != nil else {
             refused += 1
             return .full
         }
@@ -93,6 +99,7 @@ public struct UDPSessionTable: Sendable {
         nextID += 1
         sessions[session.id] = session
         byKey[key] = session.id
+        checks.append((session.id, now + idleTimeout))
         pool.connected(backend, client: key.client.ip, now: now)
         return .forward(session, opened: true, replaced: replaced)
     }
@@ -121,12 +128,27 @@ public struct UDPSessionTable: Sendable {
     }
 
     /// The sessions idle for `idleTimeout` or more, taken out of the table (the caller releases them in
-    /// their pools and closes their sockets).
+    /// their pools and closes their sockets). Costs what is due, not what lives: sessions are looked at
+    /// in deadline order (a scan of every session every 50 ms is what the first version did).
     public mutating func expire(now: ContinuousClock.Instant) -> [Session] {
-        let idle = sessions.values.filter { now - $0.lastActivity >= idleTimeout }
-        for session in idle {
-            sessions[session.id] = nil
-            byKey[session.key] = nil
+        var idle: [Session] = []
+        while checksHead < checks.count, checks[checksHead].at <= now {
+            let id = checks[checksHead].id
+            checksHead += 1
+            guard let session = sessions[id] else { continue }  // ended otherwise
+            if now - session.lastActivity >= idleTimeout {
+                sessions[id] = nil
+                byKey[session.key] = nil
+                idle.append(session)
+            } else {
+                // Still active: looked at again when it could be idle, kept in time order (never before
+                // the last queued look, which delays this one by less than a timeout).
+                checks.append((id, max(session.lastActivity + idleTimeout, checks.last!.at)))
+            }
+        }
+        if checksHead > 4_096 && checksHead * 2 > checks.count {
+            checks.removeFirst(checksHead)
+            checksHead = 0
         }
         return idle
     }
@@ -146,6 +168,8 @@ public struct UDPSessionTable: Sendable {
         defer {
             sessions = [:]
             byKey = [:]
+            checks = []
+            checksHead = 0
         }
         return Array(sessions.values)
     }

@@ -323,9 +323,8 @@ struct UserspaceTrafficTests {
         guard try Testbed.skipUnlessRoot() else { return }
         let bed = try TrafficBed()
         let first = try bed.startUserspace()
-        // web, local, sticky, internal, empty, and guarded's ClusterIP and load-balancer IP (dns is UDP:
-        // the userspace mode relays TCP).
-        #expect(try bed.userspaceRoutes().count == 7)
+        // web, local, sticky, internal, dns, empty, and guarded's ClusterIP and load-balancer IP.
+        #expect(try bed.userspaceRoutes().count == 8)
         bed.stop(first)
         #expect(try bed.userspaceRoutes().isEmpty, "SIGTERM removes the routes")
         // A Ferry killed outright leaves its routes; `ferry cleanup` removes them.
