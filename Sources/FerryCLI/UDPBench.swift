@@ -183,6 +183,4 @@ struct UDPBench: ParsableCommand {
 
             """
     }
-
-
 }

@@ -226,8 +226,6 @@ struct UserspaceBench: ParsableCommand {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-
-
     private func log(_ text: String, round: Int) {
         FileHandle.standardError.write(Data((round > 0 ? "round \(round)/\(rounds): measuring \(text)…\n" : "  \(text)\n").utf8))
     }
