@@ -112,10 +112,16 @@ enum ProxyConfiguration {
                     default: break  // masqueradeBit: Ferry marks with its own bit
                     }
                 }
+            case "udpIdleTimeout":
+                // The legacy userspace mode's field (kube-proxy <= 1.25): Ferry's userspace UDP sessions.
+                if let text = try string(value, key) {
+                    guard let duration = goDuration(text), duration > 0 else { throw fail(key, "\"\(text)\" is not a duration such as 250ms") }
+                    flags += ["--udp-timeout", String(max(1, Int((duration * 1000).rounded())))]
+                }
             case "ferry":
                 let known = [
                     "userspaceBalancer", "userspaceWorkers", "userspaceIdleTimeout", "userspaceCopy", "userspacePipeSizeKiB", "logFormat", "logLevel",
-                    "serviceClusterIPRange",
+                    "serviceClusterIPRange", "udpMaxSessions",
                 ]
                 for (inner, innerValue) in try mapping(value, key, known: Set(known)) {
                     let field = "\(key).\(inner)"
@@ -129,6 +135,9 @@ enum ProxyConfiguration {
                     case "userspacePipeSizeKiB":
                         guard case .int(let size) = innerValue else { throw fail(field, "must be a number") }
                         flags += ["--userspace-pipe-size", String(size)]
+                    case "udpMaxSessions":
+                        guard case .int(let count) = innerValue else { throw fail(field, "must be a number") }
+                        flags += ["--udp-max-sessions", String(count)]
                     case "logFormat": if let text = try string(innerValue, field) { flags += ["--log-format", text] }
                     case "serviceClusterIPRange": if let text = try string(innerValue, field) { flags += ["--service-cluster-ip-range", text] }
                     default: if let text = try string(innerValue, field) { flags += ["--log-level", text] }
@@ -221,6 +230,7 @@ enum ProxyConfiguration {
         lines += [
             "conntrack:", "  udpTimeout: \(duration(run.conntrackUDPTimeout))", "  udpStreamTimeout: \(duration(run.conntrackUDPStreamTimeout))",
         ]
+        lines.append("udpIdleTimeout: \(duration(Double(run.userspace.udpTimeoutMilliseconds) / 1000))")
         lines += [
             "nftables:", "  masqueradeAll: \(run.nftables.masqueradeAll)", "  syncPeriod: \(duration(run.syncPeriod))",
             "  minSyncPeriod: \(duration(run.minSyncPeriod))",
@@ -229,7 +239,7 @@ enum ProxyConfiguration {
             "ferry:", "  userspaceBalancer: \(run.userspace.balancer)",
             "  userspaceIdleTimeout: \(duration(run.userspace.idleTimeout))", "  userspaceCopy: \(run.userspace.copy)",
             "  userspacePipeSizeKiB: \(run.userspace.pipeKiB)", "  logFormat: \(run.logFormat)", "  logLevel: \(run.logLevel)",
-            "  serviceClusterIPRange: \(quoted(run.source.serviceClusterIPRange ?? ""))",
+            "  serviceClusterIPRange: \(quoted(run.source.serviceClusterIPRange ?? ""))", "  udpMaxSessions: \(run.userspace.udpMaxSessions)",
         ]
         if let workers = run.userspace.workers { lines.append("  userspaceWorkers: \(workers)") }
         return lines.joined(separator: "\n") + "\n"

@@ -20,7 +20,7 @@ struct RunCommand: AsyncParsableCommand {
             per --min-sync-period); a full resync every --sync-period reads Ferry's tables back if anything \
             else changed nftables, and repairs them. SIGTERM/SIGINT stop Ferry and leave the rules in place \
             (run `ferry cleanup` to remove them). In userspace mode Ferry itself accepts and relays TCP \
-            connections; on exit it closes its listeners and removes its local routes.
+            connections and UDP datagrams; on exit it closes its listeners and removes its local routes.
             """)
 
     @OptionGroup var source: SourceOptions

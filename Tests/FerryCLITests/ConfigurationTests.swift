@@ -27,9 +27,11 @@ struct ConfigurationTests {
           masqueradeAll: true
           syncPeriod: 1m30s
           minSyncPeriod: 500ms
+        udpIdleTimeout: 400ms
         ferry:
           userspaceBalancer: maglev
           logFormat: json
+          udpMaxSessions: 1000
         """
 
     @Test func fieldsBecomeSettingsAndFlagsWin() throws {
@@ -44,6 +46,7 @@ struct ConfigurationTests {
                 "mode: nftables", #"hostnameOverride: "node-7""#, #"clusterCIDR: "10.244.0.0/16""#, #"nodePortAddresses: ["192.0.2.0/24"]"#,
                 #"  kubeconfig: "/var/lib/kube-proxy/kubeconfig.conf""#, "  masqueradeAll: true", "  syncPeriod: 90s",
                 "  minSyncPeriod: 2s", "  userspaceBalancer: maglev", "  logFormat: json", "  udpTimeout: 45s",
+                "udpIdleTimeout: 400ms", "  udpMaxSessions: 1000",
             ] {
                 #expect(text.contains(line), "\(line) in:\n\(text)")
             }
