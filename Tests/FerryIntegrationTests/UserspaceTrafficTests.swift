@@ -96,8 +96,9 @@ struct UserspaceTrafficTests {
             let report = try bed.probe(from: namespace, to: destination, udp: true, count: 90)
             #expect(Set(report.answers.keys) == bed.allPods, "\(destination): \(report.answers)")
             #expect(report.failures == 0)
-            // A session per query (a fresh socket each), balanced round robin: exactly even.
-            #expect(Set(report.answers.values) == [30], "\(destination): \(report.answers)")
+            // A session per query (a fresh socket each), balanced round robin: even, except where a fresh
+            // socket got the source port of one whose session is still alive (250 ms) and so joined it.
+            #expect(report.answers.values.allSatisfy { (24...36).contains($0) }, "\(destination): \(report.answers)")
         }
     }
 
