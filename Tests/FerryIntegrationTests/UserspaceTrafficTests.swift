@@ -234,7 +234,11 @@ struct UserspaceTrafficTests {
         while streamer.isRunning { usleep(50_000) }
         let line = try #require(bed.bed.log("stream").stdout.split(separator: "\n").last)
         let report = try JSONDecoder().decode(StreamReport.self, from: Data(line.utf8))
-        #expect(report.verified == 1, "the established stream finishes: \(bed.bed.log("stream").stdout)")
+        // (Failed now and then under the full suite's load, never alone or beside CPU hogs: the stream's
+        // own account and Ferry's log say where it stopped.)
+        #expect(
+            report.verified == 1,
+            "the established stream finishes: \(bed.bed.log("stream").stdout) \(bed.bed.log("stream").stderr.suffix(1_000)) ferry: \(bed.bed.log("ferry-userspace").stderr.suffix(2_000))")
         while kill(ferry.processIdentifier, 0) == 0 && ContinuousClock.now - stopped < .seconds(12) { usleep(20_000) }
         #expect(ContinuousClock.now - stopped < .seconds(7), "Ferry exits once the last connection ends, not at the grace")
         #expect(try bed.userspaceRoutes().isEmpty)

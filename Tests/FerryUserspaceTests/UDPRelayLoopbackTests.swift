@@ -117,6 +117,8 @@ struct UDPRelayLoopbackTests {
         }
         // Round robin over sessions: both backends served clients.
         #expect(Set(answeredBy) == ["a", "b"])
+        // (A reply's counter moves just after its sendto: the client may read the reply first.)
+        for _ in 0..<100 where forwarder.stats.udpReplies.load(ordering: .relaxed) < 120 { usleep(10_000) }
         #expect(forwarder.stats.udpSessionsOpened.load(ordering: .relaxed) == 6)
         #expect(forwarder.stats.udpDatagrams.load(ordering: .relaxed) == 120)
         #expect(forwarder.stats.udpReplies.load(ordering: .relaxed) == 120)
