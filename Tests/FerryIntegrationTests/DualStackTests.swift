@@ -54,7 +54,7 @@ struct UserspaceIPv6Tests {
             set -e
             ip link set lo up
             ip -6 addr add fd00:244::2/128 dev lo
-            \(ferry) debug serve --name pod-v6 --bind :: --tcp 8080 > /dev/null &
+            \(ferry) debug serve --name pod-v6 --bind :: --tcp 8080 --udp 5353 > /dev/null &
             server=$!
             \(ferry) run --mode userspace --manifests \(manifests) --node-name node-1 --node-ip fd00:10::1 2> /dev/null &
             proxy=$!
@@ -66,6 +66,8 @@ struct UserspaceIPv6Tests {
             \(ferry) debug stream --to [fd00:96::10]:80 --bytes 1000000
             echo '--- probe'
             \(ferry) debug probe --to [fd00:96::10]:80 --count 5
+            echo '--- udp'
+            \(ferry) debug probe --protocol udp --to [fd00:96::10]:53 --count 5
             kill -TERM $proxy; wait $proxy || true
             echo '--- after'
             ip -6 route show table local proto 249
@@ -77,6 +79,9 @@ struct UserspaceIPv6Tests {
         #expect(output.contains("--- routes\nlocal fd00:96::10 dev lo"), "\(output)")
         #expect(output.contains("\"verified\":1"), "\(output)")
         #expect(output.contains("pod-v6") && output.contains("failed: 0"), "\(output)")
+        // UDP over IPv6: the answer came back from [fd00:96::10]:53 (the probe's socket is connected to it).
+        let udp = output.components(separatedBy: "--- udp\n")
+        #expect(udp.count == 2 && udp[1].contains("pod-v6") && udp[1].contains("failed: 0"), "\(output)")
         #expect(output.hasSuffix("--- after\n"), "no route left: \(output)")
     }
 }
