@@ -26,8 +26,11 @@ public enum NonBlocking<Value> {
 /// Every system call of the userspace data plane goes through here: EINTR is retried, EAGAIN becomes
 /// `.wouldBlock`, any other errno a typed `SystemError`.
 public enum System {
-    /// Runs `body` until it does not fail with EINTR; a negative result throws.
-    @discardableResult
+    /// Runs `body` until it does not fail with EINTR; a negative result throws. (Inlinable, as is
+    /// `nonBlocking`: called from the relay's module unspecialized, each call looked up its generic
+    /// metadata at run time; under `ferry debug load` the relay binary's own share of the samples went
+    /// from 5.6% to 4.7% with them inlined, the connection rate within noise.)
+    @inlinable @discardableResult
     public static func call<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
         while true {
             let result = body()
@@ -39,6 +42,7 @@ public enum System {
     }
 
     /// As `call`, with EAGAIN/EWOULDBLOCK (and EINPROGRESS for connect) as `.wouldBlock`.
+    @inlinable
     public static func nonBlocking<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> NonBlocking<T> {
         do {
             return .done(try call(name, body))
