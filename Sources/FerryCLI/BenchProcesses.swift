@@ -2,8 +2,21 @@ import FerryTestbed
 import Foundation
 import Glibc
 
-/// What the benchmarks do alike with the processes they start in their test beds.
+/// What the benchmarks do alike with their test beds and the processes they start in them.
 enum BenchProcesses {
+    /// The data-path benchmarks' bed: a client, a node and three pods (one on node-1, two on node-2).
+    static func threePodBed() throws -> Testbed {
+        try Testbed(
+            pods: [
+                Testbed.PodSpec(name: "pod-1", ip: "10.244.1.2", node: "node-1"),
+                Testbed.PodSpec(name: "pod-2", ip: "10.244.2.2", node: "node-2"),
+                Testbed.PodSpec(name: "pod-3", ip: "10.244.2.3", node: "node-2"),
+            ], nodeDefaultRoute: true)
+    }
+
+    /// This executable's own path, for the processes the benchmarks start in their beds.
+    static var ferryPath: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path }
+
     /// Waits (at most 10 s) until a spawned process's stderr contains `text`.
     static func waitFor(_ bed: Testbed, log name: String, text: String) throws {
         let deadline = ContinuousClock.now + .seconds(10)

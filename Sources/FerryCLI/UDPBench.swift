@@ -61,13 +61,8 @@ struct UDPBench: ParsableCommand {
 
     func run() throws {
         guard getuid() == 0 else { throw CommandFailure.runtime("ferry bench udp needs root (network namespaces)") }
-        let ferry = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        let bed = try Testbed(
-            pods: [
-                Testbed.PodSpec(name: "pod-1", ip: "10.244.1.2", node: "node-1"),
-                Testbed.PodSpec(name: "pod-2", ip: "10.244.2.2", node: "node-2"),
-                Testbed.PodSpec(name: "pod-3", ip: "10.244.2.3", node: "node-2"),
-            ], nodeDefaultRoute: true)
+        let ferry = BenchProcesses.ferryPath
+        let bed = try BenchProcesses.threePodBed()
         defer { bed.teardown() }
         try bed.startPodServers(ferryPath: ferry, tcp: [], udp: [Self.dnsPort])
         let folder = NSTemporaryDirectory() + "ferry-bench-udp-\(bed.prefix)"

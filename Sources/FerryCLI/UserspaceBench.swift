@@ -77,13 +77,8 @@ struct UserspaceBench: ParsableCommand {
         for tool in ["haproxy", "iperf3"] where Testbed.executable(named: tool) == nil {
             throw CommandFailure.runtime("ferry bench userspace needs \(tool) (Debian: apt-get install -y \(tool); `make bench` does it)")
         }
-        let ferry = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        let bed = try Testbed(
-            pods: [
-                Testbed.PodSpec(name: "pod-1", ip: "10.244.1.2", node: "node-1"),
-                Testbed.PodSpec(name: "pod-2", ip: "10.244.2.2", node: "node-2"),
-                Testbed.PodSpec(name: "pod-3", ip: "10.244.2.3", node: "node-2"),
-            ], nodeDefaultRoute: true)
+        let ferry = BenchProcesses.ferryPath
+        let bed = try BenchProcesses.threePodBed()
         defer { bed.teardown() }
         // Short connections leave TIME_WAIT sockets on the client and on the proxy's backend side: a wide
         // port range with reuse; the node keeps the NodePort range out of it (as Kubernetes nodes do),
