@@ -5,8 +5,8 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// One event loop: its own epoll instance, every TCP listener (with EPOLLEXCLUSIVE, so one worker wakes
-/// per new connection) and the connections it accepted; the UDP frontends given to it, and their
+/// One event loop: its own epoll instance, every TCP listener (with EPOLLEXCLUSIVE, so usually one worker
+/// wakes per new connection) and the connections it accepted; the UDP frontends given to it, and their
 /// sessions (a connected socket per session toward its backend, `UDPSessionTable` deciding).
 final class Worker: @unchecked Sendable {
     private static let listenerTag: UInt64 = 1 << 63
