@@ -69,7 +69,9 @@ struct UDPBench: ParsableCommand {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try manifests(bed).write(toFile: "\(folder)/services.yaml", atomically: true, encoding: .utf8)
-        let nodeFlags = ["--manifests", folder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr", "10.244.0.0/16"]
+        let nodeFlags = [
+            "--manifests", folder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr", "10.244.0.0/16",
+        ]
         usleep(300_000)
 
         var results: [String: [Figures]] = [:]
@@ -156,7 +158,9 @@ struct UDPBench: ParsableCommand {
             return values.isEmpty ? 0 : values[values.count / 2]
         }
         if median("ferry nftables") > 0 {
-            lines.append(String(format: "userspace / nftables (fresh sockets, medians): %.2fx", median("ferry userspace") / median("ferry nftables")))
+            lines.append(
+                String(format: "userspace / nftables (fresh sockets, medians): %.2fx", median("ferry userspace") / median("ferry nftables"))
+            )
         }
         return lines.joined(separator: "\n")
     }

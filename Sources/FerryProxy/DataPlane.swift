@@ -82,8 +82,8 @@ public final class NFTablesDriver: DataPlaneDriver {
             throw .netfilter(error)
         }
         // A full sync builds the whole ruleset and its netlink batch (at 10,000 services 490 MiB at the peak
-        // when this was measured; ~150 MiB above the source's objects since), then frees them, and glibc keeps the freed pages: `ferry bench api` measured a steady
-        // 258-320 MiB after it (4 runs), 221-257 MiB with them handed back here (4 runs, same minutes).
+        // when this was measured; ~150 MiB above the source's objects since), then frees them, and glibc
+        // keeps the freed pages: `ferry bench api` measured a steady 258-320 MiB after it (4 runs), 221-257 MiB with them handed back here (4 runs, same minutes).
         // The rest is pages the freed ruleset shared with live objects. One walk of the heap per full sync.
         if report.readBack { malloc_trim(0) }
         let counts = report.transaction.summary

@@ -143,8 +143,8 @@ public final class Forwarder: ListenerHost, @unchecked Sendable {
 
     /// Opens a listening socket on `address` leading to `pool`; with `allowedSources`, connections from
     /// any other source are reset as soon as they are accepted (UDP: their datagrams dropped). A TCP
-    /// listener is watched by every worker (EPOLLEXCLUSIVE: usually one wakes per connection); a UDP frontend by
-    /// one worker, which holds its sessions.
+    /// listener is watched by every worker (EPOLLEXCLUSIVE: usually one wakes per connection); a UDP
+    /// frontend by one worker, which holds its sessions.
     public func listen(on address: SocketAddress, protocol l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]? = nil)
         throws(SystemError) -> UInt64
     {

@@ -20,6 +20,9 @@ extension ListenerHost {
     }
 }
 
+/// A frontend as the listings show it: its address, with `/udp` for a UDP one.
+func frontendText(_ address: SocketAddress, _ l4: L4Protocol) -> String { "\(address)\(l4 == .udp ? "/udp" : "")" }
+
 /// The in-memory twin of the forwarder's listeners: records what is open, and fails binds it is told to.
 public final class InMemoryListenerHost: ListenerHost, @unchecked Sendable {
     public private(set) var open: [UInt64: (address: SocketAddress, l4: L4Protocol, pool: PoolHandle, allowedSources: [CIDR]?)] = [:]
@@ -41,7 +44,7 @@ public final class InMemoryListenerHost: ListenerHost, @unchecked Sendable {
     public func closeListener(_ id: UInt64) { open[id] = nil }
 
     /// The open addresses, sorted, as text (UDP ones with a `/udp` suffix).
-    public var addresses: [String] { open.values.map { "\($0.address)\($0.l4 == .udp ? "/udp" : "")" }.sorted() }
+    public var addresses: [String] { open.values.map { frontendText($0.address, $0.l4) }.sorted() }
 }
 
 /// What the userspace proxier needs beyond the backend tables.
@@ -132,7 +135,7 @@ public final class UserspaceProxier {
     public func setNodeAddresses(_ addresses: [IPAddress]) { config.nodeAddresses = addresses }
 
     /// The listening addresses, for display and tests.
-    public var listening: [String] { open.keys.map { "\($0.address)\($0.l4 == .udp ? "/udp" : "") -> \($0.pool.port)" }.sorted() }
+    public var listening: [String] { open.keys.map { "\(frontendText($0.address, $0.l4)) -> \($0.pool.port)" }.sorted() }
 
     /// Brings listeners, pools and routes to `tables`. A frontend that cannot be opened is reported
     /// and retried on the next sync; everything else is applied.

@@ -175,8 +175,13 @@ final class Worker: @unchecked Sendable {
             paused = wait
             for listener in resume where listener.descriptor >= 0 { watch(listener) }
         }
-        // Sessions of frontends that closed (their service port or address went away).
-        for frontend in Set(udpSessions.values.filter { $0.frontend.descriptor < 0 }.map(\.frontend.id)) {
+        // Sessions of frontends that closed (their service port or address went away): each frontend's
+        // descriptor looked at once (it is read under the frontend's lock), not once per session.
+        var closedFrontend: [UInt64: Bool] = [:]
+        for entry in udpSessions.values where closedFrontend[entry.frontend.id] == nil {
+            closedFrontend[entry.frontend.id] = entry.frontend.descriptor < 0
+        }
+        for (frontend, closed) in closedFrontend where closed {
             for session in udp.close(frontend: frontend) { closeSession(session, release: true) }
         }
     }
@@ -288,29 +293,15 @@ final class Worker: @unchecked Sendable {
     /// is one. False when none could be had (the session is ended and the datagram dropped).
     private func openSession(_ session: UDPSessionTable.Session, frontend: Listener) -> Bool {
         let target = SocketAddress(ip: session.backend.ip, port: session.backend.port)
-        let family = target.ip.family
-        var slot = spareSlots[family]?.popLast()
+        var slot = spareSlots[target.ip.family]?.popLast()
         do throws(SystemError) {
-            if slot == nil {
-                let fd = try System.udpSocket(family)
-                let index = vacantSlots.popLast() ?? udpSlots.count
-                if index == udpSlots.count { udpSlots.append((fd, family, 0)) } else { udpSlots[index] = (fd, family, 0) }
-                slot = index
-                do throws(SystemError) {
-                    try System.call("epoll_ctl(udp session)") {
-                        ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, UInt32(EPOLLIN.rawValue), Worker.udpSessionTag | UInt64(index))
-                    }
-                } catch {
-                    retireSlot(index)
-                    throw error
-                }
-            }
+            if slot == nil { slot = try makeSlot(target.ip.family) }
             let fd = udpSlots[slot!].fd
             _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
                 try System.call("connect(\(target))") { connect(fd, pointer, length) }
             }
         } catch {
-            if let slot, udpSlots[slot].fd >= 0 { retireSlot(slot) }
+            if let slot { retireSlot(slot) }
             if error.isDescriptorExhaustion { stats.descriptorShortages.add(1, ordering: .relaxed) }
             frontend.pool.pool.withLock { _ = udp.end(session.id, pool: &$0) }
             return false
@@ -350,7 +341,10 @@ final class Worker: @unchecked Sendable {
             }
             let client = session.key.client
             let sent = entry.frontend.withDescriptor { fd in
-                fd < 0 ? -1 : client.withSockaddr { pointer, length in sendto(fd, datagram.baseAddress, count, Int32(MSG_NOSIGNAL), pointer, length) }
+                guard fd >= 0 else { return -1 }
+                return client.withSockaddr { pointer, length in
+                    sendto(fd, datagram.baseAddress, count, Int32(MSG_NOSIGNAL), pointer, length)
+                }
             }
             if sent >= 0 {
                 stats.udpReplies.add(1, ordering: .relaxed)
@@ -387,6 +381,22 @@ final class Worker: @unchecked Sendable {
         }
         stats.udpSessions.subtract(1, ordering: .relaxed)
         entry.pool.stats.active.subtract(1, ordering: .relaxed)
+    }
+
+    /// A new socket toward backends of `family`, registered with epoll under its slot's index.
+    private func makeSlot(_ family: IPFamily) throws(SystemError) -> Int {
+        let fd = try System.udpSocket(family)
+        let index = vacantSlots.popLast() ?? udpSlots.count
+        if index == udpSlots.count { udpSlots.append((fd, family, 0)) } else { udpSlots[index] = (fd, family, 0) }
+        do throws(SystemError) {
+            try System.call("epoll_ctl(udp session)") {
+                ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, UInt32(EPOLLIN.rawValue), Worker.udpSessionTag | UInt64(index))
+            }
+        } catch {
+            retireSlot(index)
+            throw error
+        }
+        return index
     }
 
     /// Closes a slot's socket; its index is reused by the next socket made.

@@ -46,7 +46,12 @@ enum UDPLoopback {
             close(fd)
             done.signal()
         }
-        return (port, { stopping.set(1); done.wait() })
+        return (
+            port,
+            {
+                stopping.set(1); done.wait()
+            }
+        )
     }
 
     /// A client socket connected to 127.0.0.2:`port`: the kernel accepts replies from exactly that
@@ -99,7 +104,8 @@ struct UDPRelayLoopbackTests {
         defer { forwarder.stop() }
         let port = try UDPLoopback.bound(host: 0x7f00_0002)
         close(port.fd)
-        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: pool([a.port, b.port]))
+        _ = try forwarder.listen(
+            on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: pool([a.port, b.port]))
         // Each client: its answers all from one backend, echoed intact (the client socket is connected
         // to the frontend, so an answer from any other address would never arrive).
         var answeredBy: [String] = []
@@ -165,7 +171,9 @@ struct UDPRelayLoopbackTests {
         let first = clients.map { UDPLoopback.exchange($0, "hello")?.split(separator: " ").first.map(String.init) }
         #expect(Set(first.compactMap { $0 }) == ["a", "b"])
         // b leaves the pool (as UserspaceProxier does it): every client now hears from a.
-        handle.pool.withLock { _ = $0.update(backends: [Backend(ip: IPAddress("127.0.0.1")!, port: a.port)], kind: .roundRobin, affinity: .none) }
+        handle.pool.withLock {
+            _ = $0.update(backends: [Backend(ip: IPAddress("127.0.0.1")!, port: a.port)], kind: .roundRobin, affinity: .none)
+        }
         handle.generation.add(1, ordering: .releasing)
         for fd in clients { #expect(UDPLoopback.exchange(fd, "again")?.hasPrefix("a ") == true) }
     }

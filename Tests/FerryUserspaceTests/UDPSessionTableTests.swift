@@ -64,8 +64,9 @@ struct UDPSessionTableTests {
         pool.update(backends: [survivor], kind: .roundRobin, affinity: .none)
         // Same generation: the table does not look (the pool did not change for it).
         #expect(send(&table, key(1), pool: &pool, generation: 1).backend == first)
-        guard case .forward(let session, let opened, let replaced) = table.route(
-            key(1), now: start, pool: &pool, generation: 2, using: &generator)
+        guard
+            case .forward(let session, let opened, let replaced) = table.route(
+                key(1), now: start, pool: &pool, generation: 2, using: &generator)
         else {
             Issue.record("no route")
             return
