@@ -31,6 +31,11 @@ struct StreamCommand: ParsableCommand {
     @Option(name: .customLong("pause-ms"), help: "Pause after the first half of the payload (one connection's stream outlives a change).")
     var pauseMilliseconds: Int = 0
 
+    @Option(
+        name: .customLong("read-pause-ms"),
+        help: "Pause after reading the first half of the echo (a slow reader: the rest waits in the relay's socket buffers).")
+    var readPauseMilliseconds: Int = 0
+
     @Flag(help: "After sending, half-close and then reset each connection (SO_LINGER 0), reading none of the echo.")
     var reset = false
 
@@ -40,7 +45,7 @@ struct StreamCommand: ParsableCommand {
     func validate() throws {
         guard parseHostPort(to) != nil else { throw ValidationError("--to: \"\(to)\" is not IP:PORT") }
         guard (1...20_000).contains(connections) else { throw ValidationError("--connections must be between 1 and 20000") }
-        guard bytes >= 0, pauseMilliseconds >= 0, timeoutMilliseconds > 0 else { throw ValidationError("negative values are not allowed") }
+        guard bytes >= 0, pauseMilliseconds >= 0, readPauseMilliseconds >= 0, timeoutMilliseconds > 0 else { throw ValidationError("negative values are not allowed") }
     }
 
     struct Report: Encodable {
@@ -184,7 +189,12 @@ struct StreamCommand: ParsableCommand {
         var hash = PayloadHash()
         var count = 0
         var buffer = [UInt8](repeating: 0, count: 65_536)
+        var readPaused = readPauseMilliseconds == 0
         while true {
+            if !readPaused && count >= total / 2 {
+                usleep(useconds_t(readPauseMilliseconds * 1000))
+                readPaused = true
+            }
             let received = read(fd, &buffer, buffer.count)
             if received < 0 {
                 if errno == EINTR { continue }

@@ -114,7 +114,7 @@ struct RunCommand: AsyncParsableCommand {
             return
         }
         if cleanup {
-            var command = CleanupCommand()
+            let command = CleanupCommand()
             try await command.run()
             return
         }

@@ -105,7 +105,7 @@ struct UserspaceBench: ParsableCommand {
         // is the median over the rounds.
         var rounds: [[Figures]] = []
         let echoTargets = bed.pods.map { "\($0.ip):\(Self.echoPort)" }
-        let targets = ["direct", "level", "edge", "haproxy", "haproxy splice"]
+        let targets = ["direct", "edge", "level", "haproxy", "haproxy splice"]
         for round in 1...self.rounds {
             // Each round starts at another target, so no target always follows the same one.
             var results: [String: Figures] = [:]
@@ -117,8 +117,8 @@ struct UserspaceBench: ParsableCommand {
                     results[target] = try measure(
                         bed, name: "direct", ferry: ferry, bulk: "\(bed.pods[0].ip):\(Self.bulkPort)", echo: echoTargets, proxyPID: nil)
                 case "edge", "level":
-                    // Level-triggered is Ferry's default; edge-triggered is measured beside it.
-                    let name = target == "level" ? "ferry userspace" : "ferry (edge-trig.)"
+                    // Edge-triggered is Ferry's default; level-triggered is measured beside it.
+                    let name = target == "edge" ? "ferry userspace" : "ferry (level-trig.)"
                     log(name, round: round)
                     let logName = "ferry-\(target)-\(round)"
                     let proxy = try bed.spawn(

@@ -177,6 +177,12 @@ public final class UserspaceDriver: DataPlaneDriver {
         while forwarder.stats.active.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
             Thread.sleep(forTimeInterval: 0.05)
         }
+        // A finished connection's last bytes may still be on their way to its client from a socket the
+        // relay closed: its service address stays routed until they are acknowledged (see ClosingTCPSockets).
+        let routed = proxier.routedAddresses
+        while ContinuousClock.now < deadline && ClosingTCPSockets.localAddresses().contains(where: routed.contains) {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         try proxier.shutdown()
         forwarder.stop()
     }

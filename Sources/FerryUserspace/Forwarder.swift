@@ -17,10 +17,12 @@ public struct ForwarderConfig: Sendable, Hashable {
     /// copy buffer and moves to a pipe once a read fills it (short exchanges cost no pipe syscalls).
     /// False: always read/write through the buffer.
     public var splice: Bool
-    /// Connection sockets edge-triggered (registered once, drained until EAGAIN), or level-triggered
-    /// (interest updated with EPOLL_CTL_MOD as the relay's needs change; a short read means drained).
-    /// Level is the default: measured beside edge (`ferry bench userspace`), it makes fewer system
-    /// calls per connection (no reads that find nothing) and moved more bytes and connections.
+    /// Connection sockets edge-triggered (registered once, never modified), or level-triggered (interest
+    /// updated with EPOLL_CTL_MOD as the relay's needs change). Both take a short `read` for "drained"
+    /// (edge-triggered, until the side hangs up; a spliced direction reads until EAGAIN there). Edge is the
+    /// default: in one test bed, alternating, 32 short connections in flight, it made 18.7 system calls
+    /// per connection against 20.7 (2 epoll_ctl against 4; HAProxy 22.7 and 3.2) at the same rate and CPU
+    /// per connection (within this VM's noise: 4,253 against 4,319 conn/s, means of five 4 s runs).
     public var edgeTriggered: Bool
     /// Bytes held per direction in copy mode.
     public var bufferSize: Int
@@ -39,7 +41,7 @@ public struct ForwarderConfig: Sendable, Hashable {
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
         idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 1_048_576,
-        edgeTriggered: Bool = false
+        edgeTriggered: Bool = true
     ) {
         self.edgeTriggered = edgeTriggered
         self.pipeSize = pipeSize

@@ -8,7 +8,8 @@
 /// has been delivered (half-close propagated; the last direction to end is closed rather than shut
 /// down, which sends the same FIN); a reset on either side aborts both (RST propagated to the other
 /// side); the connection closes when both directions are done. A short write means the socket is full
-/// (and, with `shortReadDrains`, a short read that it is drained), so the next attempt waits for an event.
+/// (and, where the direction's reads drain on a short read, a short read that it is drained, unless the
+/// side already reported a hang-up), so the next attempt waits for an event.
 public struct RelayMachine: Sendable, Hashable {
     /// One end of the relay.
     public enum Side: Int, Sendable, Hashable, CaseIterable {
@@ -51,6 +52,10 @@ public struct RelayMachine: Sendable, Hashable {
         var shutDown = false
         var canRead = true
         var canWrite = true
+        /// A short read from the source means its socket is drained (see `shortReadDrains`).
+        var shortReadDrains: Bool
+        /// The source reported a hang-up (FIN or error): read on until end of stream, whatever the size.
+        var hungUp = false
 
         var finished: Bool { ended && held == 0 && shutDown }
     }
@@ -66,23 +71,28 @@ public struct RelayMachine: Sendable, Hashable {
     /// The most bytes held per direction, indexed by the side they come from.
     public private(set) var capacities: [Int]
     /// Indexed by the side the bytes come from.
-    var directions = [Direction(), Direction()]
+    var directions: [Direction]
     public private(set) var phase: Phase = .relaying
     /// Bytes delivered, by the side they came from.
     public private(set) var delivered = [0, 0]
 
-    /// Whether a short read is taken to mean the socket is drained, so the next read waits for an
-    /// event. Sound with level-triggered epoll (readiness is reported again while data is there); with
-    /// edge-triggered epoll a read must run until EAGAIN (a splice can stop short while data remains).
-    public let shortReadDrains: Bool
-
     /// `readable: false` waits for `readable(_:)` (an epoll event) before the first read from a side,
-    /// instead of trying a read that would find nothing.
+    /// instead of trying a read that would find nothing. `shortReadDrains`: whether a short read is taken
+    /// to mean the socket is drained, so the next read waits for an event instead of finding nothing.
+    /// Sound for a TCP `read` (it stops short only on an empty queue, and data queued later brings an
+    /// event, level- or edge-triggered) until the side hangs up: the FIN's event came already, so an
+    /// edge-triggered socket would report nothing more (hence `hungUp(_:)`). Not sound for an
+    /// edge-triggered `splice`, which can stop short while data remains (see `setShortReadDrains`).
     public init(capacity: Int = 65_536, readable: Bool = true, shortReadDrains: Bool = false) {
-        self.shortReadDrains = shortReadDrains
         capacities = [capacity, capacity]
-        directions[0].canRead = readable
-        directions[1].canRead = readable
+        let direction = Direction(canRead: readable, shortReadDrains: shortReadDrains)
+        directions = [direction, direction]
+    }
+
+    /// Changes whether a short read from `side` means it is drained (off when an edge-triggered direction
+    /// moves to `splice`).
+    public mutating func setShortReadDrains(from side: Side, _ drains: Bool) {
+        directions[side.rawValue].shortReadDrains = drains
     }
 
     /// Changes how many bytes the direction from `side` may hold (when the forwarder moves it from a
@@ -137,7 +147,10 @@ public struct RelayMachine: Sendable, Hashable {
                 directions[side.rawValue].held += count
                 // A short read emptied the socket: wait for the next readiness event instead of a read
                 // that would find nothing (new data always brings an event).
-                if shortReadDrains, case .read(_, let max) = action, count < max { directions[side.rawValue].canRead = false }
+                let direction = directions[side.rawValue]
+                if direction.shortReadDrains, !direction.hungUp, case .read(_, let max) = action, count < max {
+                    directions[side.rawValue].canRead = false
+                }
             case .endOfStream: directions[side.rawValue].ended = true
             case .wouldBlock: directions[side.rawValue].canRead = false
             case .failed: abort(resetting: [side.other])
@@ -166,6 +179,13 @@ public struct RelayMachine: Sendable, Hashable {
 
     /// `side` became readable (or hung up, or has an error: the next read tells).
     public mutating func readable(_ side: Side) { directions[side.rawValue].canRead = true }
+
+    /// `side` reported a hang-up (EPOLLRDHUP, EPOLLHUP or EPOLLERR): its reads run until end of stream
+    /// (or an error), since no further readiness event may come.
+    public mutating func hungUp(_ side: Side) {
+        directions[side.rawValue].hungUp = true
+        directions[side.rawValue].canRead = true
+    }
 
     /// `side` became writable.
     public mutating func writable(_ side: Side) { directions[side.other.rawValue].canWrite = true }

@@ -218,6 +218,9 @@ public final class UserspaceProxier {
         return report
     }
 
+    /// The service addresses routed to this node now.
+    public var routedAddresses: Set<IPAddress> { routed }
+
     /// Closes every listener and removes Ferry's routes (on exit and for `ferry cleanup`).
     public func shutdown() throws(SystemError) {
         stopAccepting()

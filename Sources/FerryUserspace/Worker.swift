@@ -469,7 +469,7 @@ final class Worker: @unchecked Sendable {
 
     /// The backend connection is up: start relaying. `readable`: the backend may already have sent
     /// something (its event said so, or the connect finished at once).
-    private func connected(_ connection: Connection, now: ContinuousClock.Instant, readable: Bool) {
+    private func connected(_ connection: Connection, now: ContinuousClock.Instant, readable: Bool, hungUp: Bool = false) {
         guard let backend = connection.backendAddress, let backendFD = connection.backend else { return }
         connection.phase = .relaying
         connection.connectDeadline = nil
@@ -481,6 +481,7 @@ final class Worker: @unchecked Sendable {
         do {
             connection.openChannels(
                 splice: config.splice, bufferSize: config.bufferSize, pipeSize: config.pipeSize, backendReadable: readable,
+                backendHungUp: hungUp,
                 levelTriggered: !config.edgeTriggered
             ) {
                 [unowned self] () throws(SystemError) in
@@ -513,7 +514,9 @@ final class Worker: @unchecked Sendable {
             let trouble = events & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
             let error = trouble ? System.socketError(fd) : 0
             if error == 0 && !trouble && events & UInt32(EPOLLOUT.rawValue) != 0 {
-                connected(connection, now: clock.now, readable: events & UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0)
+                connected(
+                    connection, now: clock.now, readable: events & UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0,
+                    hungUp: events & UInt32(EPOLLRDHUP.rawValue) != 0)
             } else if error != 0 || trouble {
                 connectFailed(connection, now: clock.now)
             }
@@ -522,7 +525,11 @@ final class Worker: @unchecked Sendable {
                 connection.machine.failed(side)
             }
             let trouble = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
-            if events & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | trouble) != 0 { connection.machine.readable(side) }
+            if events & (UInt32(EPOLLRDHUP.rawValue) | trouble) != 0 {
+                connection.machine.hungUp(side)
+            } else if events & UInt32(EPOLLIN.rawValue) != 0 {
+                connection.machine.readable(side)
+            }
             if events & (UInt32(EPOLLOUT.rawValue) | trouble) != 0 { connection.machine.writable(side) }
             pump(connection)
         case .closed:
@@ -621,6 +628,7 @@ final class Connection {
     private var bufferSize = 16_384
     private var pipeSize = 65_536
     private var makePipe: (() throws(SystemError) -> (read: Int32, write: Int32))?
+    private var levelTriggered = true
 
     init(id: UInt64, client: Int32, clientAddress: SocketAddress, pool: PoolHandle) {
         self.id = id
@@ -633,12 +641,15 @@ final class Connection {
     /// Each direction starts in copy mode with a buffer of `bufferSize`; with `splice`, a direction whose
     /// read fills the buffer moves to a pipe (from `makePipe`) once the buffer is drained.
     func openChannels(
-        splice: Bool, bufferSize: Int, pipeSize: Int, backendReadable: Bool, levelTriggered: Bool,
+        splice: Bool, bufferSize: Int, pipeSize: Int, backendReadable: Bool, backendHungUp: Bool, levelTriggered: Bool,
         pipe makePipe: @escaping () throws(SystemError) -> (read: Int32, write: Int32)
     ) {
         // Reads wait for readiness events: the client's registration reports data already there.
-        machine = RelayMachine(capacity: bufferSize, readable: false, shortReadDrains: levelTriggered)
+        // A copy read stops short only on an empty socket, in both modes (see RelayMachine.init).
+        machine = RelayMachine(capacity: bufferSize, readable: false, shortReadDrains: true)
         if backendReadable { machine.readable(.backend) }
+        if backendHungUp { machine.hungUp(.backend) }
+        self.levelTriggered = levelTriggered
         self.bufferSize = bufferSize
         self.pipeSize = pipeSize
         self.makePipe = splice ? makePipe : nil
@@ -679,6 +690,8 @@ final class Connection {
                     buffers[source]?.deallocate()
                     buffers[source] = nil
                     machine.setCapacity(from: source, pipeSize)
+                    // Edge-triggered, a splice runs until EAGAIN: it can stop short with data left.
+                    if !levelTriggered { machine.setShortReadDrains(from: source, false) }
                 }
             }
             return result

@@ -176,6 +176,61 @@ struct ForwarderLoopbackTests {
         #expect(forwarder.activeConnections == 0)
     }
 
+    /// Short exchanges whose bytes and FIN arrive together, both ways: edge-triggered, the FIN's event
+    /// comes once, so a relay that took a short read for "drained" would wait for an event that never
+    /// comes (the client would hang until the idle timeout).
+    @Test(arguments: [true, false])
+    func bytesAndTheirEndInOneEventAreBothRelayed(edgeTriggered: Bool) throws {
+        // A backend that greets and closes at once.
+        let (greeter, greeterPort) = try Loopback.listener()
+        let greeterThread = Thread {
+            while true {
+                let client = accept(greeter, nil, nil)
+                if client < 0 { return }
+                _ = "hello".withCString { send(client, $0, 5, Int32(MSG_NOSIGNAL)) }
+                close(client)
+            }
+        }
+        greeterThread.start()
+        defer { shutdown(greeter, Int32(SHUT_RDWR)); close(greeter) }
+        let echo = try Loopback.echoServer()
+        defer { echo.stop() }
+        let forwarder = try Forwarder(
+            config: ForwarderConfig(workers: 2, idleTimeout: .seconds(30), edgeTriggered: edgeTriggered))
+        defer { forwarder.stop() }
+        let greeterFront = try Loopback.freePort()
+        let echoFront = try Loopback.freePort()
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: greeterFront), pool: pool([greeterPort]))
+        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: echoFront), pool: pool([echo.port]))
+        /// Reads to the end of the stream (2 s at most): what came.
+        func readToEnd(_ fd: Int32) -> (bytes: Int, ended: Bool) {
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 256)
+            var total = 0
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count == 0 { return (total, true) }
+                if count < 0 { return (total, false) }
+                total += count
+            }
+        }
+        for round in 0..<100 {
+            let greeted = try Loopback.connect(to: greeterFront)
+            let greeting = readToEnd(greeted)
+            close(greeted)
+            #expect(greeting.bytes == 5 && greeting.ended, "greeting \(round): \(greeting)")
+            // The client's request and its FIN, sent before the relay reads either.
+            let asking = try Loopback.connect(to: echoFront)
+            _ = [UInt8](repeating: 1, count: 64).withUnsafeBytes { send(asking, $0.baseAddress, 64, Int32(MSG_NOSIGNAL)) }
+            shutdown(asking, Int32(SHUT_WR))
+            let echoed = readToEnd(asking)
+            close(asking)
+            #expect(echoed.bytes == 64 && echoed.ended, "echo \(round): \(echoed)")
+            if greeting.bytes != 5 || !greeting.ended || echoed.bytes != 64 || !echoed.ended { break }
+        }
+    }
+
     @Test func aClientThatResetsDuringABulkTransferEndsOnlyItsConnection() throws {
         let echo = try Loopback.echoServer()
         defer { echo.stop() }

@@ -209,6 +209,35 @@ struct RelayMachineTests {
         #expect(machine.next() == .read(from: .client, max: 400), "a short write: the backend is full, so read on")
     }
 
+    @Test func aHungUpSideIsReadUntilItsEndWhateverTheReadSize() {
+        // Edge-triggered, the FIN's event comes once: a short read of the bytes before it must not wait
+        // for another event, or the end of the stream is never seen.
+        var machine = RelayMachine(capacity: 1_000, readable: false, shortReadDrains: true)
+        machine.hungUp(.backend)
+        #expect(machine.next() == .read(from: .backend, max: 1_000))
+        machine.record(.read(from: .backend, max: 1_000), .transferred(64))
+        #expect(machine.next() == .write(to: .client, count: 64))
+        machine.record(.write(to: .client, count: 64), .transferred(64))
+        #expect(machine.next() == .read(from: .backend, max: 1_000), "read on to the end of the stream")
+        machine.record(.read(from: .backend, max: 1_000), .endOfStream)
+        #expect(machine.next() == .shutdownWrite(.client))
+    }
+
+    @Test func aDirectionWhoseShortReadsDoNotDrainReadsUntilWouldBlock() {
+        // An edge-triggered splice can stop short with bytes left: that direction reads until EAGAIN.
+        var machine = RelayMachine(capacity: 1_000, readable: true, shortReadDrains: true)
+        machine.setShortReadDrains(from: .client, false)
+        #expect(machine.next() == .read(from: .client, max: 1_000))
+        machine.record(.read(from: .client, max: 1_000), .transferred(10))
+        machine.record(.write(to: .backend, count: 10), .transferred(10))
+        #expect(machine.next() == .read(from: .client, max: 1_000))
+        machine.record(.read(from: .client, max: 1_000), .wouldBlock)
+        #expect(machine.next() == .read(from: .backend, max: 1_000), "the other direction still drains on short reads")
+        machine.record(.read(from: .backend, max: 1_000), .transferred(10))
+        machine.record(.write(to: .client, count: 10), .transferred(10))
+        #expect(machine.next() == .wait)
+    }
+
     @Test func neverHoldsMoreThanItsCapacity() {
         var backend = Peer(outgoing: 0, finishes: false)
         backend.writeWindow = 0
