@@ -50,16 +50,14 @@ install: release
 demo: release
 	scripts/demo.sh .build/release/ferry
 
-## bench: the benchmarks (manifest loading; as root also nftables programming and the userspace relay
-## against HAProxy, for which it installs haproxy and iperf3, and UDP queries through both modes)
+## bench: the benchmarks (manifest loading; as root `ferry bench`, load balancing end to end against
+## kube-proxy's ruleset, HAProxy and direct, for which it installs haproxy, iperf3, nginx-light and wrk)
 bench: release
 	.build/release/ferry bench load --sizes 10000,50000
 	@if [ "$$(id -u)" -eq 0 ]; then \
-	  $(MAKE) --no-print-directory DEBIAN_PACKAGES="haproxy iperf3" deps && \
-	  .build/release/ferry bench sync --sizes 100,1000,10000 && \
-	  .build/release/ferry bench userspace --report bench-report && \
-	  .build/release/ferry bench udp; \
-	else echo "make bench: the nftables and userspace benchmarks need root (skipped)"; fi
+	  $(MAKE) --no-print-directory DEBIAN_PACKAGES="haproxy iperf3 nginx-light wrk" deps && \
+	  .build/release/ferry bench --report bench-report; \
+	else echo "make bench: the load-balancing benchmark needs root (skipped)"; fi
 
 ## format: format the sources with the toolchain's swift-format
 format:

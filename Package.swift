@@ -75,12 +75,18 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The benchmark lab: its test beds' processes, the load-balancing benchmark (`ferry bench`), the
+        // spread statistics, kube-proxy's ruleset shape for comparison, and the report's charts.
+        .target(
+            name: "FerryBench",
+            dependencies: ["FerryCore", "FerryNFTables", "FerryTestbed"]
+        ),
         // The commands, as a library so tests can drive them.
         .target(
             name: "FerryCLI",
             dependencies: [
                 "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed", "FerryFakeAPIServer",
-                "CLinux",
+                "FerryBench", "CLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,5 +108,6 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry", "FerryFakeAPIServer"], exclude: ["Golden"]),
         .testTarget(name: "FerryFakeAPIServerTests", dependencies: ["FerryFakeAPIServer"]),
+        .testTarget(name: "FerryBenchTests", dependencies: ["FerryBench", "FerryCore"]),
     ]
 )

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: Ferry reading the example manifests (deploy/examples), explaining where
-# traffic goes, and following edits to a watched copy of them. Touches no network and no rules.
+# traffic goes and following edits to a watched copy of them; then, as root, real traffic through both
+# modes in network namespaces of this run (a node, a client, the example pods): the rules or routes
+# Ferry makes, which pods answer, and the answers moving when a pod leaves the watched manifests.
+# Everything it makes (namespaces, rules, routes, files) is removed at the end, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ferry=${1:-.build/release/ferry}
@@ -27,10 +30,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
 watcher=""
 prefix="fd$$"
 bed_up=""
-userspace=""
+running=""
 cleanup() {
   [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
-  [ -n "$userspace" ] && kill "$userspace" 2>/dev/null
+  [ -n "$running" ] && kill "$running" 2>/dev/null
   wait 2>/dev/null || true
   rm -rf "$work"
   if [ -n "$bed_up" ]; then
@@ -72,35 +75,54 @@ fi
 bed_up=1
 scripts/testbed.sh up "$prefix" >/dev/null
 scripts/testbed.sh serve "$prefix" "$ferry" --tcp 80 --tcp 8080 >/dev/null
-in_node() { ip netns exec "$prefix-node" "$@"; }
-in_client() { ip netns exec "$prefix-client" "$@"; }
-step in_node "$ferry" sync --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16
+node_ns="$prefix-node"; client_ns="$prefix-client"
+step ip netns exec "$node_ns" "$ferry" sync --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16
 say "The rules Ferry wrote over netlink (the dispatch map, and the endpoint map each service's pick chain DNATs through; 'nft list table ip ferry' shows all of it):"
-in_node nft list map ip ferry service-ips
-in_node nft list map ip ferry cluster-endpoints
+step ip netns exec "$node_ns" nft list map ip ferry service-ips
+step ip netns exec "$node_ns" nft list map ip ferry cluster-endpoints
 say "300 requests from the client to my-service's ClusterIP 10.96.0.10:80: each pod's share."
-step in_client "$ferry" debug probe --to 10.96.0.10:80 --count 300
+step ip netns exec "$client_ns" "$ferry" debug probe --to 10.96.0.10:80 --count 300
 say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
-step in_client "$ferry" debug probe --to 10.0.0.1:30080 --count 300
+step ip netns exec "$client_ns" "$ferry" debug probe --to 10.0.0.1:30080 --count 300
 say "Removing everything Ferry made:"
-step in_node "$ferry" cleanup
+step ip netns exec "$node_ns" "$ferry" cleanup
+
+# Runs Ferry in MODE on a fresh watched copy of the examples, shows who answers, makes one pod of
+# my-service unready in the copy, and shows the answers move to the other two.
+follow_change() {
+  local mode=$1 live="$work/live-$1"
+  rm -rf "$live"; cp -r "$examples" "$live"
+  say "ferry run --mode $mode, watching a copy of the manifests ($live):"
+  echo "\$ ip netns exec $node_ns $ferry run --mode $mode --manifests $live ${node[*]} --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16 &"
+  # `ip netns exec` execs Ferry in place, so $! is Ferry's PID.
+  ip netns exec "$node_ns" "$ferry" run --mode "$mode" --manifests "$live" "${node[@]}" --node-ip 10.0.0.1 \
+    --cluster-cidr 10.244.0.0/16 2> "$work/$mode.log" &
+  running=$!
+  for _ in $(seq 50); do grep -q synced "$work/$mode.log" && break; sleep 0.1; done
+  step ip netns exec "$client_ns" "$ferry" debug probe --to 10.96.0.10:80 --count 150
+  say "my-app-7c5ddbdf54-lh6zp (10.244.2.3) fails its readiness probe: its Ready condition becomes False in the watched copy."
+  step sed -i '/name: my-app-7c5ddbdf54-lh6zp/,/^---/{/type: Ready$/{n;s/"True"/"False"/}}' "$live/my-service.yaml"
+  for _ in $(seq 50); do [ "$(grep -c synced "$work/$mode.log")" -ge 2 ] && break; sleep 0.1; done
+  grep synced "$work/$mode.log" | tail -1 | sed 's/^.*what=/Ferry synced: /'
+  step ip netns exec "$client_ns" "$ferry" debug probe --to 10.96.0.10:80 --count 150
+}
+
+follow_change nftables
+say "Stopping Ferry (SIGTERM leaves the rules: a restart cuts no traffic), then removing them:"
+kill -TERM "$running"; wait "$running" || true
+running=""
+step ip netns exec "$node_ns" "$ferry" cleanup
 
 say "userspace mode on the same namespaces: Ferry accepts each connection and relays it (epoll, splice)."
 say "Service addresses become local through routes on lo (proto 249); no nftables rule is involved."
-# `ip netns exec` execs Ferry in place, so $! is Ferry's PID.
-ip netns exec "$prefix-node" "$ferry" run --mode userspace --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 \
-  2> "$work/userspace.log" &
-userspace=$!
-for _ in $(seq 50); do grep -q synced "$work/userspace.log" && break; sleep 0.1; done
-step in_node ip route show table local proto 249
-say "300 requests from the client to my-service's ClusterIP 10.96.0.10:80, relayed by Ferry (round robin)."
-step in_client "$ferry" debug probe --to 10.96.0.10:80 --count 300
+follow_change userspace
+step ip netns exec "$node_ns" ip route show table local proto 249
 say "300 requests to web-nodeport's NodePort on the node, 10.0.0.1:30080."
-step in_client "$ferry" debug probe --to 10.0.0.1:30080 --count 300
+step ip netns exec "$client_ns" "$ferry" debug probe --to 10.0.0.1:30080 --count 300
 say "32 MiB streamed through the relay and echoed back (the client half-closes, then reads it all):"
-step in_client "$ferry" debug stream --to 10.96.0.10:80 --bytes 33554432
+step ip netns exec "$client_ns" "$ferry" debug stream --to 10.96.0.10:80 --bytes 33554432
 say "Stopping Ferry (SIGTERM): it closes its listeners and removes its routes."
-kill -TERM "$userspace"; wait "$userspace" || true
-userspace=""
-step in_node ip route show table local proto 249
+kill -TERM "$running"; wait "$running" || true
+running=""
+step ip netns exec "$node_ns" ip route show table local proto 249
 echo "(no routes left)"

@@ -1,12 +1,15 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
+import Glibc
 import Foundation
 
 /// `ferry bench`: benchmarks (programs that report numbers, not tests).
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that report numbers.",
-        subcommands: [LoadBench.self, SyncBench.self, UserspaceBench.self, UDPBench.self, APIBench.self])
+        commandName: "bench", abstract: "Benchmarks that report numbers (`ferry bench`: load balancing end to end).",
+        subcommands: [LoadBalancingBenchCommand.self, LoadBench.self, SyncBench.self, UserspaceBench.self, UDPBench.self, APIBench.self],
+        defaultSubcommand: LoadBalancingBenchCommand.self)
 }
 
 /// Synthetic clusters for benchmarks: Service i has cluster IP 10.96.x.y, port 80 (http) and one
@@ -147,4 +150,58 @@ func peakResidentMiB() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024
+}
+
+/// `ferry bench` (or `ferry bench all`): load balancing end to end, both modes beside their peers.
+struct LoadBalancingBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all",
+        abstract: "Load balancing end to end: data path, balance, control plane; Ferry's two modes beside kube-proxy's ruleset, HAProxy and direct.",
+        discussion: """
+            Needs root, iperf3, nft and tc; HAProxy, nginx and wrk for their figures (`make bench` installs them). Builds a \
+            client, a node and three pods in network namespaces of this run (removed at the end, on failure and on Ctrl-C). \
+            Data path: bulk (iperf3, 1 and 4 streams), short connections (rate, p50-p99.9), HTTP with wrk against nginx, UDP \
+            queries, the machine's CPU per GB and per 1,000 connections, for Ferry nftables, kube-proxy's nftables ruleset \
+            for the same services (nft -f), Ferry userspace, HAProxy and the pods directly. Balance: connections per pod for \
+            each balancer with a chi-square test, one pod slowed with netem, ClientIP affinity. Control plane: a watched \
+            manifest edited while connections run (change to traffic) and `ferry bench sync`.
+            """)
+
+    @Flag(help: "The quick profile: one round, 2 s per figure (under two minutes here). Default: three rounds of 5 s.")
+    var quick = false
+
+    @Flag(help: "Print every figure as JSON on stdout.")
+    var json = false
+
+    @Option(help: "Folder for report.md, results.json and the SVG charts.")
+    var report: String = "bench-report"
+
+    func run() throws {
+        unblockAllSignals()
+        let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("interrupted: removing the test bed\n".utf8))
+                LoadBalancingBench.interrupted()
+                Glibc.exit(130)
+            }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        let bench = LoadBalancingBench(profile: quick ? .quick : .full, ferry: BenchProcesses.ferryPath) { line in
+            FileHandle.standardError.write(Data("  \(line)\n".utf8))
+        }
+        let results = try bench.run()
+        let command = "ferry bench" + (quick ? " --quick" : "")
+        try BenchReport.write(results, to: report, command: command)
+        if json {
+            try printJSON(results)
+        } else {
+            print(BenchReport.dataPathTable(results))
+            for line in BenchReport.ratios(results) { print(line) }
+            print("report: \(report)/report.md")
+        }
+    }
 }

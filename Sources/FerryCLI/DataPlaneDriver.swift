@@ -21,8 +21,8 @@ struct UserspaceOptions: ParsableArguments {
     @Flag(name: .customLong("userspace-copy"), help: "Relay with read/write through a buffer instead of splice.")
     var copy = false
 
-    @Option(name: .customLong("userspace-epoll"), help: "edge (default) or level: how connection sockets are registered with epoll.")
-    var epoll: String = "edge"
+    @Option(name: .customLong("userspace-epoll"), help: "level (default) or edge: how connection sockets are registered with epoll.")
+    var epoll: String = "level"
 
     @Option(name: .customLong("userspace-pipe-size"), help: "KiB a spliced direction may hold in its pipe (64-1024).")
     var pipeKiB: Int = 1_024

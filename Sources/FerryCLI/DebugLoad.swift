@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import FerrySystem
 import FerryUserspace
@@ -28,6 +29,12 @@ struct LoadCommand: ParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Stop after this many connections.")
     var maxConnections: Int = 2_000_000
 
+    @Option(
+        help: ArgumentHelp(
+            "Write each connection's end (milliseconds since the epoch) and the pod that answered (- when it failed) to FILE.",
+            valueName: "file"))
+    var timeline: String?
+
     @Flag(help: "UDP queries instead of TCP connections.")
     var udp = false
 
@@ -40,24 +47,14 @@ struct LoadCommand: ParsableCommand {
         guard (1...4_096).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 4096") }
     }
 
-    struct Report: Codable {
-        var connections: Int
-        var failures: Int
-        var seconds: Double
-        var perSecond: Double
-        var p50Microseconds: UInt64
-        var p99Microseconds: UInt64
-        var p999Microseconds: UInt64
-        var pods: [String: Int]
-        var errors: [String: Int]
-    }
-
     /// One thread's tallies.
     final class Tally: @unchecked Sendable {
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var pods: [String: Int] = [:]
         var errors: [String: Int] = [:]
         var failures = 0
+        /// (end, pod) per connection, with `--timeline`.
+        var timeline: [(Double, String)] = []
     }
 
     func run() throws {
@@ -73,6 +70,7 @@ struct LoadCommand: ParsableCommand {
         let start = clock.now
         let deadline = start + .milliseconds(Int64(seconds * 1000))
         let tallies = (0..<concurrency).map { _ in Tally() }
+        let keepTimeline = timeline != nil
         // One thread per connection in flight (concurrentPerform would run only one per core).
         let finished = DispatchGroup()
         for index in 0..<concurrency {
@@ -94,6 +92,10 @@ struct LoadCommand: ParsableCommand {
                         udp
                         ? LoadCommand.query(target, request: request, buffer: &buffer, keep: udpKeepSocket, kept: &kept)
                         : LoadCommand.exchange(target, request: request, buffer: &buffer)
+                    if keepTimeline {
+                        let pod = (try? outcome.get()) ?? "-"
+                        tally.timeline.append((Date().timeIntervalSince1970 * 1000, pod))
+                    }
                     switch outcome {
                     case .success(let pod):
                         let elapsed = clock.now - begin
@@ -125,10 +127,15 @@ struct LoadCommand: ParsableCommand {
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let count = Int(merged.totalCount)
-        let report = Report(
+        let report = LoadReport(
             connections: count, failures: failures, seconds: seconds, perSecond: Double(count) / seconds,
-            p50Microseconds: merged.valueAtPercentile(50), p99Microseconds: merged.valueAtPercentile(99),
-            p999Microseconds: merged.valueAtPercentile(99.9), pods: pods, errors: errors)
+            p50Microseconds: merged.valueAtPercentile(50), p90Microseconds: merged.valueAtPercentile(90),
+            p99Microseconds: merged.valueAtPercentile(99), p999Microseconds: merged.valueAtPercentile(99.9), pods: pods,
+            errors: errors)
+        if let timeline {
+            let lines = tallies.flatMap(\.timeline).sorted { $0.0 < $1.0 }.map { "\(String(format: "%.3f", $0.0)) \($0.1)" }
+            try (lines.joined(separator: "\n") + "\n").write(toFile: timeline, atomically: true, encoding: .utf8)
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import FerryTestbed
 import Foundation
@@ -114,14 +115,14 @@ struct UDPBench: ParsableCommand {
     }
 
     private func measure(_ bed: Testbed, name: String, ferry: String, to targets: [String]) throws -> Figures {
-        func load(keep: Bool) throws -> LoadCommand.Report {
+        func load(keep: Bool) throws -> LoadReport {
             let result = try bed.run(
                 in: bed.client,
                 [ferry, "debug", "load", "--udp", "--seconds", String(seconds), "--concurrency", String(concurrency)]
                     + (keep ? ["--udp-keep-socket"] : []) + targets.flatMap { ["--to", $0] },
                 timeout: .seconds(Int64(seconds) + 60))
             guard let data = result.stdout.split(separator: "\n").last.map({ Data($0.utf8) }),
-                let report = try? JSONDecoder().decode(LoadCommand.Report.self, from: data)
+                let report = try? JSONDecoder().decode(LoadReport.self, from: data)
             else { throw CommandFailure.runtime("\(name): ferry debug load --udp gave no report: \(result)") }
             return report
         }

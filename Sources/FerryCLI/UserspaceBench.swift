@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import FerryTestbed
 import Foundation
@@ -105,7 +106,7 @@ struct UserspaceBench: ParsableCommand {
         // is the median over the rounds.
         var rounds: [[Figures]] = []
         let echoTargets = bed.pods.map { "\($0.ip):\(Self.echoPort)" }
-        let targets = ["direct", "edge", "level", "haproxy", "haproxy splice"]
+        let targets = ["direct", "level", "edge", "haproxy", "haproxy splice"]
         for round in 1...self.rounds {
             // Each round starts at another target, so no target always follows the same one.
             var results: [String: Figures] = [:]
@@ -117,8 +118,8 @@ struct UserspaceBench: ParsableCommand {
                     results[target] = try measure(
                         bed, name: "direct", ferry: ferry, bulk: "\(bed.pods[0].ip):\(Self.bulkPort)", echo: echoTargets, proxyPID: nil)
                 case "edge", "level":
-                    // Edge-triggered is Ferry's default; level-triggered is measured beside it.
-                    let name = target == "edge" ? "ferry userspace" : "ferry (level-trig.)"
+                    // Level-triggered is Ferry's default; edge-triggered is measured beside it.
+                    let name = target == "level" ? "ferry userspace" : "ferry (edge-trig.)"
                     log(name, round: round)
                     let logName = "ferry-\(target)-\(round)"
                     let proxy = try bed.spawn(
@@ -179,7 +180,7 @@ struct UserspaceBench: ParsableCommand {
             [ferry, "debug", "load", "--seconds", String(seconds), "--concurrency", String(concurrency)] + echo.flatMap { ["--to", $0] },
             timeout: .seconds(Int64(seconds) + 60))
         guard let data = load.stdout.split(separator: "\n").last.map({ Data($0.utf8) }),
-            let rate = try? JSONDecoder().decode(LoadCommand.Report.self, from: data)
+            let rate = try? JSONDecoder().decode(LoadReport.self, from: data)
         else { throw CommandFailure.runtime("\(name): ferry debug load gave no report: \(load)") }
         return Figures(
             target: name, gbitOneStream: one.bitsPerSecond / 1e9, gbitFourStreams: four.bitsPerSecond / 1e9,
@@ -325,37 +326,5 @@ struct UserspaceBench: ParsableCommand {
         }
         markdown += "\n" + charts.map { "![\($0.title)](\($0.file))" }.joined(separator: "\n") + "\n"
         try markdown.write(toFile: "\(report)/report.md", atomically: true, encoding: .utf8)
-    }
-}
-
-/// A horizontal bar chart as a standalone SVG.
-enum BarChart {
-    static func svg(title: String, unit: String, bars: [(String, Double)]) -> String {
-        let width = 640.0
-        let labelWidth = 150.0
-        let rowHeight = 34.0
-        let top = 40.0
-        let height = top + rowHeight * Double(bars.count) + 10
-        let maximum = max(bars.map(\.1).max() ?? 1, 1e-9)
-        let colors = ["#4e79a7", "#59a14f", "#f28e2b", "#e15759", "#76b7b2"]
-        var body = ""
-        for (index, bar) in bars.enumerated() {
-            let y = top + rowHeight * Double(index)
-            let length = (width - labelWidth - 110) * bar.1 / maximum
-            let value = bar.1 >= 100 ? String(format: "%.0f", bar.1) : String(format: "%.2f", bar.1)
-            body += """
-                <text x="\(labelWidth - 8)" y="\(y + 20)" text-anchor="end" font-size="13">\(bar.0)</text>
-                <rect x="\(labelWidth)" y="\(y + 6)" width="\(String(format: "%.1f", length))" height="20" fill="\(colors[index % colors.count])"/>
-                <text x="\(labelWidth + length + 6)" y="\(y + 20)" font-size="13">\(value) \(unit)</text>
-
-                """
-        }
-        return """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="10" y="24" font-size="15" font-weight="bold">\(title)</text>
-            \(body)</svg>
-
-            """
     }
 }

@@ -19,10 +19,12 @@ public struct ForwarderConfig: Sendable, Hashable {
     public var splice: Bool
     /// Connection sockets edge-triggered (registered once, never modified), or level-triggered (interest
     /// updated with EPOLL_CTL_MOD as the relay's needs change). Both take a short `read` for "drained"
-    /// (edge-triggered, until the side hangs up; a spliced direction reads until EAGAIN there). Edge is the
-    /// default: in one test bed, alternating, 32 short connections in flight, it made 18.7 system calls
-    /// per connection against 20.7 (2 epoll_ctl against 4; HAProxy 22.7 and 3.2) at the same rate and CPU
-    /// per connection (within this VM's noise: 4,253 against 4,319 conn/s, means of five 4 s runs).
+    /// (edge-triggered, until the side hangs up; a spliced direction reads until EAGAIN there). Level is
+    /// the default. Edge makes fewer system calls per short connection (18.7 against 20.7, 2 epoll_ctl
+    /// against 4; HAProxy 22.7 and 3.2; perf stat, one test bed) but no more connections: 4,253 against
+    /// 4,319 conn/s (means of five alternating 4 s runs), and in three `ferry bench userspace` runs
+    /// 4,454 / 3,842 / 4,192 against 4,208 / 3,612 / 4,578; and it spends more CPU per GB in bulk
+    /// (0.34-0.36 s against 0.29-0.40, median 0.35 against 0.31: a wake-up for every ACK that frees room).
     public var edgeTriggered: Bool
     /// Bytes held per direction in copy mode.
     public var bufferSize: Int
@@ -41,7 +43,7 @@ public struct ForwarderConfig: Sendable, Hashable {
         workers: Int = ProcessInfo.processInfo.activeProcessorCount,
         connectTimeouts: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2)],
         idleTimeout: Duration = .seconds(3600), splice: Bool = true, bufferSize: Int = 16_384, pipeSize: Int = 1_048_576,
-        edgeTriggered: Bool = true
+        edgeTriggered: Bool = false
     ) {
         self.edgeTriggered = edgeTriggered
         self.pipeSize = pipeSize

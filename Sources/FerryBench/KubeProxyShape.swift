@@ -7,19 +7,19 @@ import FerryNFTables
 /// `service-nodeports` verdict maps, per service port a chain balancing with one
 /// `numgen random mod N vmap { … }` (an anonymous map per service), a chain per endpoint (hairpin
 /// masquerade, DNAT), an external chain for NodePorts. Cluster policy only (the bench's services).
-enum KubeProxyShape {
+public enum KubeProxyShape {
     /// `prefix-HASH-namespace/name/protocol/port`, with a stable 8-character hash as kube-proxy has.
-    static func name(_ prefix: String, _ table: ServicePortTable, _ suffix: String = "") -> String {
+    public static func name(_ prefix: String, _ table: ServicePortTable, _ suffix: String = "") -> String {
         let readable = "\(table.name.service.namespace)/\(table.name.service.name)/\(table.name.protocol.rawValue.lowercased())/\(table.name.port)\(suffix)"
         return "\(prefix)-\(ChainNames.hash(prefix + readable))-\(readable)"
     }
 
-    static func endpointChain(_ table: ServicePortTable, _ backend: Backend) -> String {
+    public static func endpointChain(_ table: ServicePortTable, _ backend: Backend) -> String {
         name("endpoint", table, "__\(backend.ip)/\(backend.port)")
     }
 
     /// The whole ruleset.
-    static func render(_ tables: BackendTables, clusterCIDR: CIDR) -> String {
+    public static func render(_ tables: BackendTables, clusterCIDR: CIDR) -> String {
         var text = """
             table ip kube-proxy {
               comment "rules for kube-proxy"
@@ -64,7 +64,7 @@ enum KubeProxyShape {
     }
 
     /// The chains of one service port (its service, external and endpoint chains), inside the table block.
-    static func chains(_ table: ServicePortTable, clusterCIDR: CIDR) -> String {
+    public static func chains(_ table: ServicePortTable, clusterCIDR: CIDR) -> String {
         let l4 = table.name.protocol.rawValue.lowercased()
         let endpoints = table.categories.cluster.filter { $0.ip.family == .ipv4 }
         var text = ""
@@ -88,7 +88,7 @@ enum KubeProxyShape {
     /// What kube-proxy's partial sync sends when one endpoint of `after` replaced one of `before`: every
     /// chain of the service port added and flushed, its rules written again, the old endpoint's chain
     /// flushed (kube-proxy deletes it a second later).
-    static func change(from before: ServicePortTable, to after: ServicePortTable, clusterCIDR: CIDR) -> String {
+    public static func change(from before: ServicePortTable, to after: ServicePortTable, clusterCIDR: CIDR) -> String {
         var names = [name("service", after)] + (after.nodePort != nil ? [name("external", after)] : [])
         names += after.categories.cluster.filter { $0.ip.family == .ipv4 }.map { endpointChain(after, $0) }
         var text = names.map { "add chain ip kube-proxy \($0)\nflush chain ip kube-proxy \($0)\n" }.joined()
