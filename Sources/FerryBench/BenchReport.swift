@@ -70,6 +70,7 @@ public enum BenchReport {
         text += "(client, pods, proxy, kernel) per GB moved and per 1,000 connections.\n\n"
         for line in ratios(results) { text += "- \(line)\n" }
         text += "\n![throughput](throughput.svg)\n![connections](connections.svg)\n![latency](latency.svg)\n![udp](udp.svg)\n\n"
+        guard !results.balance.isEmpty else { return text + "## Notes\n\n" + results.notes.map { "- \($0)\n" }.joined() }
         text += "## Balance\n\n| balancer | connections per pod | max/min | chi-square | p | within the bound (p >= 0.001) |\n"
         text += "| --- | --- | --- | --- | --- | --- |\n"
         for figure in results.balance {
@@ -80,14 +81,14 @@ public enum BenchReport {
         }
         text += "\n![spread](spread.svg)\n\n"
         if let slow = results.slowBackend.first?.slowPod {
-            text += "One pod slow (\(slow): 5 ms more each way, `tc netem`):\n\n| target | connections per pod | conn/s | p99 |\n| --- | --- | --- | --- |\n"
+            text += "One pod slow (\(slow) answers 5 ms late: its server waits before the greeting; the others answer at once; port \(LoadBalancingBench.slowPort)):\n\n| target | connections per pod | conn/s | p99 |\n| --- | --- | --- | --- |\n"
             for figure in results.slowBackend {
                 let counts = figure.spread.counts.sorted { $0.key < $1.key }.map { "\($0.value)" }.joined(separator: " / ")
                 text += "| \(figure.target) | \(counts) | \(Int(figure.connectionsPerSecond)) | \(milliseconds(figure.p99Microseconds)) |\n"
             }
             text += "\n"
         }
-        text += "Session affinity (ClientIP), 200 connections from one client: "
+        text += "Session affinity (ClientIP), one connection, then 200 (4 in flight) from the same client: "
         text += results.affinity.map { "\($0.target) reached \($0.podsReached) pod\($0.podsReached == 1 ? "" : "s")" }.joined(separator: "; ")
         text += ".\n\n## Control plane\n\nChange to traffic (a watched manifest loses a pod, then gets it back, 8 connections in flight):\n\n"
         text += "| mode | last connection to the removed pod after the edit | first connection to the re-added pod | connections | failed |\n"
@@ -116,8 +117,13 @@ public enum BenchReport {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: "\(folder)/results.json"))
         try markdown(results, command: command).write(toFile: "\(folder)/report.md", atomically: true, encoding: .utf8)
-        for (file, svg) in charts(results) { try svg.write(toFile: "\(folder)/\(file)", atomically: true, encoding: .utf8) }
+        for (file, svg) in charts(results) where results.balance.isEmpty ? dataPathCharts.contains(file) : true {
+            try svg.write(toFile: "\(folder)/\(file)", atomically: true, encoding: .utf8)
+        }
     }
+
+    /// The charts a data-path-only run has.
+    static let dataPathCharts: Set<String> = ["throughput.svg", "connections.svg", "latency.svg", "udp.svg"]
 
     static func charts(_ results: BenchResults) -> [(String, String)] {
         let targets = results.dataPath.map(\.target)
@@ -147,13 +153,15 @@ public enum BenchReport {
         let udp = results.dataPath.filter { $0.udpQueriesPerSecond != nil }
         charts.append(
             ("udp.svg", BarChart.svg(title: "UDP queries per second (fresh socket each)", unit: "q/s", bars: udp.map { ($0.target, $0.udpQueriesPerSecond!) })))
-        let pods = Array(Set(results.balance.flatMap { $0.spread.counts.keys })).sorted()
+        // A balancer the spread test does not apply to (a note says why) is left out of the chart.
+        let balanced = results.balance.filter { $0.note == nil }
+        let pods = Array(Set(balanced.flatMap { $0.spread.counts.keys })).sorted()
         charts.append(
             (
                 "spread.svg",
                 BarChart.grouped(
-                    title: "Share of connections per pod (even: 33.3%)", unit: "%", groups: results.balance.map(\.balancer), series: pods,
-                    values: results.balance.map { figure in
+                    title: "Share of connections per pod (even: 33.3%)", unit: "%", groups: balanced.map(\.balancer), series: pods,
+                    values: balanced.map { figure in
                         let total = Double(max(1, figure.spread.counts.values.reduce(0, +)))
                         return pods.map { Double(figure.spread.counts[$0] ?? 0) * 100 / total }
                     })
@@ -164,7 +172,7 @@ public enum BenchReport {
                 BarChart.grouped(
                     title: "Change to traffic (manifest edit to new connections following)", unit: "ms",
                     groups: results.changes.map(\.target), series: ["pod removed", "pod added"],
-                    values: results.changes.map { [$0.removalMilliseconds ?? 0, $0.additionMilliseconds ?? 0] })
+                    values: results.changes.map { [$0.removalMilliseconds ?? .nan, $0.additionMilliseconds ?? .nan] })
             ))
         charts.append(
             (
@@ -172,7 +180,7 @@ public enum BenchReport {
                 BarChart.grouped(
                     title: "Full sync time by service count", unit: "s", groups: results.sync.map { "\($0.services) services" },
                     series: ["Ferry", "kube-proxy's ruleset (nft -f)"],
-                    values: results.sync.map { [$0.fullSeconds, $0.kubeProxyFullSeconds ?? 0] })
+                    values: results.sync.map { [$0.fullSeconds, $0.kubeProxyFullSeconds ?? .nan] })
             ))
         return charts
     }

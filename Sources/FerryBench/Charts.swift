@@ -59,11 +59,12 @@ public enum BarChart {
                 """
             for (index, value) in (row < values.count ? values[row] : []).enumerated() {
                 let barY = y + Double(index) * barHeight
+                // NaN: not measured (said, not drawn as a zero).
                 let length = value.isFinite ? (width - labelWidth - 110) * max(0, value) / maximum : 0
-                let shown = value >= 100 ? String(format: "%.0f", value) : String(format: "%.2f", value)
+                let shown = !value.isFinite ? "not measured" : value >= 100 ? String(format: "%.0f", value) : String(format: "%.2f", value)
                 body += """
                     <rect x="\(labelWidth)" y="\(barY)" width="\(String(format: "%.1f", length))" height="\(barHeight - 2)" fill="\(colors[index % colors.count])"/>
-                    <text x="\(labelWidth + length + 4)" y="\(barY + barHeight - 4)" font-size="11">\(shown) \(unit)</text>
+                    <text x="\(labelWidth + length + 4)" y="\(barY + barHeight - 4)" font-size="11">\(shown)\(value.isFinite ? " " + unit : "")</text>
 
                     """
             }

@@ -8,7 +8,7 @@ enum DataPathTarget: Hashable, Sendable {
     case direct
     case ferryNFTables
     case kubeProxy
-    case ferryUserspace(balancer: String)
+    case ferryUserspace(balancer: String, epoll: String = "level")
     case haproxy(splice: Bool)
 
     static func all(haproxy: Bool, both: Bool) -> [DataPathTarget] {
@@ -21,7 +21,8 @@ enum DataPathTarget: Hashable, Sendable {
         case .direct: "direct (client to pods)"
         case .ferryNFTables: "Ferry nftables"
         case .kubeProxy: "kube-proxy ruleset (nft -f)"
-        case .ferryUserspace(let balancer): balancer == "round-robin" ? "Ferry userspace" : "Ferry userspace \(balancer)"
+        case .ferryUserspace(let balancer, let epoll):
+            (balancer == "round-robin" ? "Ferry userspace" : "Ferry userspace \(balancer)") + (epoll == "level" ? "" : " (\(epoll)-triggered)")
         case .haproxy(let splice): splice ? "HAProxy, splice-auto" : "HAProxy"
         }
     }
@@ -87,8 +88,12 @@ final class Lab: @unchecked Sendable {
         }
         _ = try bed.run(in: bed.node, ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=30000-32767"])
         try bed.startPodServers(ferryPath: ferry, tcp: [LoadBalancingBench.echoPort], udp: [LoadBalancingBench.dnsPort])
-        for pod in bed.pods {
+        for (index, pod) in bed.pods.enumerated() {
             try bed.spawn(in: pod.namespace, ["iperf3", "-s", "-p", String(LoadBalancingBench.bulkPort)], logName: "iperf3-\(pod.name)")
+            let delay = index == 2 ? ["--delay-ms", "5"] : []
+            try bed.spawn(
+                in: pod.namespace, [ferry, "debug", "serve", "--name", pod.name, "--tcp", String(LoadBalancingBench.slowPort)] + delay,
+                logName: "slow-\(pod.name)")
             if hasHTTP {
                 let config = "\(folder)/nginx-\(pod.name).conf"
                 try nginxConfig(pod).write(toFile: config, atomically: true, encoding: .utf8)
@@ -147,11 +152,13 @@ final class Lab: @unchecked Sendable {
                 _ = try? bed.run(in: bed.node, ["nft", "delete", "table", "ip", "kube-proxy"])
             }
             return try body(nil)
-        case .ferryUserspace(let balancer):
+        case .ferryUserspace(let balancer, let epoll):
             let proxy = try bed.spawn(
                 in: bed.node,
-                [ferry, "run", "--mode", "userspace", "--min-sync-period", "0", "--userspace-workers", "2", "--userspace-balancer", balancer]
-                    + node, logName: "ferry-userspace")
+                [
+                    ferry, "run", "--mode", "userspace", "--min-sync-period", "0", "--userspace-workers", "2", "--userspace-balancer", balancer,
+                    "--userspace-epoll", epoll,
+                ] + node, logName: "ferry-userspace")
             defer { BenchProcesses.stop(proxy) }
             try BenchProcesses.waitFor(bed, log: "ferry-userspace", text: "synced")
             return try body(proxy.processIdentifier)
@@ -271,16 +278,6 @@ final class Lab: @unchecked Sendable {
              "http://\(target)/"], timeout: .seconds(Int64(seconds) + 30))
         guard let parsed = WrkOutput(result.stdout) else { throw BenchFailure("wrk to \(target) gave no figures: \(result)") }
         return (parsed.requestsPerSecond, parsed.p99Microseconds)
-    }
-
-    /// Adds (or with nil removes) a delay on a pod's link, both ways seen from the client.
-    func delay(_ pod: Testbed.Pod, milliseconds: Int?) throws {
-        if let milliseconds {
-            let result = try bed.run(in: pod.namespace, ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "\(milliseconds)ms"])
-            guard result.status == 0 else { throw BenchFailure("tc netem in \(pod.name) failed: \(result.stderr)") }
-        } else {
-            _ = try bed.run(in: pod.namespace, ["tc", "qdisc", "del", "dev", "eth0", "root"])
-        }
     }
 
     /// Connections run (8 in flight) while the watched manifest loses the third pod and gets it back.

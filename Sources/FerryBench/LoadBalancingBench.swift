@@ -28,6 +28,18 @@ public struct LoadBalancingBench {
         public static let quick = Profile(
             name: "quick", rounds: 1, seconds: 2, concurrency: 32, balanceConnections: 3_000, syncSizes: [100, 1_000],
             bothHAProxyModes: false)
+        public init(
+            name: String, rounds: Int, seconds: Double, concurrency: Int, balanceConnections: Int, syncSizes: [Int], bothHAProxyModes: Bool
+        ) {
+            self.name = name
+            self.rounds = rounds
+            self.seconds = seconds
+            self.concurrency = concurrency
+            self.balanceConnections = balanceConnections
+            self.syncSizes = syncSizes
+            self.bothHAProxyModes = bothHAProxyModes
+        }
+
         public static let full = Profile(
             name: "full", rounds: 3, seconds: 5, concurrency: 32, balanceConnections: 12_000, syncSizes: [100, 1_000, 10_000],
             bothHAProxyModes: true)
@@ -40,6 +52,7 @@ public struct LoadBalancingBench {
     public let progress: @Sendable (String) -> Void
 
     public init(profile: Profile, ferry: String, progress: @escaping @Sendable (String) -> Void) {
+        precondition(profile.rounds >= 1 && profile.seconds > 0 && profile.concurrency >= 1)
         self.profile = profile
         self.ferry = ferry
         self.progress = progress
@@ -49,6 +62,8 @@ public struct LoadBalancingBench {
 
     static let echoPort = 8080
     static let httpPort = 8081
+    /// Served with a 5 ms delay before the greeting by the third pod, at once by the others.
+    static let slowPort = 8082
     static let dnsPort = 53
     static let bulkPort = 5201
     static let serviceIP = "10.96.0.10"
@@ -71,6 +86,7 @@ public struct LoadBalancingBench {
               ports:
               - {name: echo, port: \(echoPort)}
               - {name: http, port: \(httpPort)}
+              - {name: slow, port: \(slowPort)}
               - {name: dns, port: \(dnsPort), protocol: UDP}
             ---
             apiVersion: discovery.k8s.io/v1
@@ -78,7 +94,11 @@ public struct LoadBalancingBench {
             metadata: {name: bench-x, namespace: default, labels: {kubernetes.io/service-name: bench}}
             addressType: IPv4
             endpoints: \(endpoints)
-            ports: [{name: echo, port: \(echoPort)}, {name: http, port: \(httpPort)}, {name: dns, port: \(dnsPort), protocol: UDP}]
+            ports:
+            - {name: echo, port: \(echoPort)}
+            - {name: http, port: \(httpPort)}
+            - {name: slow, port: \(slowPort)}
+            - {name: dns, port: \(dnsPort), protocol: UDP}
             ---
             apiVersion: v1
             kind: Service
@@ -115,7 +135,7 @@ public struct LoadBalancingBench {
     /// Builds the topology, measures everything, tears the topology down (also when a step fails).
     public func run() throws -> BenchResults {
         guard getuid() == 0 else { throw BenchFailure("ferry bench needs root (network namespaces, nftables)") }
-        for tool in ["iperf3", "nft", "tc"] where Testbed.executable(named: tool) == nil {
+        for tool in ["iperf3", "nft"] where Testbed.executable(named: tool) == nil {
             throw BenchFailure("ferry bench needs \(tool) (`make bench` installs what it needs)")
         }
         let started = ContinuousClock.now
@@ -131,18 +151,38 @@ public struct LoadBalancingBench {
         results.affinity = try measureAffinity(lab)
         results.changes = try measureChanges(lab)
         results.sync = try measureSync(lab)
-        results.notes.append(
-            "Direct connection rate at the start and at the end of the data-path runs: "
-                + String(format: "%.0f and %.0f conn/s", lab.directCheck.first ?? 0, lab.directCheck.last ?? 0)
-                + " (no target slows the next: no TIME_WAIT socket is kept in any namespace, and each round starts at another target).")
+        results.notes.append(Self.directCheckNote(lab))
         results.seconds = (ContinuousClock.now - started).seconds
         return results
     }
 
     // MARK: Data path
 
-    func measureDataPath(_ lab: Lab) throws -> [DataPathFigures] {
-        let targets = DataPathTarget.all(haproxy: lab.hasHAProxy, both: profile.bothHAProxyModes)
+    /// The data path alone: Ferry userspace (level- and edge-triggered) against HAProxy with and without
+    /// splice and direct (`ferry bench userspace`).
+    public func runUserspaceDataPath() throws -> BenchResults {
+        guard getuid() == 0 else { throw BenchFailure("ferry bench userspace needs root (network namespaces)") }
+        for tool in ["iperf3", "haproxy"] where Testbed.executable(named: tool) == nil {
+            throw BenchFailure("ferry bench userspace needs \(tool) (`make bench` installs what it needs)")
+        }
+        let started = ContinuousClock.now
+        var results = BenchResults(
+            profile: profile.name, date: ISO8601DateFormatter().string(from: Date()), cores: ProcessInfo.processInfo.activeProcessorCount)
+        let lab = try Lab(ferry: ferry, progress: progress)
+        defer { lab.teardown() }
+        results.notes += lab.notes
+        let targets: [DataPathTarget] = [
+            .direct, .ferryUserspace(balancer: "round-robin"), .ferryUserspace(balancer: "round-robin", epoll: "edge"),
+            .haproxy(splice: false), .haproxy(splice: true),
+        ]
+        results.dataPath = try measureDataPath(lab, targets: targets)
+        results.notes.append(Self.directCheckNote(lab))
+        results.seconds = (ContinuousClock.now - started).seconds
+        return results
+    }
+
+    func measureDataPath(_ lab: Lab, targets chosen: [DataPathTarget]? = nil) throws -> [DataPathFigures] {
+        let targets = chosen ?? DataPathTarget.all(haproxy: lab.hasHAProxy, both: profile.bothHAProxyModes)
         var rounds: [[DataPathFigures]] = []
         lab.directCheck.append(try lab.connectionRate(to: lab.directEcho, seconds: profile.seconds, concurrency: profile.concurrency).perSecond)
         for round in 1...profile.rounds {
@@ -158,6 +198,13 @@ public struct LoadBalancingBench {
         }
         lab.directCheck.append(try lab.connectionRate(to: lab.directEcho, seconds: profile.seconds, concurrency: profile.concurrency).perSecond)
         return (0..<targets.count).map { index in DataPathFigures.median(rounds.map { $0[index] }) }
+    }
+
+    /// How the bench keeps one target from slowing the next, with the figures that check it.
+    static func directCheckNote(_ lab: Lab) -> String {
+        "Direct connection rate at the start and at the end of the data-path runs: "
+            + String(format: "%.0f and %.0f conn/s", lab.directCheck.first ?? 0, lab.directCheck.last ?? 0)
+            + " (no target slows the next: no TIME_WAIT socket is kept in any namespace, and each round starts at another target)."
     }
 
     // MARK: Balance
@@ -182,16 +229,14 @@ public struct LoadBalancingBench {
         for figure in dataPath where figure.target == DataPathTarget.ferryNFTables.name || figure.target == DataPathTarget.kubeProxy.name {
             figures.append(
                 BalanceFigures(
-                    balancer: "\(figure.target) (numgen random)", spread: Spread(counts: figure.spread, backends: names), failures: figure.failures))
+                    balancer: figure.target == DataPathTarget.kubeProxy.name ? "kube-proxy ruleset random" : "Ferry nftables random", spread: Spread(counts: figure.spread, backends: names), failures: figure.failures))
         }
         return figures
     }
 
-    /// One pod 5 ms slower (netem on its link): how each balancer's spread and p99 respond.
+    /// One pod answering 5 ms late (its server waits before the greeting: netem needs a kernel module
+    /// this machine lacks): how each balancer's spread and p99 respond.
     func measureSlowBackend(_ lab: Lab) throws -> [SlowBackendFigures] {
-        let slow = lab.bed.pods[2]
-        try lab.delay(slow, milliseconds: 5)
-        defer { try? lab.delay(slow, milliseconds: nil) }
         var figures: [SlowBackendFigures] = []
         let targets: [DataPathTarget] = [
             .ferryUserspace(balancer: "round-robin"), .ferryUserspace(balancer: "least-connections"), .ferryUserspace(balancer: "random"),
@@ -200,24 +245,28 @@ public struct LoadBalancingBench {
         for target in targets {
             progress("slow backend: \(target.name)")
             let report = try lab.with(target) { _ in
-                try lab.connectionRate(to: ["\(Self.serviceIP):\(Self.echoPort)"], seconds: profile.seconds, concurrency: profile.concurrency)
+                try lab.connectionRate(to: ["\(Self.serviceIP):\(Self.slowPort)"], seconds: profile.seconds, concurrency: profile.concurrency)
             }
             figures.append(
                 SlowBackendFigures(
-                    target: target.name, slowPod: slow.name, spread: Spread(counts: report.pods, backends: lab.bed.pods.map(\.name)),
+                    target: target.name, slowPod: lab.bed.pods[2].name, spread: Spread(counts: report.pods, backends: lab.bed.pods.map(\.name)),
                     connectionsPerSecond: report.perSecond, p99Microseconds: report.p99Microseconds))
         }
         return figures
     }
 
-    /// ClientIP affinity: how many pods one client reaches over 200 connections (1 expected).
+    /// ClientIP affinity: how many pods one client reaches over 200 connections (1 expected) after a
+    /// first one has made the affinity entry (connections that start together before any entry exists
+    /// each pick a backend, in kube-proxy as in Ferry).
     func measureAffinity(_ lab: Lab) throws -> [AffinityFigures] {
         try [DataPathTarget.ferryNFTables, .ferryUserspace(balancer: "round-robin")].map { target in
             progress("affinity: \(target.name)")
-            let report = try lab.with(target) { _ in
-                try lab.connections(to: ["\(Self.stickyIP):\(Self.echoPort)"], count: 200, concurrency: 4)
+            let sticky = ["\(Self.stickyIP):\(Self.echoPort)"]
+            let (first, rest) = try lab.with(target) { _ in
+                (try lab.connections(to: sticky, count: 1, concurrency: 1), try lab.connections(to: sticky, count: 200, concurrency: 4))
             }
-            return AffinityFigures(target: target.name, connections: report.connections, podsReached: report.pods.count)
+            return AffinityFigures(
+                target: target.name, connections: rest.connections, podsReached: Set(first.pods.keys).union(rest.pods.keys).count)
         }
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import FerryFakeAPIServer
 import FerryProxy

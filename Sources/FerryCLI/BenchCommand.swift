@@ -8,133 +8,8 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that report numbers (`ferry bench`: load balancing end to end).",
-        subcommands: [LoadBalancingBenchCommand.self, LoadBench.self, SyncBench.self, UserspaceBench.self, UDPBench.self, APIBench.self],
+        subcommands: [LoadBalancingBenchCommand.self, LoadBench.self, SyncBench.self, UserspaceBench.self, APIBench.self],
         defaultSubcommand: LoadBalancingBenchCommand.self)
-}
-
-/// Synthetic clusters for benchmarks: Service i has cluster IP 10.96.x.y, port 80 (http) and one
-/// EndpointSlice of ready endpoints with unique pod IPs in 10.64.0.0/10, spread over two nodes.
-struct SyntheticCluster {
-    var services: Int
-    var endpointsPerService: Int
-    /// In the text forms (`json`, `yaml`): every service a NodePort (10000 + index), as `objects` makes them.
-    var withNodePorts = false
-
-    func clusterIP(_ index: Int) -> String { "10.\(96 + (index >> 16)).\((index >> 8) & 255).\(index & 255)" }
-
-    /// The same cluster as model objects (no text), every service a NodePort (10000 + index);
-    /// `replacing` gives service `replacing` a different first endpoint; `adding` gives service `adding`
-    /// one endpoint more.
-    func objects(replacing changed: Int? = nil, adding grown: Int? = nil) -> [KubeObject] {
-        var result: [KubeObject] = []
-        result.reserveCapacity(services * 2)
-        for index in 0..<services {
-            let name = "svc-\(index)"
-            result.append(
-                .service(
-                    Service(
-                        meta: ObjectMeta(name: name, namespace: "bench"), type: .nodePort, clusterIPs: [IPAddress(clusterIP(index))!],
-                        ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: 10_000 + index)],
-                        selector: ["app": name])))
-            let endpoints = (0..<(index == grown ? endpointsPerService + 1 : endpointsPerService)).map { endpoint -> SliceEndpoint in
-                let address =
-                    index == changed && endpoint == 0
-                    ? IPAddress("10.127.255.254")!
-                    : endpoint == endpointsPerService ? IPAddress("10.127.255.253")! : IPAddress(podIP(index, endpoint))!
-                return SliceEndpoint(addresses: [address], nodeName: "node-\(endpoint % 2 + 1)", zone: "zone-a")
-            }
-            result.append(
-                .endpointSlice(
-                    EndpointSlice(
-                        meta: ObjectMeta(name: "\(name)-abcde", namespace: "bench", labels: [EndpointSlice.serviceNameLabel: name]),
-                        serviceName: name, endpoints: endpoints, ports: [SlicePort(name: "http", protocol: .tcp, port: 8080)])))
-        }
-        return result
-    }
-
-    func podIP(_ service: Int, _ endpoint: Int) -> String {
-        let index = service * endpointsPerService + endpoint
-        return "10.\(64 + (index >> 16)).\((index >> 8) & 255).\(index & 255)"
-    }
-
-    /// Services `range` (all by default) and their slices as one `kind: List` JSON document.
-    func json(_ range: Range<Int>? = nil) -> String {
-        let range = range ?? 0..<services
-        var items: [String] = []
-        items.reserveCapacity(range.count * 2)
-        for index in range {
-            items.append(
-                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"svc-\#(index)","namespace":"bench","creationTimestamp":"2026-11-29T10:00:00Z"},"spec":{"type":"\#(withNodePorts ? "NodePort" : "ClusterIP")","clusterIP":"\#(clusterIP(index))","clusterIPs":["\#(clusterIP(index))"],"selector":{"app":"svc-\#(index)"},"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080\#(withNodePorts ? ",\"nodePort\":\(10_000 + index)" : "")}]}}"#
-            )
-            let endpoints = (0..<endpointsPerService).map { endpoint in
-                #"{"addresses":["\#(podIP(index, endpoint))"],"conditions":{"ready":true,"serving":true,"terminating":false},"nodeName":"node-\#(endpoint % 2 + 1)","zone":"zone-a"}"#
-            }
-            items.append(
-                #"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"svc-\#(index)-abcde","namespace":"bench","labels":{"kubernetes.io/service-name":"svc-\#(index)"}},"addressType":"IPv4","endpoints":[\#(endpoints.joined(separator: ","))],"ports":[{"name":"http","protocol":"TCP","port":8080}]}"#
-            )
-        }
-        return #"{"apiVersion":"v1","kind":"List","items":["# + items.joined(separator: ",\n") + "]}\n"
-    }
-
-    /// Services `range` (all by default) and their slices as a YAML stream, a document per object.
-    func yaml(_ range: Range<Int>? = nil) -> String {
-        let range = range ?? 0..<services
-        var documents: [String] = []
-        documents.reserveCapacity(range.count * 2)
-        for index in range {
-            documents.append(
-                """
-                apiVersion: v1
-                kind: Service
-                metadata:
-                  name: svc-\(index)
-                  namespace: bench
-                  creationTimestamp: "2026-11-29T10:00:00Z"
-                spec:
-                  type: ClusterIP
-                  clusterIP: \(clusterIP(index))
-                  clusterIPs:
-                  - \(clusterIP(index))
-                  selector:
-                    app: svc-\(index)
-                  ports:
-                  - name: http
-                    protocol: TCP
-                    port: 80
-                    targetPort: 8080
-                """)
-            let endpoints = (0..<endpointsPerService).map { endpoint in
-                """
-                - addresses:
-                  - \(podIP(index, endpoint))
-                  conditions:
-                    ready: true
-                    serving: true
-                    terminating: false
-                  nodeName: node-\(endpoint % 2 + 1)
-                  zone: zone-a
-                """
-            }
-            documents.append(
-                """
-                apiVersion: discovery.k8s.io/v1
-                kind: EndpointSlice
-                metadata:
-                  name: svc-\(index)-abcde
-                  namespace: bench
-                  labels:
-                    kubernetes.io/service-name: svc-\(index)
-                addressType: IPv4
-                endpoints:
-                \(endpoints.joined(separator: "\n"))
-                ports:
-                - name: http
-                  protocol: TCP
-                  port: 8080
-                """)
-        }
-        return documents.joined(separator: "\n---\n") + "\n"
-    }
 }
 
 /// Prints a benchmark's figures as indented JSON with sorted keys (`--json`).
@@ -158,12 +33,12 @@ struct LoadBalancingBenchCommand: ParsableCommand {
         commandName: "all",
         abstract: "Load balancing end to end: data path, balance, control plane; Ferry's two modes beside kube-proxy's ruleset, HAProxy and direct.",
         discussion: """
-            Needs root, iperf3, nft and tc; HAProxy, nginx and wrk for their figures (`make bench` installs them). Builds a \
+            Needs root, iperf3 and nft; HAProxy, nginx and wrk for their figures (`make bench` installs them). Builds a \
             client, a node and three pods in network namespaces of this run (removed at the end, on failure and on Ctrl-C). \
             Data path: bulk (iperf3, 1 and 4 streams), short connections (rate, p50-p99.9), HTTP with wrk against nginx, UDP \
             queries, the machine's CPU per GB and per 1,000 connections, for Ferry nftables, kube-proxy's nftables ruleset \
             for the same services (nft -f), Ferry userspace, HAProxy and the pods directly. Balance: connections per pod for \
-            each balancer with a chi-square test, one pod slowed with netem, ClientIP affinity. Control plane: a watched \
+            each balancer with a chi-square test, one pod answering 5 ms late, ClientIP affinity. Control plane: a watched \
             manifest edited while connections run (change to traffic) and `ferry bench sync`.
             """)
 
@@ -176,24 +51,20 @@ struct LoadBalancingBenchCommand: ParsableCommand {
     @Option(help: "Folder for report.md, results.json and the SVG charts.")
     var report: String = "bench-report"
 
+    @Option(help: ArgumentHelp("Measure nothing: write the report of an earlier run's results.json.", valueName: "results.json"))
+    var render: String?
+
     func run() throws {
-        unblockAllSignals()
-        let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                FileHandle.standardError.write(Data("interrupted: removing the test bed\n".utf8))
-                LoadBalancingBench.interrupted()
-                Glibc.exit(130)
-            }
-            source.resume()
-            return source
+        if let render {
+            let results = try JSONDecoder().decode(BenchResults.self, from: Data(contentsOf: URL(fileURLWithPath: render)))
+            try BenchReport.write(results, to: report, command: "ferry bench" + (results.profile == "quick" ? " --quick" : ""))
+            print("report: \(report)/report.md")
+            return
         }
-        defer { signals.forEach { $0.cancel() } }
         let bench = LoadBalancingBench(profile: quick ? .quick : .full, ferry: BenchProcesses.ferryPath) { line in
             FileHandle.standardError.write(Data("  \(line)\n".utf8))
         }
-        let results = try bench.run()
+        let results = try withInterruptTeardown { try bench.run() }
         let command = "ferry bench" + (quick ? " --quick" : "")
         try BenchReport.write(results, to: report, command: command)
         if json {
@@ -204,4 +75,28 @@ struct LoadBalancingBenchCommand: ParsableCommand {
             print("report: \(report)/report.md")
         }
     }
+}
+
+/// Runs a benchmark that builds a test bed, tearing the bed down on SIGINT or SIGTERM before exiting
+/// (130): namespaces and processes of the run are never left behind.
+func withInterruptTeardown<T>(_ body: () throws -> T) throws -> T {
+    unblockAllSignals()
+    let sources = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler {
+            FileHandle.standardError.write(Data("interrupted: removing the test bed\n".utf8))
+            LoadBalancingBench.interrupted()
+            Glibc.exit(130)
+        }
+        source.resume()
+        return source
+    }
+    defer {
+        for (number, source) in zip([SIGINT, SIGTERM], sources) {
+            source.cancel()
+            signal(number, SIG_DFL)
+        }
+    }
+    return try body()
 }

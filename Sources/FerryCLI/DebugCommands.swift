@@ -50,6 +50,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The address to listen on; an IPv6 one (e.g. ::) listens on IPv6.", valueName: "ip"))
     var bind: String = "0.0.0.0"
 
+    @Option(
+        name: .customLong("delay-ms"),
+        help: ArgumentHelp("TCP: wait this long before the greeting (a slow backend; netem needs a kernel module).", valueName: "ms"))
+    var delayMilliseconds: Int = 0
+
     func validate() throws {
         guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
             throw ValidationError("--name: \"\(name)\" must be non-empty and contain no spaces")
@@ -59,6 +64,7 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("port \(port) is out of range 0-65535")
         }
         guard IPAddress(bind) != nil else { throw ValidationError("--bind: \"\(bind)\" is not a valid IP address") }
+        guard (0...60_000).contains(delayMilliseconds) else { throw ValidationError("--delay-ms must be 0-60000") }
     }
 
     func run() throws {
@@ -92,10 +98,11 @@ struct ServeCommand: ParsableCommand {
             throw CommandFailure.runtime("ferry debug serve: \(error)")
         }
         let reply = name
+        let delay = delayMilliseconds
         for listener in listeners {
             let thread: Thread
             switch listener.kind {
-            case .tcp: thread = Thread { DebugServer.acceptLoop(listener.fd, name: reply) }
+            case .tcp: thread = Thread { DebugServer.acceptLoop(listener.fd, name: reply, delayMilliseconds: delay) }
             case .udp: thread = Thread { DebugServer.datagramLoop(listener.fd, name: reply) }
             }
             thread.stackSize = 1 << 19
@@ -142,7 +149,7 @@ enum DebugServer {
         }
     }
 
-    static func acceptLoop(_ listener: Int32, name: String) {
+    static func acceptLoop(_ listener: Int32, name: String, delayMilliseconds: Int = 0) {
         while true {
             connectionSlots.wait()
             let accepted: Int32
@@ -170,6 +177,7 @@ enum DebugServer {
             }
             let thread = Thread {
                 defer { connectionSlots.signal() }
+                if delayMilliseconds > 0 { usleep(useconds_t(delayMilliseconds * 1_000)) }
                 serveConnection(accepted, peer: client, name: name)
             }
             thread.stackSize = 1 << 18

@@ -42,7 +42,7 @@ final class Worker: @unchecked Sendable {
     /// Sockets toward backends, each serving one UDP session at a time (`session` 0: spare). They stay
     /// registered with epoll (tagged with their index) and are re-connected to the next session's
     /// backend: a new session costs one connect, where a socket per session cost socket, connect,
-    /// epoll_ctl and close (`ferry bench udp`, fresh socket per query: 14,500 queries/s with a socket
+    /// epoll_ctl and close (the former `ferry bench udp`, fresh socket per query: 14,500 queries/s with a socket
     /// per session, p99 6.6 ms).
     private var udpSlots: [(fd: Int32, family: IPFamily, session: UInt64)] = []
     private var spareSlots: [IPFamily: [Int]] = [:]
