@@ -11,7 +11,17 @@ examples=deploy/examples
 node=(--node-name node-1)
 
 bold=$'\033[1m'; plain=$'\033[0m'
-step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
+# Prints a command as it can be pasted (arguments with shell characters in single quotes), then runs it.
+step() {
+  local shown="" word
+  for word in "$@"; do
+    if [[ $word =~ ^[A-Za-z0-9_./:=,@+%-]+$ ]]; then shown+="$word "
+    elif [[ $word != *"'"* ]]; then shown+="'$word' "
+    else shown+="$(printf '%q' "$word") "; fi
+  done
+  printf '\n%s$ %s%s\n' "$bold" "${shown% }" "$plain"
+  "$@"
+}
 say() { printf '\n%s# %s%s\n' "$bold" "$*" "$plain"; }
 
 say "The walk-through: my-service (ClusterIP 10.96.0.10) in front of three nginx pods, and the feature examples."
