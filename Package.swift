@@ -76,10 +76,11 @@ let package = Package(
             ]
         ),
         // The benchmark lab: its test beds' processes, the load-balancing benchmark (`ferry bench`), the
-        // spread statistics, kube-proxy's ruleset shape for comparison, and the report's charts.
+        // spread statistics, kube-proxy's ruleset shape for comparison, the report's charts, and the
+        // test pods' server and probe (`ferry debug serve|probe`).
         .target(
             name: "FerryBench",
-            dependencies: ["FerryCore", "FerryNFTables", "FerryTestbed"]
+            dependencies: ["FerryCore", "FerrySystem", "FerryNFTables", "FerryTestbed"]
         ),
         // The commands, as a library so tests can drive them.
         .target(

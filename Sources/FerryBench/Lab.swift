@@ -87,6 +87,11 @@ final class Lab: @unchecked Sendable {
                 ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=0"])
         }
         _ = try bed.run(in: bed.node, ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=30000-32767"])
+        // Many clients for the balancers that hash the client's address: more addresses on the client.
+        let batch = "\(folder)/client-addresses.ip"
+        try clientSources.map { "addr add \($0)/32 dev eth0" }.joined(separator: "\n").write(toFile: batch, atomically: true, encoding: .utf8)
+        let added = try bed.run(in: bed.client, ["ip", "-batch", batch])
+        guard added.status == 0 else { throw BenchFailure("adding the client's addresses failed: \(added.stderr.suffix(500))") }
         try bed.startPodServers(ferryPath: ferry, tcp: [LoadBalancingBench.echoPort], udp: [LoadBalancingBench.dnsPort])
         for (index, pod) in bed.pods.enumerated() {
             try bed.spawn(in: pod.namespace, ["iperf3", "-s", "-p", String(LoadBalancingBench.bulkPort)], logName: "iperf3-\(pod.name)")
@@ -121,6 +126,9 @@ final class Lab: @unchecked Sendable {
         try LoadBalancingBench.manifests(pods: bed.pods.map { ($0.name, $0.ip, $0.node) }, without: removed).write(toFile: staging, atomically: false, encoding: .utf8)
         if rename(staging, "\(manifestFolder)/services.yaml") != 0 { throw BenchFailure("rename: \(String(cString: strerror(errno)))") }
     }
+
+    /// The client's extra addresses, one client each for the hashing balancer's spread.
+    let clientSources = (10..<250).map { "10.0.0.\($0)" }
 
     var directEcho: [String] { bed.pods.map { "\($0.ip):\(LoadBalancingBench.echoPort)" } }
 
@@ -234,9 +242,11 @@ final class Lab: @unchecked Sendable {
         try load(["--seconds", String(seconds), "--concurrency", String(concurrency)], to: targets)
     }
 
-    /// `count` connections (at most 60 s), `concurrency` in flight.
-    func connections(to targets: [String], count: Int, concurrency: Int) throws -> LoadReport {
-        try load(["--seconds", "60", "--max-connections", String(count), "--concurrency", String(concurrency)], to: targets)
+    /// `count` connections (at most 60 s), `concurrency` in flight; from each of `sources` in turn.
+    func connections(to targets: [String], count: Int, concurrency: Int, from sources: [String] = []) throws -> LoadReport {
+        try load(
+            ["--seconds", "60", "--max-connections", String(count), "--concurrency", String(concurrency)] + sources.flatMap { ["--from", $0] },
+            to: targets)
     }
 
     func load(_ arguments: [String], to targets: [String], timeline: String? = nil) throws -> LoadReport {

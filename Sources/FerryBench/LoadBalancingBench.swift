@@ -216,15 +216,18 @@ public struct LoadBalancingBench {
         let names = lab.bed.pods.map(\.name)
         for balancer in ["round-robin", "least-connections", "random", "maglev"] {
             progress("balance: userspace \(balancer)")
+            // Maglev hashes the client's address: one connection from each of many client addresses
+            // (from one address every connection would meet the same pod, by design).
+            let hashing = balancer == "maglev"
             let report = try lab.with(.ferryUserspace(balancer: balancer)) { _ in
-                try lab.connections(to: ["\(Self.serviceIP):\(Self.echoPort)"], count: profile.balanceConnections, concurrency: 8)
+                try lab.connections(
+                    to: ["\(Self.serviceIP):\(Self.echoPort)"], count: hashing ? lab.clientSources.count : profile.balanceConnections,
+                    concurrency: 8, from: hashing ? lab.clientSources : [])
             }
-            var entry = BalanceFigures(
-                balancer: "userspace \(balancer)", spread: Spread(counts: report.pods, backends: names), failures: report.failures)
-            if balancer == "maglev" {
-                entry.note = "hashes the client's address: the bench's one client keeps one pod, by design (no spread test)"
-            }
-            figures.append(entry)
+            figures.append(
+                BalanceFigures(
+                    balancer: "userspace \(balancer)" + (hashing ? " (\(lab.clientSources.count) clients)" : ""),
+                    spread: Spread(counts: report.pods, backends: names), failures: report.failures))
         }
         for figure in dataPath where figure.target == DataPathTarget.ferryNFTables.name || figure.target == DataPathTarget.kubeProxy.name {
             figures.append(

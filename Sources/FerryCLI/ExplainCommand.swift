@@ -51,22 +51,3 @@ struct ExplainCommand: AsyncParsableCommand {
         if !report.matched { throw CommandFailure(code: 1, message: "") }
     }
 }
-
-/// Splits `10.0.0.1:80` or `[fd00::1]:80`; `nil` when malformed or the port is out of range.
-func parseHostPort(_ text: String) -> (IPAddress, Int)? {
-    let host: Substring
-    let portText: Substring
-    if text.hasPrefix("[") {
-        guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
-        host = text[text.index(after: text.startIndex)..<close]
-        portText = text[text.index(close, offsetBy: 2)...]
-    } else {
-        guard let colon = text.lastIndex(of: ":") else { return nil }
-        host = text[..<colon]
-        // `fd00::1:80` is itself an IPv6 address: IPv6 needs brackets to carry a port.
-        guard !host.contains(":") else { return nil }
-        portText = text[text.index(after: colon)...]
-    }
-    guard let address = IPAddress(host), let port = Int(portText), (1...65_535).contains(port) else { return nil }
-    return (address, port)
-}
