@@ -48,7 +48,7 @@ cleanup() {
   rm -rf "$work"
   if [ -n "$bed_up" ]; then
     ip netns exec "$prefix-node" "$ferry" cleanup >/dev/null 2>&1 || true
-    scripts/testbed.sh down "$prefix" >/dev/null 2>&1 || true
+    FERRY="$ferry" scripts/testbed.sh down "$prefix" >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
@@ -83,7 +83,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 bed_up=1
-scripts/testbed.sh up "$prefix" >/dev/null
+FERRY="$ferry" scripts/testbed.sh up "$prefix" >/dev/null
 scripts/testbed.sh serve "$prefix" "$ferry" --tcp 80 --tcp 8080 >/dev/null
 node_ns="$prefix-node"; client_ns="$prefix-client"
 step ip netns exec "$node_ns" "$ferry" sync --manifests "$examples" "${node[@]}" --node-ip 10.0.0.1 --cluster-cidr 10.244.0.0/16

@@ -13,7 +13,7 @@ struct DebugCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug",
         abstract: "Tools for test beds and demos: a pod that says its name, and a client that counts who answered.",
-        subcommands: [ServeCommand.self, ProbeCommand.self, StreamCommand.self, LoadCommand.self])
+        subcommands: [ServeCommand.self, ProbeCommand.self, StreamCommand.self, LoadCommand.self, TestbedCommand.self])
 }
 
 // MARK: - serve

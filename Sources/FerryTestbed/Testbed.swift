@@ -108,7 +108,14 @@ public final class Testbed: @unchecked Sendable {
         PodSpec(name: "my-app-7c5ddbdf54-lh6zp", ip: "10.244.2.3", node: "node-2"),
     ]
 
-    /// `fy<pid><n>`: every name this test bed creates starts with it.
+    /// The demo's pods: the walk-through's three and web-nodeport's two (deploy/examples/nodeport.yaml).
+    public static let demoPods =
+        walkthroughPods + [
+            PodSpec(name: "web-nodeport-5f7d9c8b64-k2jxw", ip: "10.244.1.10", node: "node-1"),
+            PodSpec(name: "web-nodeport-5f7d9c8b64-q8tzm", ip: "10.244.2.10", node: "node-2"),
+        ]
+
+    /// `fy<pid><n>` (or the prefix given): every name this test bed creates starts with it.
     public let prefix: String
     /// Where the proxy under test runs: forwards between the client and the pods.
     public let node: Namespace
@@ -125,6 +132,8 @@ public final class Testbed: @unchecked Sendable {
     private var spawned: [Process] = []
     private var logCounter = 0
     private var tornDown = false
+    /// Kept past this value's life (`keep()`): no teardown on deinit.
+    private var kept = false
 
     private static let instances = Counter()
 
@@ -139,7 +148,10 @@ public final class Testbed: @unchecked Sendable {
     /// to a ClusterIP fails at once with ENETUNREACH: the route lookup happens before the nat OUTPUT
     /// hook could rewrite the destination. The client does not forward, so what reaches it unrewritten
     /// is dropped (a timeout), as a real upstream would drop it.
-    public init(pods specs: [PodSpec] = Testbed.walkthroughPods, nodeDefaultRoute: Bool = false) throws {
+    ///
+    /// `prefix`: the names' prefix (1-12 letters or digits) for a bed that outlives this process
+    /// (`ferry debug testbed up`); by default one unique to this process and bed.
+    public init(pods specs: [PodSpec] = Testbed.walkthroughPods, nodeDefaultRoute: Bool = false, prefix given: String? = nil) throws {
         guard let ip = Testbed.ipExecutable else { throw Failure.cannotRunUnderCI("no `ip` executable (iproute2)") }
         guard (1...99).contains(specs.count) else { throw Failure.badPods("1-99 pods, not \(specs.count)") }
         for spec in specs {
@@ -151,19 +163,14 @@ public final class Testbed: @unchecked Sendable {
         guard Set(specs.map(\.ip)).count == specs.count, Set(specs.map(\.name)).count == specs.count else {
             throw Failure.badPods("pod names and IPs must be unique")
         }
+        let prefix = try given.map(Testbed.validPrefix) ?? "fy\(getpid())\(String(Testbed.instances.next(), radix: 36))"
         self.ip = ip
         self.nodeDefaultRoute = nodeDefaultRoute
-        let prefix = "fy\(getpid())\(String(Testbed.instances.next(), radix: 36))"
-        self.prefix = prefix
-        node = Namespace("\(prefix)-node")
-        client = Namespace("\(prefix)-client")
-        clientLink = "\(prefix)c"
-        pods = specs.enumerated().map { index, spec in
-            Pod(
-                name: spec.name, ip: spec.ip, node: spec.node, namespace: Namespace("\(prefix)-pod\(index + 1)"),
-                nodeLink: "\(prefix)p\(index + 1)")
+        (self.prefix, node, client, clientLink, pods, logDirectory) = Testbed.layout(prefix: prefix, pods: specs)
+        if let existing = ([node, client] + pods.map(\.namespace)).first(where: Testbed.exists) {
+            kept = true  // someone else's: never torn down from here
+            throw Failure.badPods("namespace \(existing.name) exists already (remove it with `ferry debug testbed down \(prefix)`)")
         }
-        logDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-testbed-\(prefix)")
         do {
             try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
             try build()
@@ -171,6 +178,84 @@ public final class Testbed: @unchecked Sendable {
             teardown()
             throw error
         }
+    }
+
+    /// A bed made earlier by another process with `prefix` and `specs` (`ferry debug testbed serve`):
+    /// nothing is created, and nothing is torn down when this value goes.
+    public init(existing prefix: String, pods specs: [PodSpec]) throws {
+        guard let ip = Testbed.ipExecutable else { throw Failure.cannotRunUnderCI("no `ip` executable (iproute2)") }
+        self.ip = ip
+        nodeDefaultRoute = false
+        (self.prefix, node, client, clientLink, pods, logDirectory) = Testbed.layout(prefix: try Testbed.validPrefix(prefix), pods: specs)
+        kept = true
+        if let missing = ([node, client] + pods.map(\.namespace)).first(where: { !Testbed.exists($0) }) {
+            throw Failure.badPods("no namespace \(missing.name) (make the bed with `ferry debug testbed up \(prefix)`)")
+        }
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+    }
+
+    /// The names of everything a bed with this prefix and these pods is made of.
+    private static func layout(prefix: String, pods specs: [PodSpec]) -> (
+        String, Namespace, Namespace, String, [Pod], String
+    ) {
+        let pods = specs.enumerated().map { index, spec in
+            Pod(
+                name: spec.name, ip: spec.ip, node: spec.node, namespace: Namespace("\(prefix)-pod\(index + 1)"),
+                nodeLink: "\(prefix)p\(index + 1)")
+        }
+        let logs = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-testbed-\(prefix)")
+        return (prefix, Namespace("\(prefix)-node"), Namespace("\(prefix)-client"), "\(prefix)c", pods, logs)
+    }
+
+    private static func validPrefix(_ prefix: String) throws -> String {
+        guard (1...12).contains(prefix.count), prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+            throw Failure.badPods("prefix \"\(prefix)\": 1-12 letters or digits")
+        }
+        return prefix
+    }
+
+    private static func exists(_ namespace: Namespace) -> Bool { FileManager.default.fileExists(atPath: "/run/netns/\(namespace.name)") }
+
+    /// Leaves the namespaces and the processes spawned so far in place when this value goes (the bed of
+    /// `ferry debug testbed up`); `Testbed.remove(prefix:)` removes them.
+    public func keep() { lock.withLock { kept = true } }
+
+    /// Stops every process in the namespaces whose names start with `prefix-` (SIGTERM, SIGKILL after
+    /// 2 s), deletes those namespaces and the bed's log folder. Returns the namespaces deleted.
+    @discardableResult
+    public static func remove(prefix: String) throws -> [String] {
+        let valid = try validPrefix(prefix)
+        guard let ip = ipExecutable else { throw Failure.cannotRunUnderCI("no `ip` executable (iproute2)") }
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
+            .filter { $0.hasPrefix("\(valid)-") }.sorted()
+        var pids: [Int32] = []
+        for name in names {
+            let listed = try execute([ip, "netns", "pids", name], timeout: .seconds(10))
+            pids += listed.stdout.split(separator: "\n").compactMap { Int32($0) }
+        }
+        for pid in pids { kill(pid, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while pids.contains(where: { kill($0, 0) == 0 }) && ContinuousClock.now < deadline { usleep(20_000) }
+        for pid in pids where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        // Pods first, the node last: the node's ends of the links go with the pods' namespaces.
+        for name in names.sorted(by: { ($0.hasSuffix("-node") ? 1 : 0) < ($1.hasSuffix("-node") ? 1 : 0) }) {
+            _ = try execute([ip, "netns", "del", name], timeout: .seconds(30))
+        }
+        try? FileManager.default.removeItem(atPath: (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-testbed-\(valid)"))
+        return names
+    }
+
+    /// The bed as a table: role, namespace, address, node, pod and node-side link.
+    public var table: String {
+        func row(_ fields: [String]) -> String {
+            zip(fields, [8, 19, 13, 9, 0]).map { field, width in width == 0 ? field : field.padding(toLength: max(width, field.count + 1), withPad: " ", startingAt: 0) }
+                .joined()
+        }
+        var lines = [row(["ROLE", "NAMESPACE", "ADDRESS", "NODE", "POD (node-side link)"])]
+        lines.append(row(["node", node.name, Testbed.nodeAddress, "-", "(forwards; ip_forward=1)"]))
+        lines.append(row(["client", client.name, Testbed.clientAddress, "-", "(\(clientLink))"]))
+        for pod in pods { lines.append(row(["pod", pod.namespace.name, pod.ip, pod.node, "\(pod.name) (\(pod.nodeLink))"])) }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     deinit { teardown() }
@@ -345,7 +430,7 @@ public final class Testbed: @unchecked Sendable {
     /// namespace it created (which removes their links). Safe to call more than once.
     public func teardown() {
         lock.lock()
-        if tornDown {
+        if tornDown || kept {
             lock.unlock()
             return
         }
