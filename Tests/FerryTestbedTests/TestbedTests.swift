@@ -243,6 +243,30 @@ struct TestbedTests {
         #expect(sleeper.terminationReason == .uncaughtSignal && sleeper.terminationStatus == SIGTERM)
     }
 
+    /// `ferry debug testbed` (what scripts/testbed.sh runs): a bed kept between commands, pods serving,
+    /// the same prefix refused while it exists, and down removing every namespace and process.
+    @Test func theDemoBedIsKeptBetweenCommandsAndRemovedByPrefix() throws {
+        guard try Testbed.skipUnlessRoot() else { return }
+        let ferry = try #require(ferryPath)
+        let prefix = "tb\(getpid() % 100_000)"
+        defer { _ = try? Testbed.remove(prefix: prefix) }
+        let up = try runCommand(ferry, ["debug", "testbed", "up", prefix])
+        #expect(up.status == 0 && up.stdout.contains("\(prefix)-pod5"), "\(up)")
+        let again = try runCommand(ferry, ["debug", "testbed", "up", prefix])
+        #expect(again.status != 0 && again.stderr.contains("exists already"), "\(again)")
+        #expect(Set(try namespaceList()).isSuperset(of: ["\(prefix)-node", "\(prefix)-client", "\(prefix)-pod1"]))
+        let serve = try runCommand(ferry, ["debug", "testbed", "serve", prefix])
+        #expect(serve.status == 0, "\(serve)")
+        let probe = try runCommand(try #require(Testbed.executable(named: "ip")), ["netns", "exec", "\(prefix)-client", ferry, "debug", "probe", "--to", "10.244.2.10:80", "--count", "3", "--json"])
+        #expect(try ProbeReport(probe).answers == ["web-nodeport-5f7d9c8b64-q8tzm": 3])
+        let servers = try runCommand(try #require(Testbed.executable(named: "ip")), ["netns", "pids", "\(prefix)-pod1"]).stdout.split(separator: "\n").compactMap { Int32($0) }
+        #expect(!servers.isEmpty, "the pod's server outlived the command that started it")
+        let down = try runCommand(ferry, ["debug", "testbed", "down", prefix])
+        #expect(down.status == 0 && down.stdout.contains("deleted \(prefix)-pod5"), "\(down)")
+        #expect(try namespaceList().allSatisfy { !$0.hasPrefix("\(prefix)-") })
+        for pid in servers { #expect(kill(pid, 0) == -1 && errno == ESRCH, "server \(pid) is gone") }
+    }
+
     /// Without a default route the node cannot even start a connection to a ClusterIP (ENETUNREACH
     /// before any nat OUTPUT rule runs); with `nodeDefaultRoute` the packet leaves, and with no rule to
     /// rewrite it, goes unanswered.
