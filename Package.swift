@@ -80,7 +80,7 @@ let package = Package(
         // test pods' server and probe (`ferry debug serve|probe`).
         .target(
             name: "FerryBench",
-            dependencies: ["FerryCore", "FerrySystem", "FerryNFTables", "FerryTestbed"]
+            dependencies: ["FerryCore", "FerrySystem", "FerryNFTables", "FerryUserspace", "FerryTestbed"]
         ),
         // The commands, as a library so tests can drive them.
         .target(

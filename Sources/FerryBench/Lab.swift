@@ -344,8 +344,11 @@ final class Lab: @unchecked Sendable {
     }
 
     private func haproxyConfig(splice: Bool) -> String {
-        func backend(_ port: Int, _ pods: [Testbed.Pod]) -> String {
-            pods.map { "  server \($0.name) \($0.ip):\(port)" }.joined(separator: "\n")
+        /// A frontend on the node's address and its round-robin backend of `pods`.
+        func frontend(_ name: String, _ listen: Int, _ port: Int, _ pods: [Testbed.Pod]) -> String {
+            let servers = pods.map { "  server \($0.name) \($0.ip):\(port)" }.joined(separator: "\n")
+            return "frontend \(name)\n  bind \(Testbed.nodeAddress):\(listen)\n  default_backend \(name)\n"
+                + "backend \(name)\n  balance roundrobin\n\(servers)"
         }
         return """
             global
@@ -356,23 +359,9 @@ final class Lab: @unchecked Sendable {
               timeout connect 2s
               timeout client 60s
               timeout server 60s
-            \(splice ? "  option splice-auto\n" : "")frontend echo
-              bind \(Testbed.nodeAddress):\(Lab.haproxyEcho)
-              default_backend echo
-            backend echo
-              balance roundrobin
-            \(backend(LoadBalancingBench.echoPort, bed.pods))
-            frontend http
-              bind \(Testbed.nodeAddress):\(Lab.haproxyHTTP)
-              default_backend http
-            backend http
-              balance roundrobin
-            \(backend(LoadBalancingBench.httpPort, bed.pods))
-            frontend bulk
-              bind \(Testbed.nodeAddress):\(Lab.haproxyBulk)
-              default_backend bulk
-            backend bulk
-            \(backend(LoadBalancingBench.bulkPort, [bed.pods[0]]))
+            \(splice ? "  option splice-auto\n" : "")\(frontend("echo", Lab.haproxyEcho, LoadBalancingBench.echoPort, bed.pods))
+            \(frontend("http", Lab.haproxyHTTP, LoadBalancingBench.httpPort, bed.pods))
+            \(frontend("bulk", Lab.haproxyBulk, LoadBalancingBench.bulkPort, [bed.pods[0]]))
 
             """
     }

@@ -65,15 +65,20 @@ struct LoadBalancingBenchCommand: ParsableCommand {
             FileHandle.standardError.write(Data("  \(line)\n".utf8))
         }
         let results = try withInterruptTeardown { try bench.run() }
-        let command = "ferry bench" + (quick ? " --quick" : "")
-        try BenchReport.write(results, to: report, command: command)
-        if json {
-            try printJSON(results)
-        } else {
-            print(BenchReport.dataPathTable(results))
-            for line in BenchReport.ratios(results) { print(line) }
-            print("report: \(report)/report.md")
-        }
+        try finish(results, command: "ferry bench" + (quick ? " --quick" : ""), report: report, json: json)
+    }
+}
+
+/// Writes a load-balancing run's report folder, then prints its figures (JSON, or the data-path table
+/// and the ratios the targets are about).
+func finish(_ results: BenchResults, command: String, report: String, json: Bool) throws {
+    try BenchReport.write(results, to: report, command: command)
+    if json {
+        try printJSON(results)
+    } else {
+        print(BenchReport.dataPathTable(results))
+        for line in BenchReport.ratios(results) { print(line) }
+        print("report: \(report)/report.md")
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import FerrySystem
 import FerryUserspace
@@ -66,8 +67,8 @@ struct StreamCommand: ParsableCommand {
         var open: [(fd: Int32, pod: String)] = []
         for _ in 0..<connections {
             do {
-                let fd = try connect(target)
-                let greeting = try readLine(fd)
+                let fd = try StreamClient.connect(target, timeoutMilliseconds: timeoutMilliseconds)
+                let greeting = try StreamClient.readLine(fd)
                 let pod = String(greeting.split(separator: " ").first ?? "?")
                 open.append((fd, pod))
                 report.pods[pod, default: 0] += 1
@@ -106,7 +107,9 @@ struct StreamCommand: ParsableCommand {
         for (index, connection) in open.enumerated() {
             defer { close(connection.fd) }
             do {
-                let (sent, received, count) = try roundTrip(connection.fd, seed: UInt64(index + 1))
+                let (sent, received, count) = try StreamClient.roundTrip(
+                    connection.fd, seed: UInt64(index + 1), bytes: bytes, pauseMilliseconds: pauseMilliseconds,
+                    readPauseMilliseconds: readPauseMilliseconds)
                 if sent == received && count == bytes {
                     report.verified += 1
                     report.bytesEchoed += count
@@ -123,101 +126,4 @@ struct StreamCommand: ParsableCommand {
         if report.verified != connections { throw ExitCode(1) }
     }
 
-    private func connect(_ target: SocketAddress) throws -> Int32 {
-        let fd = socket(target.socketFamily, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket", errno) }
-        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: __suseconds_t(timeoutMilliseconds % 1000 * 1000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        do {
-            _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
-                try System.call("connect(\(target))") { Glibc.connect(fd, pointer, length) }
-            }
-        } catch {
-            close(fd)
-            throw error
-        }
-        return fd
-    }
-
-    /// The greeting line `NAME ADDRESS:PORT`.
-    private func readLine(_ fd: Int32) throws -> String {
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while line.count < 512 {
-            let count = try System.call("read greeting") { read(fd, &byte, 1) }
-            if count == 0 { throw SystemError("read greeting (connection closed)", ECONNRESET) }
-            if byte == UInt8(ascii: "\n") { break }
-            line.append(byte)
-        }
-        return String(decoding: line, as: UTF8.self)
-    }
-
-    /// Streams the payload from a writer thread, half-closes, and hashes the echo until its end.
-    private func roundTrip(_ fd: Int32, seed: UInt64) throws -> (sent: UInt64, received: UInt64, count: Int) {
-        let total = bytes
-        let pause = pauseMilliseconds
-        let sentHash = ManagedHash()
-        let writer = Thread {
-            var generator = PayloadGenerator(seed: seed)
-            var hash = PayloadHash()
-            var chunk = [UInt8](repeating: 0, count: 32_768)
-            var remaining = total
-            var paused = pause == 0
-            while remaining > 0 {
-                if !paused && remaining <= total / 2 {
-                    usleep(useconds_t(pause * 1000))
-                    paused = true
-                }
-                let size = min(remaining, chunk.count, paused ? Int.max : remaining - total / 2)
-                generator.fill(&chunk, count: size, hashing: &hash)
-                var offset = 0
-                while offset < size {
-                    let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                    if written <= 0 {
-                        sentHash.finish(nil)
-                        return
-                    }
-                    offset += written
-                }
-                remaining -= size
-            }
-            shutdown(fd, Int32(SHUT_WR))
-            sentHash.finish(hash.value)
-        }
-        writer.start()
-        var hash = PayloadHash()
-        var count = 0
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        var readPaused = readPauseMilliseconds == 0
-        while true {
-            if !readPaused && count >= total / 2 {
-                usleep(useconds_t(readPauseMilliseconds * 1000))
-                readPaused = true
-            }
-            let received = read(fd, &buffer, buffer.count)
-            if received < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read echo", errno)
-            }
-            if received == 0 { break }
-            hash.add(buffer[0..<received])
-            count += received
-        }
-        return (sentHash.wait() ?? 0, hash.value, count)
-    }
-}
-
-/// The writer thread's hash, handed to the reader.
-private final class ManagedHash: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private var value: UInt64?
-    func finish(_ hash: UInt64?) {
-        value = hash
-        done.signal()
-    }
-    func wait() -> UInt64? {
-        done.wait()
-        return value
-    }
 }

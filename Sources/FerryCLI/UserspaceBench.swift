@@ -44,13 +44,6 @@ struct UserspaceBench: ParsableCommand {
             FileHandle.standardError.write(Data("  \(line)\n".utf8))
         }
         let results = try withInterruptTeardown { try bench.runUserspaceDataPath() }
-        try BenchReport.write(results, to: report, command: "ferry bench userspace --rounds \(rounds) --seconds \(seconds)")
-        if json {
-            try printJSON(results)
-        } else {
-            print(BenchReport.dataPathTable(results))
-            for line in BenchReport.ratios(results) { print(line) }
-            print("report: \(report)/report.md")
-        }
+        try finish(results, command: "ferry bench userspace --rounds \(rounds) --seconds \(seconds)", report: report, json: json)
     }
 }
