@@ -21,13 +21,13 @@ public struct LoadBalancingBench {
         public var balanceConnections: Int
         /// Service counts for the sync figures.
         public var syncSizes: [Int]
-        /// HAProxy with and without splice (quick: with splice-auto only).
+        /// HAProxy with and without splice, or with splice-auto only.
         public var bothHAProxyModes: Bool
 
         /// Under two minutes on a 2-core machine.
         public static let quick = Profile(
             name: "quick", rounds: 1, seconds: 2, concurrency: 32, balanceConnections: 3_000, syncSizes: [100, 1_000],
-            bothHAProxyModes: false)
+            bothHAProxyModes: true)
         public init(
             name: String, rounds: Int, seconds: Double, concurrency: Int, balanceConnections: Int, syncSizes: [Int], bothHAProxyModes: Bool
         ) {
