@@ -114,16 +114,68 @@ public struct ChangeFigures: Codable, Sendable, Hashable {
     public var failures: Int
 }
 
-/// `ferry bench sync`'s figures for one size (the fields the report shows).
+/// `ferry bench sync`'s figures for one size.
 public struct SyncFigures: Codable, Sendable, Hashable {
     public var services: Int
     public var endpoints: Int
+    public var chains: Int
+    public var rules: Int
+    public var batchMiB: Double
+    /// A first sync into an empty namespace (plan, diff, encode, commit), and its parts.
     public var fullSeconds: Double
+    public var fullPlanSeconds: Double
+    public var fullEncodeSeconds: Double
+    public var fullCommitSeconds: Double
+    /// One endpoint of one service replaced.
     public var changeSeconds: Double
-    public var addSeconds: Double
+    public var changeCommitSeconds: Double
+    public var changeOperations: Int
+    /// A resync with nothing to do.
     public var noopSeconds: Double
+    /// A new Ferry converging the existing table.
     public var restartSeconds: Double
+    /// The same ruleset, and the same change, loaded with nft -f.
     public var nftFullSeconds: Double
+    public var nftChangeSeconds: Double
+    /// kube-proxy's shape for the same services, loaded with nft -f (nil: above the size it is loaded up to).
     public var kubeProxyFullSeconds: Double?
     public var kubeProxyChangeSeconds: Double?
+    /// The benchmark's peak resident memory.
+    public var peakMiB: Double
+    /// One endpoint added to one service.
+    public var addSeconds: Double
+    /// `ferry sync --manifests DIR` in a fresh namespace, DIR the same services as `kind: List` JSON files
+    /// of 10,000 services each, as a user runs it; and that process's peak resident memory.
+    public var endToEndSeconds: Double
+    public var endToEndPeakMiB: Double
+
+    /// Ferry's own share of a full sync: everything but the kernel's commit.
+    public var fullOwnSeconds: Double { fullSeconds - fullCommitSeconds }
+
+    public init(
+        services: Int, endpoints: Int, chains: Int, rules: Int, batchMiB: Double, fullSeconds: Double, fullPlanSeconds: Double, fullEncodeSeconds: Double, fullCommitSeconds: Double, changeSeconds: Double, changeCommitSeconds: Double, changeOperations: Int, noopSeconds: Double, restartSeconds: Double, nftFullSeconds: Double, nftChangeSeconds: Double, kubeProxyFullSeconds: Double?, kubeProxyChangeSeconds: Double?, peakMiB: Double, addSeconds: Double, endToEndSeconds: Double, endToEndPeakMiB: Double
+    ) {
+        self.services = services
+        self.endpoints = endpoints
+        self.chains = chains
+        self.rules = rules
+        self.batchMiB = batchMiB
+        self.fullSeconds = fullSeconds
+        self.fullPlanSeconds = fullPlanSeconds
+        self.fullEncodeSeconds = fullEncodeSeconds
+        self.fullCommitSeconds = fullCommitSeconds
+        self.changeSeconds = changeSeconds
+        self.changeCommitSeconds = changeCommitSeconds
+        self.changeOperations = changeOperations
+        self.noopSeconds = noopSeconds
+        self.restartSeconds = restartSeconds
+        self.nftFullSeconds = nftFullSeconds
+        self.nftChangeSeconds = nftChangeSeconds
+        self.kubeProxyFullSeconds = kubeProxyFullSeconds
+        self.kubeProxyChangeSeconds = kubeProxyChangeSeconds
+        self.peakMiB = peakMiB
+        self.addSeconds = addSeconds
+        self.endToEndSeconds = endToEndSeconds
+        self.endToEndPeakMiB = endToEndPeakMiB
+    }
 }

@@ -20,12 +20,7 @@ func printJSON<Figures: Encodable>(_ figures: Figures) throws {
 }
 
 
-/// The process's peak resident memory so far.
-func peakResidentMiB() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Double(usage.ru_maxrss) / 1024
-}
+
 
 /// `ferry bench` (or `ferry bench all`): load balancing end to end, both modes beside their peers.
 struct LoadBalancingBenchCommand: ParsableCommand {

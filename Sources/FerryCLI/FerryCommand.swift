@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryBench
 import FerryCore
 import Foundation
 import Glibc
@@ -69,12 +70,6 @@ public struct FerryCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// Names a file where Ferry writes its peak resident memory (`VmHWM`, in KiB) when it exits: how
-/// `ferry bench load` measures `ferry get` as a child. The child's own rusage cannot tell: Linux keeps
-/// the peak across exec, and a posix_spawn child starts out in its parent's memory, so it reports the
-/// benchmark's peak (970 MiB where Ferry's own was under 200).
-let peakMemoryFileVariable = "FERRY_PEAK_MEMORY_FILE"
 
 private func writePeakMemory() {
     guard let path = getenv(peakMemoryFileVariable).map({ String(cString: $0) }),
