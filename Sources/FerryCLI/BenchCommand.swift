@@ -51,7 +51,14 @@ struct LoadBalancingBenchCommand: ParsableCommand {
 
     func run() throws {
         if let render {
-            let results = try JSONDecoder().decode(BenchResults.self, from: Data(contentsOf: URL(fileURLWithPath: render)))
+            let results: BenchResults
+            do {
+                results = try JSONDecoder().decode(BenchResults.self, from: Data(contentsOf: URL(fileURLWithPath: render)))
+            } catch let error as DecodingError {
+                throw CommandFailure.badInput("--render \(render): not the results.json of this version of ferry bench (\(error.field))")
+            } catch {
+                throw CommandFailure.badInput("--render \(render): \(error.localizedDescription)")
+            }
             try BenchReport.write(results, to: report, command: "ferry bench" + (results.profile == "quick" ? " --quick" : ""))
             print("report: \(report)/report.md")
             return
@@ -100,4 +107,20 @@ func withInterruptTeardown<T>(_ body: () throws -> T) throws -> T {
         }
     }
     return try body()
+}
+
+extension DecodingError {
+    /// The field a decoding error is about, as a path (`sync[0].chains`), and what went wrong with it.
+    var field: String {
+        func path(_ context: Context, _ last: CodingKey? = nil) -> String {
+            let keys = context.codingPath + (last.map { [$0] } ?? [])
+            return keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().replacingOccurrences(of: "^\\.", with: "", options: .regularExpression)
+        }
+        switch self {
+        case .keyNotFound(let key, let context): return "\(path(context, key)) is missing"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default: return "\(self)"
+        }
+    }
 }

@@ -35,6 +35,22 @@ struct BenchTests {
         var parsers: [ParserFigures]
     }
 
+    /// `ferry bench --render` redraws a report from results.json; a file from another version (or no
+    /// results at all) is bad input naming the field, not a crash.
+    @Test func renderNamesTheFieldAResultsFileLacks() throws {
+        try withTemporaryFolder { folder in
+            try #"{"profile": "quick", "date": "2026-12-03", "cores": 2, "seconds": 1, "dataPath": [], "balance": [], "slowBackend": [], "affinity": [], "changes": [], "sync": [{"services": 100}], "notes": []}"#
+                .write(toFile: "\(folder)/old.json", atomically: true, encoding: .utf8)
+            let old = try runFerry(["bench", "--render", "\(folder)/old.json", "--report", "\(folder)/report"])
+            #expect(old.status == 2 && old.stderr.contains("sync[0].endpoints is missing"), "\(old)")
+            try #"{"profile": "quick", "date": "2026-12-03", "cores": 2, "seconds": 1, "dataPath": [], "balance": [], "slowBackend": [], "affinity": [], "changes": [], "sync": [], "notes": ["n"]}"#
+                .write(toFile: "\(folder)/empty.json", atomically: true, encoding: .utf8)
+            let empty = try runFerry(["bench", "--render", "\(folder)/empty.json", "--report", "\(folder)/report"])
+            #expect(empty.status == 0, "\(empty)")
+            #expect(FileManager.default.fileExists(atPath: "\(folder)/report/report.md"))
+        }
+    }
+
     @Test func loadReportsBothFormatsAsJSON() throws {
         let result = try runFerry(
             ["bench", "load", "--sizes", "200", "--endpoints", "3", "--repeats", "1", "--json"], timeout: .seconds(120))
