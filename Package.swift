@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "FerryProxyTests", dependencies: ["FerryProxy", "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace"]),
         .testTarget(name: "FerrySourcesTests", dependencies: ["FerrySources", "FerryFakeAPIServer"]),
-        .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerrySystem", "FerryCore"]),
+        .testTarget(name: "FerryUserspaceTests", dependencies: ["FerryUserspace", "FerrySystem", "FerryCore", "FerryBench"]),
         .testTarget(name: "FerryNFTablesTests", dependencies: ["FerryNFTables", "FerryCore"], exclude: ["Golden"]),
         .testTarget(name: "FerryTestbedTests", dependencies: ["FerryTestbed", "FerryCLI", "ferry"]),
         // Real traffic through real rules in network namespaces (root; skipped otherwise, required under CI=true).

@@ -83,7 +83,12 @@ public enum StreamClient {
             let received = read(fd, &buffer, buffer.count)
             if received < 0 {
                 if errno == EINTR { continue }
-                throw SystemError("read echo", errno)
+                let failure = SystemError("read echo", errno)
+                // The writer still sends on `fd`: stop it and wait for it, so the caller's close cannot
+                // race a send onto a descriptor number reused meanwhile.
+                shutdown(fd, Int32(SHUT_RDWR))
+                _ = sentHash.wait()
+                throw failure
             }
             if received == 0 { break }
             hash.add(buffer[0..<received])

@@ -1,3 +1,4 @@
+import FerryBench
 import FerryCore
 import FerrySystem
 import FerryUserspace
@@ -90,44 +91,13 @@ enum Loopback {
     }
 
     /// Sends `count` pseudo-random bytes, ends the stream (half-close), reads until the peer ends its
-    /// stream; returns hashes of what was sent and what came back.
+    /// stream (20 s at most); returns hashes of what was sent and what came back (`ferry debug
+    /// stream`'s client).
     static func echoRoundTrip(port: Int, bytes count: Int, seed: UInt64) throws -> (sent: UInt64, received: UInt64, receivedCount: Int) {
-        let fd = try connect(to: port)
+        let fd = try StreamClient.connect(SocketAddress(ip: IPAddress("127.0.0.2")!, port: port), timeoutMilliseconds: 20_000)
         defer { close(fd) }
-        let sentHash = Atomic64()
-        let writer = Thread {
-            var generator = PayloadGenerator(seed: seed)
-            var hash = PayloadHash()
-            var chunk = [UInt8](repeating: 0, count: 32_768)
-            var remaining = count
-            while remaining > 0 {
-                let size = min(remaining, chunk.count)
-                generator.fill(&chunk, count: size, hashing: &hash)
-                var offset = 0
-                while offset < size {
-                    let written = chunk[offset..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                    if written <= 0 { return }
-                    offset += written
-                }
-                remaining -= size
-            }
-            shutdown(fd, Int32(SHUT_WR))
-            sentHash.set(hash.value)
-        }
-        writer.start()
-        var hash = PayloadHash()
-        var total = 0
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        while true {
-            let received = read(fd, &buffer, buffer.count)
-            if received <= 0 { break }
-            hash.add(buffer[0..<received])
-            total += received
-        }
-        for _ in 0..<200 where sentHash.get() == nil { usleep(10_000) }
-        return (sentHash.get() ?? 0, hash.value, total)
+        let round = try StreamClient.roundTrip(fd, seed: seed, bytes: count)
+        return (round.sent, round.received, round.count)
     }
 }
 
