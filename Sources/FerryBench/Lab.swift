@@ -134,14 +134,13 @@ final class Lab: @unchecked Sendable {
 
     // MARK: Targets
 
-    /// Starts `target` in the node namespace, runs `body` with its process (nil for the kernel rulesets
-    /// and direct), stops it and leaves nothing behind.
-    func with<T>(_ target: DataPathTarget, _ body: (Int32?) throws -> T) throws -> T {
+    /// Starts `target` in the node namespace, runs `body`, stops the target and leaves nothing behind.
+    func with<T>(_ target: DataPathTarget, _ body: () throws -> T) throws -> T {
         let node = ["--manifests", manifestFolder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr",
             LoadBalancingBench.clusterCIDR, "--healthz-bind-address", "", "--metrics-bind-address", ""]
         switch target {
         case .direct:
-            return try body(nil)
+            return try body()
         case .ferryNFTables:
             let proxy = try bed.spawn(in: bed.node, [ferry, "run", "--mode", "nftables", "--min-sync-period", "0"] + node, logName: "ferry-nft")
             defer {
@@ -149,7 +148,7 @@ final class Lab: @unchecked Sendable {
                 _ = try? bed.run(in: bed.node, [ferry, "cleanup"])
             }
             try BenchProcesses.waitFor(bed, log: "ferry-nft", text: "synced")
-            return try body(proxy.processIdentifier)
+            return try body()
         case .kubeProxy:
             let file = "\(folder)/kube-proxy.nft"
             try KubeProxyShape.render(try tables(), clusterCIDR: CIDR(LoadBalancingBench.clusterCIDR)!)
@@ -159,7 +158,7 @@ final class Lab: @unchecked Sendable {
             defer {
                 _ = try? bed.run(in: bed.node, ["nft", "delete", "table", "ip", "kube-proxy"])
             }
-            return try body(nil)
+            return try body()
         case .ferryUserspace(let balancer, let epoll):
             let proxy = try bed.spawn(
                 in: bed.node,
@@ -169,7 +168,7 @@ final class Lab: @unchecked Sendable {
                 ] + node, logName: "ferry-userspace")
             defer { BenchProcesses.stop(proxy) }
             try BenchProcesses.waitFor(bed, log: "ferry-userspace", text: "synced")
-            return try body(proxy.processIdentifier)
+            return try body()
         case .haproxy(let splice):
             let config = "\(folder)/haproxy.cfg"
             try haproxyConfig(splice: splice).write(toFile: config, atomically: true, encoding: .utf8)
@@ -177,7 +176,7 @@ final class Lab: @unchecked Sendable {
             defer { BenchProcesses.stop(proxy) }
             usleep(500_000)
             guard proxy.isRunning else { throw BenchFailure("haproxy did not start: \(bed.log("haproxy").stderr.suffix(1_000))") }
-            return try body(proxy.processIdentifier)
+            return try body()
         }
     }
 
@@ -192,7 +191,7 @@ final class Lab: @unchecked Sendable {
 
     // MARK: Measuring
 
-    func measure(_ target: DataPathTarget, proxyPID: Int32?, seconds: Double, concurrency: Int) throws -> DataPathFigures {
+    func measure(_ target: DataPathTarget, seconds: Double, concurrency: Int) throws -> DataPathFigures {
         let service = LoadBalancingBench.serviceIP
         let (bulk, echo, http, udp): (String, [String], [String], [String]?) =
             switch target {

@@ -135,26 +135,14 @@ public struct LoadBalancingBench {
 
     /// Builds the topology, measures everything, tears the topology down (also when a step fails).
     public func run() throws -> BenchResults {
-        guard getuid() == 0 else { throw BenchFailure("ferry bench needs root (network namespaces, nftables)") }
-        for tool in ["iperf3", "nft"] where Testbed.executable(named: tool) == nil {
-            throw BenchFailure("ferry bench needs \(tool) (`make bench` installs what it needs)")
+        try inLab(command: "ferry bench", needing: ["iperf3", "nft"]) { lab, results in
+            results.dataPath = try measureDataPath(lab, targets: DataPathTarget.all(haproxy: lab.hasHAProxy, both: profile.bothHAProxyModes))
+            results.balance = try measureBalance(lab, dataPath: results.dataPath)
+            results.slowBackend = try measureSlowBackend(lab)
+            results.affinity = try measureAffinity(lab)
+            results.changes = try measureChanges(lab)
+            results.sync = try measureSync(lab)
         }
-        let started = ContinuousClock.now
-        var results = BenchResults(profile: profile.name, date: ISO8601DateFormatter().string(from: Date()), cores: ProcessInfo.processInfo.activeProcessorCount)
-        let lab = try Lab(ferry: ferry, progress: progress)
-        defer { lab.teardown() }
-        results.notes += lab.notes
-
-        progress("data path: \(profile.rounds) round(s) of \(DataPathTarget.all(haproxy: lab.hasHAProxy, both: profile.bothHAProxyModes).count) targets")
-        results.dataPath = try measureDataPath(lab)
-        results.balance = try measureBalance(lab, dataPath: results.dataPath)
-        results.slowBackend = try measureSlowBackend(lab)
-        results.affinity = try measureAffinity(lab)
-        results.changes = try measureChanges(lab)
-        results.sync = try measureSync(lab)
-        results.notes.append(Self.directCheckNote(lab))
-        results.seconds = (ContinuousClock.now - started).seconds
-        return results
     }
 
     // MARK: Data path
@@ -162,9 +150,22 @@ public struct LoadBalancingBench {
     /// The data path alone: Ferry userspace (level- and edge-triggered) against HAProxy with and without
     /// splice and direct (`ferry bench userspace`).
     public func runUserspaceDataPath() throws -> BenchResults {
-        guard getuid() == 0 else { throw BenchFailure("ferry bench userspace needs root (network namespaces)") }
-        for tool in ["iperf3", "haproxy"] where Testbed.executable(named: tool) == nil {
-            throw BenchFailure("ferry bench userspace needs \(tool) (`make bench` installs what it needs)")
+        try inLab(command: "ferry bench userspace", needing: ["iperf3", "haproxy"]) { lab, results in
+            results.dataPath = try measureDataPath(
+                lab,
+                targets: [
+                    .direct, .ferryUserspace(balancer: "round-robin"), .ferryUserspace(balancer: "round-robin", epoll: "edge"),
+                    .haproxy(splice: false), .haproxy(splice: true),
+                ])
+        }
+    }
+
+    /// Checks what the run needs, builds the lab, runs `body`, and tears the lab down (also when `body`
+    /// throws); the results carry the lab's notes, the direct-rate check and the run's duration.
+    private func inLab(command: String, needing tools: [String], _ body: (Lab, inout BenchResults) throws -> Void) throws -> BenchResults {
+        guard getuid() == 0 else { throw BenchFailure("\(command) needs root (network namespaces)") }
+        for tool in tools where Testbed.executable(named: tool) == nil {
+            throw BenchFailure("\(command) needs \(tool) (`make bench` installs what it needs)")
         }
         let started = ContinuousClock.now
         var results = BenchResults(
@@ -172,18 +173,14 @@ public struct LoadBalancingBench {
         let lab = try Lab(ferry: ferry, progress: progress)
         defer { lab.teardown() }
         results.notes += lab.notes
-        let targets: [DataPathTarget] = [
-            .direct, .ferryUserspace(balancer: "round-robin"), .ferryUserspace(balancer: "round-robin", epoll: "edge"),
-            .haproxy(splice: false), .haproxy(splice: true),
-        ]
-        results.dataPath = try measureDataPath(lab, targets: targets)
+        try body(lab, &results)
         results.notes.append(Self.directCheckNote(lab))
         results.seconds = (ContinuousClock.now - started).seconds
         return results
     }
 
-    func measureDataPath(_ lab: Lab, targets chosen: [DataPathTarget]? = nil) throws -> [DataPathFigures] {
-        let targets = chosen ?? DataPathTarget.all(haproxy: lab.hasHAProxy, both: profile.bothHAProxyModes)
+    func measureDataPath(_ lab: Lab, targets: [DataPathTarget]) throws -> [DataPathFigures] {
+        progress("data path: \(profile.rounds) round(s) of \(targets.count) targets")
         var rounds: [[DataPathFigures]] = []
         lab.directCheck.append(try lab.connectionRate(to: lab.directEcho, seconds: profile.seconds, concurrency: profile.concurrency).perSecond)
         for round in 1...profile.rounds {
@@ -191,8 +188,8 @@ public struct LoadBalancingBench {
             for offset in 0..<targets.count {
                 let target = targets[(offset + round - 1) % targets.count]
                 progress("round \(round)/\(profile.rounds): \(target.name)")
-                results[target] = try lab.with(target) { proxy in
-                    try lab.measure(target, proxyPID: proxy, seconds: profile.seconds, concurrency: profile.concurrency)
+                results[target] = try lab.with(target) {
+                    try lab.measure(target, seconds: profile.seconds, concurrency: profile.concurrency)
                 }
             }
             rounds.append(targets.map { results[$0]! })
@@ -220,7 +217,7 @@ public struct LoadBalancingBench {
             // Maglev hashes the client's address: one connection from each of many client addresses
             // (from one address every connection would meet the same pod, by design).
             let hashing = balancer == "maglev"
-            let report = try lab.with(.ferryUserspace(balancer: balancer)) { _ in
+            let report = try lab.with(.ferryUserspace(balancer: balancer)) {
                 try lab.connections(
                     to: ["\(Self.serviceIP):\(Self.echoPort)"], count: hashing ? lab.clientSources.count : profile.balanceConnections,
                     concurrency: 8, from: hashing ? lab.clientSources : [])
@@ -248,7 +245,7 @@ public struct LoadBalancingBench {
         ]
         for target in targets {
             progress("slow backend: \(target.name)")
-            let report = try lab.with(target) { _ in
+            let report = try lab.with(target) {
                 try lab.connectionRate(to: ["\(Self.serviceIP):\(Self.slowPort)"], seconds: profile.seconds, concurrency: profile.concurrency)
             }
             figures.append(
@@ -266,7 +263,7 @@ public struct LoadBalancingBench {
         try [DataPathTarget.ferryNFTables, .ferryUserspace(balancer: "round-robin")].map { target in
             progress("affinity: \(target.name)")
             let sticky = ["\(Self.stickyIP):\(Self.echoPort)"]
-            let (first, rest) = try lab.with(target) { _ in
+            let (first, rest) = try lab.with(target) {
                 (try lab.connections(to: sticky, count: 1, concurrency: 1), try lab.connections(to: sticky, count: 200, concurrency: 4))
             }
             return AffinityFigures(
@@ -280,7 +277,7 @@ public struct LoadBalancingBench {
     func measureChanges(_ lab: Lab) throws -> [ChangeFigures] {
         try [DataPathTarget.ferryNFTables, .ferryUserspace(balancer: "round-robin")].map { target in
             progress("change to traffic: \(target.name)")
-            return try lab.with(target) { _ in try lab.changeToTraffic(target: target) }
+            return try lab.with(target) { try lab.changeToTraffic(target: target) }
         }
     }
 
@@ -295,8 +292,4 @@ public struct LoadBalancingBench {
         }
         return try JSONDecoder().decode([SyncFigures].self, from: Data(result.stdout[start...].utf8))
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -204,7 +204,7 @@ public enum DebugProbe {
         public func json(elapsed: Duration) -> String {
             let answerItems = answers.sorted(by: { $0.key < $1.key }).map { "\(DebugProbe.jsonString($0.key)): \($0.value)" }
             let sourceItems = sources.sorted().map { DebugProbe.jsonString($0.description) }
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             return """
                 {"answers": {\(answerItems.joined(separator: ", "))}, \
                 "failed": {"refused": \(refused), "timeout": \(timedOut), "other": \(other)}, \

@@ -134,7 +134,7 @@ struct LoadCommand: ParsableCommand {
             errors.merge(tally.errors, uniquingKeysWith: +)
             failures += tally.failures
         }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.seconds
         let count = Int(merged.totalCount)
         let report = LoadReport(
             connections: count, failures: failures, seconds: seconds, perSecond: Double(count) / seconds,

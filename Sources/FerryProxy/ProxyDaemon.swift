@@ -332,8 +332,3 @@ public final class ProxyDaemon<C: Clock>: Sendable where C.Duration == Duration 
         }
     }
 }
-
-extension Duration {
-    /// The duration in seconds, as a floating-point number.
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
