@@ -59,8 +59,7 @@ struct LoadBalancingBenchCommand: ParsableCommand {
             } catch {
                 throw CommandFailure.badInput("--render \(render): \(error.localizedDescription)")
             }
-            try BenchReport.write(results, to: report, command: "ferry bench" + (results.profile == "quick" ? " --quick" : ""))
-            print("report: \(report)/report.md")
+            try finish(results, command: "ferry bench" + (results.profile == "quick" ? " --quick" : ""), report: report, json: json)
             return
         }
         let bench = LoadBalancingBench(profile: quick ? .quick : .full, ferry: BenchProcesses.ferryPath) { line in
