@@ -1,3 +1,4 @@
+import FerryCore
 import FerrySystem
 import Foundation
 import Glibc
@@ -5,7 +6,7 @@ import Glibc
 /// The client side of `ferry debug load`: one short exchange with a test pod per call.
 public enum LoadClient {
     /// One connection: connect, greeting, 64 bytes out and back, close. Returns the pod's name.
-    public static func exchange(_ target: SocketAddress, from source: SocketAddress? = nil, request: [UInt8], buffer: inout [UInt8])
+    public static func exchange(_ target: SocketAddress, from source: IPAddress? = nil, request: [UInt8], buffer: inout [UInt8])
         -> Result<String, SystemError>
     {
         let fd = socket(target.socketFamily, Int32(SOCK_STREAM.rawValue), 0)
@@ -16,11 +17,7 @@ public enum LoadClient {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         do throws(SystemError) {
-            if let source {
-                _ = try source.withSockaddr { (pointer, length) throws(SystemError) in
-                    try System.call("bind") { bind(fd, pointer, length) }
-                }
-            }
+            if let source { try DebugProbe.bindSource(fd, source, port: 0) }
             _ = try target.withSockaddr { (pointer, length) throws(SystemError) in
                 try System.call("connect") { connect(fd, pointer, length) }
             }

@@ -71,7 +71,7 @@ struct LoadCommand: ParsableCommand {
             let (ip, port) = parseHostPort(text)!
             return SocketAddress(ip: ip, port: port)
         }
-        let bound = sources.map { SocketAddress(ip: IPAddress($0)!, port: 0) }
+        let bound = sources.map { IPAddress($0)! }
         let claimed = ManagedCounter()
         let limit = maxConnections
         let clock = ContinuousClock()
