@@ -76,11 +76,16 @@ let package = Package(
             ]
         ),
         // The benchmark lab: its test beds' processes, the load-balancing benchmark (`ferry bench`), the
-        // spread statistics, kube-proxy's ruleset shape for comparison, the report's charts, and the
-        // test pods' server and probe (`ferry debug serve|probe`).
+        // sync, manifest-load and API-server harnesses (`ferry bench sync|load|api`), the spread
+        // statistics, kube-proxy's ruleset shape for comparison, the report's charts, and the test pods'
+        // server and probe (`ferry debug serve|probe`).
         .target(
             name: "FerryBench",
-            dependencies: ["FerryCore", "FerrySystem", "FerryNFTables", "FerryUserspace", "FerryTestbed"]
+            dependencies: [
+                "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed",
+                "FerryFakeAPIServer", .product(name: "Yams", package: "Yams"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
         ),
         // The commands, as a library so tests can drive them.
         .target(
@@ -88,7 +93,6 @@ let package = Package(
             dependencies: [
                 "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed", "FerryFakeAPIServer",
                 "FerryBench", "CLinux",
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -107,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "FerryIntegrationTests", dependencies: ["FerryTestbed", "FerryNFTables", "FerryCLI", "ferry", "FerryFakeAPIServer"],
             exclude: ["Fixtures"]),
-        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry", "FerryFakeAPIServer"], exclude: ["Golden"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryCLI", "ferry", "FerryFakeAPIServer"], exclude: ["Golden", "Fixtures"]),
         .testTarget(name: "FerryFakeAPIServerTests", dependencies: ["FerryFakeAPIServer"]),
         .testTarget(name: "FerryBenchTests", dependencies: ["FerryBench", "FerryCore"]),
     ]

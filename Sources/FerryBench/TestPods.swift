@@ -202,8 +202,8 @@ public enum DebugProbe {
         }
 
         public func json(elapsed: Duration) -> String {
-            let answerItems = answers.sorted(by: { $0.key < $1.key }).map { "\(DebugProbe.jsonString($0.key)): \($0.value)" }
-            let sourceItems = sources.sorted().map { DebugProbe.jsonString($0.description) }
+            let answerItems = answers.sorted(by: { $0.key < $1.key }).map { "\(jsonQuoted($0.key)): \($0.value)" }
+            let sourceItems = sources.sorted().map { jsonQuoted($0.description) }
             let seconds = elapsed.seconds
             return """
                 {"answers": {\(answerItems.joined(separator: ", "))}, \
@@ -213,22 +213,6 @@ public enum DebugProbe {
 
                 """
         }
-    }
-
-    static func jsonString(_ text: String) -> String {
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
-            default: output.unicodeScalars.append(scalar)
-            }
-        }
-        return output + "\""
     }
 
     /// `IP:PORT` or `[IPv6]:PORT`: the one parser `explain` uses too.

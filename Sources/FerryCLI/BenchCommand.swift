@@ -19,9 +19,6 @@ func printJSON<Figures: Encodable>(_ figures: Figures) throws {
     print(String(decoding: try encoder.encode(figures), as: UTF8.self))
 }
 
-
-
-
 /// `ferry bench` (or `ferry bench all`): load balancing end to end, both modes beside their peers.
 struct LoadBalancingBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

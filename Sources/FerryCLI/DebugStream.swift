@@ -2,9 +2,7 @@ import ArgumentParser
 import FerryBench
 import FerryCore
 import FerrySystem
-import FerryUserspace
 import Foundation
-import Glibc
 
 /// `ferry debug stream`: many connections held open at once, each streaming a pseudo-random payload
 /// through a `ferry debug serve` pod and checking the echo: payload integrity both ways, half-close
@@ -49,75 +47,17 @@ struct StreamCommand: ParsableCommand {
         guard bytes >= 0, pauseMilliseconds >= 0, readPauseMilliseconds >= 0, timeoutMilliseconds > 0 else { throw ValidationError("negative values are not allowed") }
     }
 
-    struct Report: Encodable {
-        var connections: Int
-        var opened = 0
-        var verified = 0
-        var failed: [String] = []
-        var pods: [String: Int] = [:]
-        var bytesEchoed = 0
-    }
-
     func run() throws {
-        signal(SIGPIPE, SIG_IGN)
-        System.raiseFileLimit()
         let (ip, port) = parseHostPort(to)!
-        let target = SocketAddress(ip: ip, port: port)
-        var report = Report(connections: connections)
-        var open: [(fd: Int32, pod: String)] = []
-        for _ in 0..<connections {
-            do {
-                let fd = try StreamClient.connect(target, timeoutMilliseconds: timeoutMilliseconds)
-                let greeting = try StreamClient.readLine(fd)
-                let pod = String(greeting.split(separator: " ").first ?? "?")
-                open.append((fd, pod))
-                report.pods[pod, default: 0] += 1
-                if pauseMilliseconds > 0 {
-                    print("connected \(pod)")
-                    fflush(nil)
-                }
-            } catch {
-                report.failed.append("connect: \(error)")
-            }
-        }
-        report.opened = open.count
-        if reset {
-            // Send, then reset while the echo is still coming back.
-            for connection in open {
-                let chunk = [UInt8](repeating: 7, count: 65_536)
-                var sent = 0
-                while sent < bytes {
-                    let count = chunk.withUnsafeBytes {
-                        send(connection.fd, $0.baseAddress, min($0.count, bytes - sent), Int32(MSG_NOSIGNAL))
-                    }
-                    if count <= 0 { break }
-                    sent += count
-                }
-                // Half-close first: a reset after a FIN finds the proxy's socket in CLOSE_WAIT, where the
-                // kernel reports EPIPE (and raises SIGPIPE) on its next write.
-                shutdown(connection.fd, Int32(SHUT_WR))
-                usleep(20_000)
-                var linger = linger(l_onoff: 1, l_linger: 0)
-                setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
-                close(connection.fd)
-                report.verified += 1
-            }
-            open = []
-        }
-        for (index, connection) in open.enumerated() {
-            defer { close(connection.fd) }
-            do {
-                let (sent, received, count) = try StreamClient.roundTrip(
-                    connection.fd, seed: UInt64(index + 1), bytes: bytes, pauseMilliseconds: pauseMilliseconds,
-                    readPauseMilliseconds: readPauseMilliseconds)
-                if sent == received && count == bytes {
-                    report.verified += 1
-                    report.bytesEchoed += count
-                } else {
-                    report.failed.append("\(connection.pod): echo differs (\(count) of \(bytes) bytes back)")
-                }
-            } catch {
-                report.failed.append("\(connection.pod): \(error)")
+        let check = StreamCheck(
+            target: SocketAddress(ip: ip, port: port), connections: connections, bytes: bytes, pauseMilliseconds: pauseMilliseconds,
+            readPauseMilliseconds: readPauseMilliseconds, reset: reset, timeoutMilliseconds: timeoutMilliseconds)
+        let pausing = pauseMilliseconds > 0
+        let report = check.run { pod in
+            // Printed as each opens, so that a test can change the service while the streams are held.
+            if pausing {
+                print("connected \(pod)")
+                fflush(nil)
             }
         }
         let encoder = JSONEncoder()
@@ -125,5 +65,4 @@ struct StreamCommand: ParsableCommand {
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
         if report.verified != connections { throw ExitCode(1) }
     }
-
 }

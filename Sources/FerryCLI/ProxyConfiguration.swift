@@ -213,20 +213,19 @@ enum ProxyConfiguration {
 
     /// The effective configuration of a parsed `run`, as a KubeProxyConfiguration (`--write-config-to`).
     static func render(_ run: RunCommand) -> String {
-        func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
         func duration(_ seconds: Double) -> String {
             seconds == seconds.rounded() ? "\(Int(seconds))s" : "\(Int((seconds * 1000).rounded()))ms"
         }
         var lines = [
             "apiVersion: \(apiVersion)", "kind: KubeProxyConfiguration", "mode: \(run.mode.rawValue)",
-            "hostnameOverride: \(quoted(run.node.nodeName ?? ""))",
-            "bindAddress: \(quoted(run.node.nodeIPs.first ?? "0.0.0.0"))",
-            "healthzBindAddress: \(quoted(run.healthzBindAddress))", "metricsBindAddress: \(quoted(run.metricsBindAddress))",
-            "clusterCIDR: \(quoted(run.node.clusterCIDR ?? ""))",
+            "hostnameOverride: \(jsonQuoted(run.node.nodeName ?? ""))",
+            "bindAddress: \(jsonQuoted(run.node.nodeIPs.first ?? "0.0.0.0"))",
+            "healthzBindAddress: \(jsonQuoted(run.healthzBindAddress))", "metricsBindAddress: \(jsonQuoted(run.metricsBindAddress))",
+            "clusterCIDR: \(jsonQuoted(run.node.clusterCIDR ?? ""))",
         ]
-        let ports = run.nftables.nodePortAddresses?.split(separator: ",").map { quoted(String($0)) } ?? []
+        let ports = run.nftables.nodePortAddresses?.split(separator: ",").map { jsonQuoted(String($0)) } ?? []
         lines.append("nodePortAddresses: [\(ports.joined(separator: ", "))]")
-        lines += ["clientConnection:", "  kubeconfig: \(quoted(run.source.kubeconfig ?? ""))"]
+        lines += ["clientConnection:", "  kubeconfig: \(jsonQuoted(run.source.kubeconfig ?? ""))"]
         lines += [
             "conntrack:", "  udpTimeout: \(duration(run.conntrackUDPTimeout))", "  udpStreamTimeout: \(duration(run.conntrackUDPStreamTimeout))",
         ]
@@ -239,7 +238,7 @@ enum ProxyConfiguration {
             "ferry:", "  userspaceBalancer: \(run.userspace.balancer)",
             "  userspaceIdleTimeout: \(duration(run.userspace.idleTimeout))", "  userspaceCopy: \(run.userspace.copy)",
             "  userspacePipeSizeKiB: \(run.userspace.pipeKiB)", "  logFormat: \(run.logFormat)", "  logLevel: \(run.logLevel)",
-            "  serviceClusterIPRange: \(quoted(run.source.serviceClusterIPRange ?? ""))", "  udpMaxSessions: \(run.userspace.udpMaxSessions)",
+            "  serviceClusterIPRange: \(jsonQuoted(run.source.serviceClusterIPRange ?? ""))", "  udpMaxSessions: \(run.userspace.udpMaxSessions)",
         ]
         if let workers = run.userspace.workers { lines.append("  userspaceWorkers: \(workers)") }
         return lines.joined(separator: "\n") + "\n"

@@ -2,7 +2,8 @@ import Foundation
 
 /// The texts kube-apiserver writes besides objects: Status bodies, continue tokens, and the parts of a URI.
 enum WireFormat {
-    /// `text` as a JSON string literal, quotes included.
+    /// `text` as a JSON string literal, quotes included. (FerryCore has the same function: the fake API
+    /// server shares no code with the client it tests, so that one bug cannot hide on both sides.)
     static func jsonString(_ text: String) -> String {
         var result = "\""
         for scalar in text.unicodeScalars {
