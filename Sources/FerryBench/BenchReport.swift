@@ -24,13 +24,19 @@ public enum BenchReport {
         func figures(_ name: String) -> DataPathFigures? { results.dataPath.first { $0.target == name } }
         var lines: [String] = []
         if let ferry = figures("Ferry nftables"), let kube = figures("kube-proxy ruleset (nft -f)") {
+            // With the noise of the pair's own slices beside each ratio, when they were measured in turns.
+            func paired(_ name: String, _ key: String, _ value: Double, _ peer: Double) -> String {
+                let noise = [ferry.sliceSpread?[key], kube.sliceSpread?[key]].compactMap { $0 }.max()
+                return ratio(name, value, peer) + (noise.map { String(format: " (±%.0f%%)", $0 / 2 * 100) } ?? "")
+            }
             var parts = [
-                ratio("1 stream", ferry.gbitOneStream, kube.gbitOneStream), ratio("4 streams", ferry.gbitFourStreams, kube.gbitFourStreams),
-                ratio("conn/s", ferry.connectionsPerSecond, kube.connectionsPerSecond),
-                ratio("p99 (lower is better)", Double(kube.p99Microseconds), Double(ferry.p99Microseconds)),
+                paired("1 stream", "1 stream", ferry.gbitOneStream, kube.gbitOneStream),
+                paired("4 streams", "4 streams", ferry.gbitFourStreams, kube.gbitFourStreams),
+                paired("conn/s", "conn/s", ferry.connectionsPerSecond, kube.connectionsPerSecond),
+                paired("p99 (lower is better)", "p99", Double(kube.p99Microseconds), Double(ferry.p99Microseconds)),
             ]
-            if let a = ferry.httpRequestsPerSecond, let b = kube.httpRequestsPerSecond { parts.append(ratio("HTTP req/s", a, b)) }
-            if let a = ferry.udpQueriesPerSecond, let b = kube.udpQueriesPerSecond { parts.append(ratio("UDP q/s", a, b)) }
+            if let a = ferry.httpRequestsPerSecond, let b = kube.httpRequestsPerSecond { parts.append(paired("HTTP req/s", "HTTP req/s", a, b)) }
+            if let a = ferry.udpQueriesPerSecond, let b = kube.udpQueriesPerSecond { parts.append(paired("UDP q/s", "UDP q/s", a, b)) }
             lines.append("Ferry nftables / kube-proxy's ruleset: " + parts.joined(separator: ", "))
         }
         let proxies = results.dataPath.filter { $0.target.hasPrefix("HAProxy") }
@@ -68,6 +74,12 @@ public enum BenchReport {
         text += "way, close; latency connect to last byte (HdrHistogram). HTTP: wrk, `Connection: close`, nginx in the pods. UDP: "
         text += "a 64-byte query and its answer from a fresh socket each (16 in flight). CPU: the whole machine's busy time "
         text += "(client, pods, proxy, kernel) per GB moved and per 1,000 connections.\n\n"
+        if results.dataPath.contains(where: { $0.sliceSpread != nil }) {
+            text += "Ferry nftables and kube-proxy's ruleset are measured in turns: each figure in four slices of half the time, "
+            text += "A B B A, the rules swapped between slices (Ferry's by `ferry sync`, the daemon's sync run once; kube-proxy's "
+            text += "by `nft -f`). Beside each of their ratios, (±N%): how far one ruleset's own slices lay from their mean in this "
+            text += "run, the larger of the two: this machine's noise, within which a ratio is a tie.\n\n"
+        }
         for line in ratios(results) { text += "- \(line)\n" }
         text += "\n![throughput](throughput.svg)\n![connections](connections.svg)\n![latency](latency.svg)\n![udp](udp.svg)\n\n"
         guard !results.balance.isEmpty else { return text + "## Notes\n\n" + results.notes.map { "- \($0)\n" }.joined() }

@@ -49,6 +49,10 @@ public struct DataPathFigures: Codable, Sendable, Hashable {
     public var udpLost: Int?
     /// Connections per pod in the connection-rate run.
     public var spread: [String: Int]
+    /// For a target measured in several slices (a paired run): per figure ("1 stream", "4 streams",
+    /// "conn/s", "p99", "HTTP req/s", "UDP q/s"), how far apart its own slices came, (max - min) / mean:
+    /// this machine's noise in the same run, against which a ratio to the peer is read.
+    public var sliceSpread: [String: Double]?
 
     static func median(_ rounds: [DataPathFigures]) -> DataPathFigures {
         func middle<T: Comparable>(_ values: [T]) -> T { values.sorted()[values.count / 2] }
@@ -73,6 +77,8 @@ public struct DataPathFigures: Codable, Sendable, Hashable {
         result.udpP99Microseconds = middle(rounds.map(\.udpP99Microseconds))
         result.udpLost = rounds.compactMap(\.udpLost).isEmpty ? nil : rounds.compactMap(\.udpLost).reduce(0, +)
         result.spread = rounds.reduce(into: [:]) { total, round in total.merge(round.spread, uniquingKeysWith: +) }
+        let spreads = rounds.compactMap(\.sliceSpread)
+        result.sliceSpread = spreads.isEmpty ? nil : spreads.reduce(into: [:]) { widest, round in widest.merge(round, uniquingKeysWith: max) }
         return result
     }
 }

@@ -136,8 +136,7 @@ final class Lab: @unchecked Sendable {
 
     /// Starts `target` in the node namespace, runs `body`, stops the target and leaves nothing behind.
     func with<T>(_ target: DataPathTarget, _ body: () throws -> T) throws -> T {
-        let node = ["--manifests", manifestFolder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr",
-            LoadBalancingBench.clusterCIDR, "--healthz-bind-address", "", "--metrics-bind-address", ""]
+        let node = nodeArguments + ["--healthz-bind-address", "", "--metrics-bind-address", ""]
         switch target {
         case .direct:
             return try body()
@@ -180,6 +179,22 @@ final class Lab: @unchecked Sendable {
         }
     }
 
+    /// What Ferry is told of the node and where the manifests are, in `run` and `sync` alike.
+    private var nodeArguments: [String] {
+        ["--manifests", manifestFolder, "--node-name", "node-1", "--node-ip", Testbed.nodeAddress, "--cluster-cidr", LoadBalancingBench.clusterCIDR]
+    }
+
+    /// For one slice of a paired measurement: programs a kernel target's rules, runs `body`, removes
+    /// them. Ferry's with `ferry sync` (the daemon's sync run once: the same rules, in about 50 ms
+    /// where starting the daemon takes a second), kube-proxy's with `nft -f`.
+    func withRules<T>(_ target: DataPathTarget, _ body: () throws -> T) throws -> T {
+        guard target == .ferryNFTables else { return try with(target, body) }
+        let synced = try bed.run(in: bed.node, [ferry, "sync"] + nodeArguments)
+        guard synced.status == 0 else { throw BenchFailure("ferry sync failed: \(synced.stderr.suffix(1_000))") }
+        defer { _ = try? bed.run(in: bed.node, [ferry, "cleanup"]) }
+        return try body()
+    }
+
     /// The backend tables of the bench's manifests, as Ferry computes them (for kube-proxy's ruleset).
     func tables() throws -> BackendTables {
         let read = ManifestReader.read(fileAt: "\(manifestFolder)/services.yaml")
@@ -191,50 +206,68 @@ final class Lab: @unchecked Sendable {
 
     // MARK: Measuring
 
+    /// Every figure of `target`, one after the other, `seconds` each.
     func measure(_ target: DataPathTarget, seconds: Double, concurrency: Int) throws -> DataPathFigures {
-        let service = LoadBalancingBench.serviceIP
-        let (bulk, echo, http, udp): (String, [String], [String], [String]?) =
-            switch target {
-            case .direct:
-                (
-                    "\(bed.pods[0].ip):\(LoadBalancingBench.bulkPort)", directEcho, bed.pods.map { "\($0.ip):\(LoadBalancingBench.httpPort)" },
-                    bed.pods.map { "\($0.ip):\(LoadBalancingBench.dnsPort)" }
-                )
-            case .haproxy:
-                (
-                    "\(Testbed.nodeAddress):\(Lab.haproxyBulk)", ["\(Testbed.nodeAddress):\(Lab.haproxyEcho)"],
-                    ["\(Testbed.nodeAddress):\(Lab.haproxyHTTP)"], nil
-                )
-            default:
-                (
-                    "\(LoadBalancingBench.bulkIP):\(LoadBalancingBench.bulkPort)", ["\(service):\(LoadBalancingBench.echoPort)"],
-                    ["\(service):\(LoadBalancingBench.httpPort)"], ["\(service):\(LoadBalancingBench.dnsPort)"]
-                )
+        var sample = DataPathSample()
+        for figure in figures(of: target) {
+            try measure(figure, of: target, seconds: seconds, concurrency: concurrency, into: &sample)
+        }
+        return sample.figures(target: target.name)
+    }
+
+    /// The figures `target` can give here (HTTP needs nginx and wrk; HAProxy relays no UDP).
+    func figures(of target: DataPathTarget) -> [DataPathFigure] {
+        DataPathFigure.allCases.filter { figure in
+            switch figure {
+            case .http: hasHTTP
+            case .udp: addresses(of: target).udp != nil
+            default: true
             }
+        }
+    }
+
+    /// Where the client sends each kind of traffic for `target`.
+    private func addresses(of target: DataPathTarget) -> (bulk: String, echo: [String], http: [String], udp: [String]?) {
+        let service = LoadBalancingBench.serviceIP
+        switch target {
+        case .direct:
+            return (
+                "\(bed.pods[0].ip):\(LoadBalancingBench.bulkPort)", directEcho, bed.pods.map { "\($0.ip):\(LoadBalancingBench.httpPort)" },
+                bed.pods.map { "\($0.ip):\(LoadBalancingBench.dnsPort)" }
+            )
+        case .haproxy:
+            return (
+                "\(Testbed.nodeAddress):\(Lab.haproxyBulk)", ["\(Testbed.nodeAddress):\(Lab.haproxyEcho)"],
+                ["\(Testbed.nodeAddress):\(Lab.haproxyHTTP)"], nil
+            )
+        default:
+            return (
+                "\(LoadBalancingBench.bulkIP):\(LoadBalancingBench.bulkPort)", ["\(service):\(LoadBalancingBench.echoPort)"],
+                ["\(service):\(LoadBalancingBench.httpPort)"], ["\(service):\(LoadBalancingBench.dnsPort)"]
+            )
+        }
+    }
+
+    /// Measures one figure of `target` for `seconds` and adds it to `sample`.
+    func measure(_ figure: DataPathFigure, of target: DataPathTarget, seconds: Double, concurrency: Int, into sample: inout DataPathSample)
+        throws
+    {
+        let to = addresses(of: target)
         var cpu = MachineCPU()
-        let one = try iperf(to: bulk, streams: 1, seconds: seconds)
-        let four = try iperf(to: bulk, streams: 4, seconds: seconds)
-        let bulkCPU = cpu.lap()
-        let rate = try connectionRate(to: echo, seconds: seconds, concurrency: concurrency)
-        let rateCPU = cpu.lap()
-        var figures = DataPathFigures(
-            target: target.name, gbitOneStream: one.bitsPerSecond / 1e9, gbitFourStreams: four.bitsPerSecond / 1e9,
-            connectionsPerSecond: rate.perSecond, p50Microseconds: rate.p50Microseconds, p90Microseconds: rate.p90Microseconds,
-            p99Microseconds: rate.p99Microseconds, p999Microseconds: rate.p999Microseconds, failures: rate.failures,
-            machineCPUSecondsPerGB: bulkCPU / (Double(one.bytes + four.bytes) / 1e9),
-            machineCPUSecondsPerThousandConnections: rateCPU / Double(max(1, rate.connections)) * 1_000, spread: rate.pods)
-        if hasHTTP {
-            let result = try wrk(http[0], seconds: seconds, concurrency: concurrency)
-            figures.httpRequestsPerSecond = result.perSecond
-            figures.httpP99Microseconds = result.p99Microseconds
+        switch figure {
+        case .oneStream, .fourStreams:
+            let result = try iperf(to: to.bulk, streams: figure == .oneStream ? 1 : 4, seconds: seconds)
+            sample.addBulk(streams: figure == .oneStream ? 1 : 4, bitsPerSecond: result.bitsPerSecond, bytes: result.bytes, cpu: cpu.lap())
+        case .connections:
+            let report = try connectionRate(to: to.echo, seconds: seconds, concurrency: concurrency)
+            sample.addConnections(report, cpu: cpu.lap())
+        case .http:
+            let result = try wrk(to.http[0], seconds: seconds, concurrency: concurrency)
+            sample.http.append(result)
+        case .udp:
+            guard let udp = to.udp else { return }
+            sample.udp.append(try load(["--udp", "--seconds", String(seconds), "--concurrency", "16"], to: udp))
         }
-        if let udp {
-            let queries = try load(["--udp", "--seconds", String(seconds), "--concurrency", "16"], to: udp)
-            figures.udpQueriesPerSecond = queries.perSecond
-            figures.udpP99Microseconds = queries.p99Microseconds
-            figures.udpLost = queries.failures
-        }
-        return figures
     }
 
     func connectionRate(to targets: [String], seconds: Double, concurrency: Int) throws -> LoadReport {
