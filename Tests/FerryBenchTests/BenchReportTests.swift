@@ -58,4 +58,45 @@ struct BenchReportTests {
             #expect(parser.parse(), "\(file) is not well-formed XML")
         }
     }
+
+    @Test func aPairedTargetsSlicesAddUpAndTheirNoiseStandsBesideTheRatio() {
+        func report(_ connections: Int, p99: UInt64, pods: [String: Int]) -> LoadReport {
+            LoadReport(
+                connections: connections, failures: 1, seconds: 1, perSecond: Double(connections), p50Microseconds: 100, p90Microseconds: 200,
+                p99Microseconds: p99, p999Microseconds: 400, pods: pods, errors: [:])
+        }
+        var ferry = DataPathSample()
+        ferry.addBulk(streams: 1, bitsPerSecond: 9e9, bytes: 1_000_000_000, cpu: 0.5)
+        ferry.addBulk(streams: 1, bitsPerSecond: 11e9, bytes: 1_000_000_000, cpu: 0.5)
+        ferry.addConnections(report(4_500, p99: 1_000, pods: ["pod-1": 2_000, "pod-2": 2_500]), cpu: 1)
+        ferry.addConnections(report(5_500, p99: 3_000, pods: ["pod-1": 3_000, "pod-3": 2_500]), cpu: 1)
+        let figures = ferry.figures(target: "Ferry nftables")
+        #expect(figures.gbitOneStream == 10)
+        #expect(figures.connectionsPerSecond == 5_000)
+        #expect(figures.p99Microseconds == 2_000)
+        #expect(figures.failures == 2)
+        #expect(figures.spread == ["pod-1": 5_000, "pod-2": 2_500, "pod-3": 2_500])
+        #expect(figures.machineCPUSecondsPerGB == 0.5)
+        #expect(figures.machineCPUSecondsPerThousandConnections == 0.2)
+        // (max - min) / mean of the target's own slices; a figure measured once has none.
+        #expect(figures.sliceSpread?["1 stream"] == 0.2)
+        #expect(figures.sliceSpread?["conn/s"] == 0.2)
+        #expect(figures.sliceSpread?["4 streams"] == nil)
+
+        var kube = DataPathSample()
+        kube.addBulk(streams: 1, bitsPerSecond: 10e9, bytes: 1_000_000_000, cpu: 0.5)
+        kube.addBulk(streams: 1, bitsPerSecond: 10e9, bytes: 1_000_000_000, cpu: 0.5)
+        kube.addConnections(report(4_000, p99: 2_000, pods: [:]), cpu: 1)
+        kube.addConnections(report(6_000, p99: 2_000, pods: [:]), cpu: 1)
+        var results = BenchResults(profile: "quick", date: "2026-12-03T00:00:00Z", cores: 2)
+        results.dataPath = [figures, kube.figures(target: "kube-proxy ruleset (nft -f)")]
+        // The larger of the two targets' spreads, halved: how far a slice lay from the mean.
+        #expect(BenchReport.ratios(results).first?.contains("1 stream 1.00x (±10%), 4 streams -") == true)
+        #expect(BenchReport.ratios(results).first?.contains("conn/s 1.00x (±20%)") == true)
+        #expect(BenchReport.markdown(results, command: "ferry bench --quick").contains("measured in turns"))
+        // Medians over rounds keep the widest spread of each figure.
+        var quieter = figures
+        quieter.sliceSpread = ["1 stream": 0.05, "conn/s": 0.3]
+        #expect(DataPathFigures.median([figures, quieter, figures]).sliceSpread == ["1 stream": 0.2, "conn/s": 0.3, "p99": 1])
+    }
 }
