@@ -83,7 +83,7 @@ let package = Package(
             name: "FerryBench",
             dependencies: [
                 "FerryCore", "FerrySystem", "FerrySources", "FerryNFTables", "FerryUserspace", "FerryProxy", "FerryTestbed",
-                "FerryFakeAPIServer", .product(name: "Yams", package: "Yams"),
+                "FerryFakeAPIServer", "CLinux", .product(name: "Yams", package: "Yams"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),

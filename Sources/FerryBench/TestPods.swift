@@ -4,8 +4,9 @@ import Foundation
 import Glibc
 
 // The test pods' tools behind `ferry debug serve` and `ferry debug probe`: a server that says its name,
-// and a client that counts who answered. Plain POSIX sockets, one thread per listener and per TCP
-// connection.
+// and a client that counts who answered. Plain POSIX sockets: one epoll loop per TCP listener (a
+// thread per connection cost the pods more CPU than the proxies they are there to measure), one thread
+// per UDP socket.
 //
 // The protocol, so that one server serves both "who answered" probes and simple request/response:
 //   TCP: on accept the server writes `NAME <client-ip>:<client-port>\n` at once, then echoes whatever it
@@ -18,8 +19,6 @@ import Glibc
 public enum DebugServer {
     public enum Kind: Sendable { case tcp, udp }
 
-    /// At most this many TCP connections are served at once; beyond it, connections wait in the backlog.
-    static let connectionSlots = DispatchSemaphore(value: 1024)
     /// A TCP connection idle this long (no data either way) is closed.
     static let idleTimeoutSeconds = 30
 
@@ -48,63 +47,9 @@ public enum DebugServer {
         }
     }
 
-    public static func acceptLoop(_ listener: Int32, name: String, delayMilliseconds: Int = 0) {
-        while true {
-            connectionSlots.wait()
-            let accepted: Int32
-            let peer: SocketAddress?
-            do {
-                (accepted, peer) = try SocketAddress.receiving { (pointer, length) throws(SystemError) in
-                    try System.call("accept") { accept(listener, pointer, length) }
-                }
-                _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
-            } catch {
-                connectionSlots.signal()
-                switch error.errno {
-                case ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
-                    continue  // the connection's problem, not the listener's (see accept(2))
-                default:
-                    FileHandle.standardError.write(Data("ferry debug serve: \(error)\n".utf8))
-                    usleep(100_000)  // EMFILE and friends: back off rather than spin
-                    continue
-                }
-            }
-            guard let client = peer else {
-                close(accepted)
-                connectionSlots.signal()
-                continue
-            }
-            let thread = Thread {
-                defer { connectionSlots.signal() }
-                if delayMilliseconds > 0 { usleep(useconds_t(delayMilliseconds * 1_000)) }
-                serveConnection(accepted, peer: client, name: name)
-            }
-            thread.stackSize = 1 << 18
-            thread.start()
-        }
-    }
-
-    /// Writes the greeting, echoes until EOF (or an error, or the idle timeout), closes.
-    static func serveConnection(_ fd: Int32, peer: SocketAddress, name: String) {
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: idleTimeoutSeconds, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let greeting = Array("\(name) \(peer.ip.joined(port: peer.port))\n".utf8)
-        guard (try? DebugSys.sendAll(fd, greeting)) != nil else { return }
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count: Int
-            do {
-                count = try buffer.withUnsafeMutableBytes { raw in
-                    try System.call("recv") { recv(fd, raw.baseAddress, raw.count, 0) }
-                }
-            } catch {
-                return  // reset, or idle too long
-            }
-            if count == 0 { return }  // the client half-closed: done
-            guard (try? DebugSys.sendAll(fd, buffer[0..<count])) != nil else { return }
-        }
+    /// Serves a TCP listener forever on the calling thread (`EchoLoop`): greeting, echo, close.
+    public static func acceptLoop(_ listener: Int32, name: String, delayMilliseconds: Int = 0) -> Never {
+        EchoLoop(listener: listener, name: name, delay: .milliseconds(delayMilliseconds)).run()
     }
 
     public static func datagramLoop(_ fd: Int32, name: String) {
@@ -368,18 +313,6 @@ public enum DebugProbe {
 // MARK: - system calls
 
 enum DebugSys {
-    /// Writes all of `bytes` (blocking socket), retrying EINTR and short writes.
-    static func sendAll(_ fd: Int32, _ bytes: some Collection<UInt8>) throws {
-        let data = Array(bytes)
-        var offset = 0
-        while offset < data.count {
-            let sent = try data.withUnsafeBytes { raw in
-                try System.call("send") { send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
-            }
-            offset += sent
-        }
-    }
-
     /// Waits until `fd` has `events` (or an error or hang-up to report), or the deadline passes
     /// (`false`). EINTR waits again for what is left.
     static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Result<Bool, SystemError> {
