@@ -222,6 +222,9 @@ public final class NetlinkMessageBuilder {
 
     public func put(_ type: UInt16, u8 value: UInt8) { _ = mnl_attr_put_u8_check(header, capacity, type, value) }
 
+    /// Adds a 32-bit attribute in host order (NLA_U32).
+    public func put(_ type: UInt16, u32 value: UInt32) { _ = mnl_attr_put_u32_check(header, capacity, type, value) }
+
     /// Adds a nested attribute whose content `body` puts.
     public func nest(_ type: UInt16, _ body: () -> Void) {
         guard let start = mnl_attr_nest_start_check(header, capacity, type) else { return }
