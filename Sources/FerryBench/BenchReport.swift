@@ -40,11 +40,14 @@ public enum BenchReport {
             lines.append("Ferry nftables / kube-proxy's ruleset: " + parts.joined(separator: ", "))
         }
         let proxies = results.dataPath.filter { $0.target.hasPrefix("HAProxy") }
-        if let ferry = figures("Ferry userspace"), !proxies.isEmpty {
+        // The default (level-triggered) and, when measured, the edge-triggered relay, each against the
+        // better of HAProxy's two modes figure by figure.
+        for name in [DataPathTarget.ferryUserspace(balancer: "round-robin").name, DataPathTarget.ferryUserspace(balancer: "round-robin", epoll: "edge").name] {
+            guard let ferry = figures(name), !proxies.isEmpty else { continue }
             let best = { (value: (DataPathFigures) -> Double) in proxies.map(value).max() ?? 0 }
             let bestP99 = proxies.map { Double($0.p99Microseconds) }.min() ?? 0
             lines.append(
-                "Ferry userspace / HAProxy's best: "
+                "\(name) / HAProxy's best: "
                     + [
                         ratio("1 stream", ferry.gbitOneStream, best(\.gbitOneStream)),
                         ratio("4 streams", ferry.gbitFourStreams, best(\.gbitFourStreams)),

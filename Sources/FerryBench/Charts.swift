@@ -4,10 +4,16 @@ import Foundation
 public enum BarChart {
     static let colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1"]
 
+    /// Room for the longest label at 13 px (about 7.5 px a character in a sans-serif font), at least
+    /// 220 px: "Ferry userspace (edge-triggered)" was cut at the left edge in a fixed 220.
+    static func labelColumn(_ labels: [String]) -> Double {
+        max(220, Double(labels.map(\.count).max() ?? 0) * 7.5 + 16)
+    }
+
     /// One bar per label.
     public static func svg(title: String, unit: String, bars: [(String, Double)]) -> String {
-        let width = 640.0
-        let labelWidth = 220.0
+        let labelWidth = labelColumn(bars.map(\.0))
+        let width = labelWidth + 420
         let rowHeight = 34.0
         let top = 40.0
         let height = top + rowHeight * Double(bars.count) + 10
@@ -35,8 +41,8 @@ public enum BarChart {
 
     /// A group of bars per row (one per series, a legend on top): e.g. p50/p90/p99 per target.
     public static func grouped(title: String, unit: String, groups: [String], series: [String], values: [[Double]]) -> String {
-        let width = 720.0
-        let labelWidth = 220.0
+        let labelWidth = labelColumn(groups)
+        let width = labelWidth + 500
         let barHeight = 14.0
         let groupHeight = barHeight * Double(series.count) + 12
         let top = 64.0

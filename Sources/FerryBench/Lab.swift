@@ -12,7 +12,7 @@ enum DataPathTarget: Hashable, Sendable {
     case haproxy(splice: Bool)
 
     static func all(haproxy: Bool, both: Bool) -> [DataPathTarget] {
-        [.direct, .ferryNFTables, .kubeProxy, .ferryUserspace(balancer: "round-robin")]
+        [.direct, .ferryNFTables, .kubeProxy, .ferryUserspace(balancer: "round-robin"), .ferryUserspace(balancer: "round-robin", epoll: "edge")]
             + (haproxy ? (both ? [.haproxy(splice: false), .haproxy(splice: true)] : [.haproxy(splice: true)]) : [])
     }
 
