@@ -21,6 +21,25 @@ enum UDPLoopback {
         return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
+    /// `forwarder` listening for UDP on a free port of 127.0.0.2, which it returns. A port found free (bound,
+    /// then closed) can be taken by a test running beside this one before the forwarder binds it (seen
+    /// once: EADDRINUSE); then another port is tried.
+    static func frontend(_ forwarder: Forwarder, pool: PoolHandle) throws -> Int {
+        var attempts = 1
+        while true {
+            let free = try bound(host: 0x7f00_0002)
+            close(free.fd)
+            let address = SocketAddress(ip: IPAddress("127.0.0.2")!, port: free.port)
+            let listened = Result { () throws(SystemError) in try forwarder.listen(on: address, protocol: .udp, pool: pool) }
+            if case .failure(let error) = listened, error.errno == EADDRINUSE, attempts < 10 {
+                attempts += 1
+                continue
+            }
+            _ = try listened.get()
+            return free.port
+        }
+    }
+
     /// Answers every datagram with `name`, a space, and the datagram itself, until stopped.
     static func server(name: String) throws -> (port: Int, stop: () -> Void) {
         let (fd, port) = try bound()
@@ -102,15 +121,12 @@ struct UDPRelayLoopbackTests {
         defer { b.stop() }
         let forwarder = try forwarder()
         defer { forwarder.stop() }
-        let port = try UDPLoopback.bound(host: 0x7f00_0002)
-        close(port.fd)
-        _ = try forwarder.listen(
-            on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: pool([a.port, b.port]))
+        let port = try UDPLoopback.frontend(forwarder, pool: pool([a.port, b.port]))
         // Each client: its answers all from one backend, echoed intact (the client socket is connected
         // to the frontend, so an answer from any other address would never arrive).
         var answeredBy: [String] = []
         for client in 0..<6 {
-            let fd = try UDPLoopback.client(to: port.port)
+            let fd = try UDPLoopback.client(to: port)
             defer { close(fd) }
             var names: Set<String> = []
             for query in 0..<20 {
@@ -140,13 +156,10 @@ struct UDPRelayLoopbackTests {
         close(dead.fd)  // nothing listens there: the kernel answers ICMP port unreachable
         let forwarder = try forwarder()
         defer { forwarder.stop() }
-        let port = try UDPLoopback.bound(host: 0x7f00_0002)
-        close(port.fd)
-        _ = try forwarder.listen(
-            on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: pool([dead.port, live.port]))
+        let port = try UDPLoopback.frontend(forwarder, pool: pool([dead.port, live.port]))
         var answered = 0
         for query in 0..<10 {
-            let fd = try UDPLoopback.client(to: port.port)
+            let fd = try UDPLoopback.client(to: port)
             defer { close(fd) }
             // A query that went to the dead backend is lost (UDP); the client asks again, as resolvers do.
             if UDPLoopback.exchange(fd, "q\(query)") ?? UDPLoopback.exchange(fd, "q\(query) again") != nil { answered += 1 }
@@ -162,11 +175,9 @@ struct UDPRelayLoopbackTests {
         defer { b.stop() }
         let forwarder = try forwarder(timeout: .seconds(30))
         defer { forwarder.stop() }
-        let port = try UDPLoopback.bound(host: 0x7f00_0002)
-        close(port.fd)
         let handle = pool([a.port, b.port])
-        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: handle)
-        let clients = try (0..<4).map { _ in try UDPLoopback.client(to: port.port) }
+        let port = try UDPLoopback.frontend(forwarder, pool: handle)
+        let clients = try (0..<4).map { _ in try UDPLoopback.client(to: port) }
         defer { for fd in clients { close(fd) } }
         let first = clients.map { UDPLoopback.exchange($0, "hello")?.split(separator: " ").first.map(String.init) }
         #expect(Set(first.compactMap { $0 }) == ["a", "b"])
@@ -183,10 +194,8 @@ struct UDPRelayLoopbackTests {
         defer { a.stop() }
         let forwarder = try forwarder(timeout: .seconds(30), limit: 2)
         defer { forwarder.stop() }
-        let port = try UDPLoopback.bound(host: 0x7f00_0002)
-        close(port.fd)
-        _ = try forwarder.listen(on: SocketAddress(ip: IPAddress("127.0.0.2")!, port: port.port), protocol: .udp, pool: pool([a.port]))
-        let clients = try (0..<3).map { _ in try UDPLoopback.client(to: port.port) }
+        let port = try UDPLoopback.frontend(forwarder, pool: pool([a.port]))
+        let clients = try (0..<3).map { _ in try UDPLoopback.client(to: port) }
         defer { for fd in clients { close(fd) } }
         #expect(UDPLoopback.exchange(clients[0], "1") != nil)
         #expect(UDPLoopback.exchange(clients[1], "2") != nil)
