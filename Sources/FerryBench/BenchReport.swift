@@ -23,7 +23,9 @@ public enum BenchReport {
     public static func ratios(_ results: BenchResults) -> [String] {
         func figures(_ name: String) -> DataPathFigures? { results.dataPath.first { $0.target == name } }
         var lines: [String] = []
-        if let ferry = figures("Ferry nftables"), let kube = figures("kube-proxy ruleset (nft -f)") {
+        let level = DataPathTarget.ferryUserspace(balancer: "round-robin").name
+        let edge = DataPathTarget.ferryUserspace(balancer: "round-robin", epoll: "edge").name
+        if let ferry = figures(DataPathTarget.ferryNFTables.name), let kube = figures(DataPathTarget.kubeProxy.name) {
             // With the noise of the pair's own slices beside each ratio, when they were measured in turns.
             func paired(_ name: String, _ key: String, _ value: Double, _ peer: Double) -> String {
                 let noise = [ferry.sliceSpread?[key], kube.sliceSpread?[key]].compactMap { $0 }.max()
@@ -42,7 +44,7 @@ public enum BenchReport {
         let proxies = results.dataPath.filter { $0.target.hasPrefix("HAProxy") }
         // The default (level-triggered) and, when measured, the edge-triggered relay, each against the
         // better of HAProxy's two modes figure by figure.
-        for name in [DataPathTarget.ferryUserspace(balancer: "round-robin").name, DataPathTarget.ferryUserspace(balancer: "round-robin", epoll: "edge").name] {
+        for name in [level, edge] {
             guard let ferry = figures(name), !proxies.isEmpty else { continue }
             let best = { (value: (DataPathFigures) -> Double) in proxies.map(value).max() ?? 0 }
             let bestP99 = proxies.map { Double($0.p99Microseconds) }.min() ?? 0
@@ -55,7 +57,7 @@ public enum BenchReport {
                         ratio("p99 (lower is better)", bestP99, Double(ferry.p99Microseconds)),
                     ].joined(separator: ", "))
         }
-        if let ferry = figures("Ferry userspace"), let kernel = figures("Ferry nftables"), let a = ferry.udpQueriesPerSecond,
+        if let ferry = figures(level), let kernel = figures(DataPathTarget.ferryNFTables.name), let a = ferry.udpQueriesPerSecond,
             let b = kernel.udpQueriesPerSecond
         {
             lines.append("UDP: Ferry userspace / Ferry nftables: " + ratio("q/s", a, b))

@@ -18,8 +18,8 @@ final class EchoLoop {
         var output: [UInt8] = []
         var written = 0
         var lastActive: ContinuousClock.Instant
+        /// What epoll watches the socket for; 0 until it is added (after the greeting).
         var interest: UInt32 = 0
-        var watched = false
     }
 
     private let listener: Int32
@@ -171,12 +171,8 @@ final class EchoLoop {
             }
         }
         let wanted = connection.written < connection.output.count ? EPOLLOUT.rawValue : EPOLLIN.rawValue
-        if !connection.watched {
-            _ = ferry_epoll_ctl(epoll, EPOLL_CTL_ADD, fd, wanted, UInt64(fd))
-            connection.watched = true
-            connection.interest = wanted
-        } else if connection.interest != wanted {
-            _ = ferry_epoll_ctl(epoll, EPOLL_CTL_MOD, fd, wanted, UInt64(fd))
+        if connection.interest != wanted {
+            _ = ferry_epoll_ctl(epoll, connection.interest == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, wanted, UInt64(fd))
             connection.interest = wanted
         }
         connections[fd] = connection

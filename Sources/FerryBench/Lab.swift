@@ -256,8 +256,9 @@ final class Lab: @unchecked Sendable {
         var cpu = MachineCPU()
         switch figure {
         case .oneStream, .fourStreams:
-            let result = try iperf(to: to.bulk, streams: figure == .oneStream ? 1 : 4, seconds: seconds)
-            sample.addBulk(streams: figure == .oneStream ? 1 : 4, bitsPerSecond: result.bitsPerSecond, bytes: result.bytes, cpu: cpu.lap())
+            let streams = figure == .oneStream ? 1 : 4
+            let result = try iperf(to: to.bulk, streams: streams, seconds: seconds)
+            sample.addBulk(streams: streams, bitsPerSecond: result.bitsPerSecond, bytes: result.bytes, cpu: cpu.lap())
         case .connections:
             let report = try connectionRate(to: to.echo, seconds: seconds, concurrency: concurrency)
             sample.addConnections(report, cpu: cpu.lap())

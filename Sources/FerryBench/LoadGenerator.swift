@@ -55,7 +55,6 @@ public struct LoadGenerator: Sendable {
     public func run() -> (report: LoadReport, timeline: [String]) {
         signal(SIGPIPE, SIG_IGN)
         System.raiseFileLimit()
-        let bound = sources
         let claimed = ManagedCounter()
         let limit = maxConnections
         let clock = ContinuousClock()
@@ -83,7 +82,7 @@ public struct LoadGenerator: Sendable {
                         udp
                         ? LoadClient.query(target, request: request, buffer: &buffer, keep: udpKeepSocket, kept: &kept)
                         : LoadClient.exchange(
-                            target, from: bound.isEmpty ? nil : bound[number % bound.count], request: request, buffer: &buffer)
+                            target, from: sources.isEmpty ? nil : sources[number % sources.count], request: request, buffer: &buffer)
                     if keepTimeline {
                         let pod = (try? outcome.get()) ?? "-"
                         tally.timeline.append((Date().timeIntervalSince1970 * 1000, pod))
@@ -106,8 +105,7 @@ public struct LoadGenerator: Sendable {
         }
         finished.wait()
         let elapsed = clock.now - start
-        let total = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-        var merged = total
+        var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var pods: [String: Int] = [:]
         var errors: [String: Int] = [:]
         var failures = 0
